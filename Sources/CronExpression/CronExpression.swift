@@ -1,0 +1,1 @@
+// The cron engine: parser, normalizer, describer and next-fire search (no I/O).
