@@ -61,7 +61,7 @@ extension CronExpression {
         let days = values(UInt64(daysOfMonth), 1...31)
         let runs = Self.compressedRuns(days)
         if flags.contains(.dayOfMonthStar), runs.count == 1, let run = runs.first, run.step > 1, run.first == 1 {
-            parts.append("every \(Self.ordinal(run.step)) day of the month")
+            parts.append("every \(Self.numericOrdinal(run.step)) day of the month")
         } else if days.count == 1 {
             parts.append("day \(days[0]) of the month")
         } else if !days.isEmpty {
@@ -128,9 +128,14 @@ extension CronExpression {
 
     static func twoDigits(_ n: Int) -> String { n < 10 ? "0\(n)" : "\(n)" }
 
+    /// `first` ... `fifth`, for `n#k`.
     static func ordinal(_ n: Int) -> String {
         let words = ["", "first", "second", "third", "fourth", "fifth"]
-        if n < words.count { return words[n] }
+        return n < words.count ? words[n] : numericOrdinal(n)
+    }
+
+    /// `2nd`, `11th`, `23rd`, for steps.
+    static func numericOrdinal(_ n: Int) -> String {
         let suffix = (11...13).contains(n % 100) ? "th" : ["th", "st", "nd", "rd", "th", "th", "th", "th", "th", "th"][n % 10]
         return "\(n)\(suffix)"
     }

@@ -111,3 +111,48 @@ public enum CronFormat {
             + "\(pad(local.second))\(zoneText)"
     }
 }
+
+extension CronFormat {
+    /// Parses `2024-03-10T01:30:00Z`, `...+08:00`, or a wall time without offset (`2024-03-10T01:30` or
+    /// `2024-03-10 01:30:00`), which is read in `zone` at its first occurrence. Nil when malformed.
+    public static func parseInstant(_ text: String, in zone: CronTimeZone) -> Date? {
+        var bytes = Array(text.utf8)
+        var offsetSeconds: Int?
+        if bytes.last == UInt8(ascii: "Z") || bytes.last == UInt8(ascii: "z") {
+            offsetSeconds = 0
+            bytes.removeLast()
+        } else if bytes.count >= 6, bytes[bytes.count - 3] == UInt8(ascii: ":"),
+            bytes[bytes.count - 6] == UInt8(ascii: "+") || bytes[bytes.count - 6] == UInt8(ascii: "-")
+        {
+            let sign = bytes[bytes.count - 6] == UInt8(ascii: "-") ? -1 : 1
+            guard let hours = Int(String(decoding: bytes[(bytes.count - 5)..<(bytes.count - 3)], as: UTF8.self)),
+                let minutes = Int(String(decoding: bytes[(bytes.count - 2)...], as: UTF8.self)),
+                hours <= 23, minutes <= 59
+            else { return nil }
+            offsetSeconds = sign * (hours * 3600 + minutes * 60)
+            bytes.removeLast(6)
+        }
+        let parts = String(decoding: bytes, as: UTF8.self).split(whereSeparator: { $0 == "T" || $0 == " " })
+        guard (1...2).contains(parts.count) else { return nil }
+        let date = parts[0].split(separator: "-", omittingEmptySubsequences: false).map { Int($0) }
+        let time = parts.count == 2 ? parts[1].split(separator: ":", omittingEmptySubsequences: false).map { Int($0) } : [0, 0]
+        guard date.count == 3, (2...3).contains(time.count), let year = date[0], let month = date[1],
+            let day = date[2], let hour = time[0], let minute = time[1], let second = time.count == 3 ? time[2] : 0,
+            (1...12).contains(month), (1...CivilCalendar.daysInMonth(year: year, month: month)).contains(day),
+            (0...23).contains(hour), (0...59).contains(minute), (0...59).contains(second)
+        else { return nil }
+        let wall = Int64(CivilCalendar.dayNumber(year: year, month: month, day: day)) * 86_400
+            + Int64(hour * 3600 + minute * 60 + second)
+        if let offsetSeconds { return Date(timeIntervalSince1970: TimeInterval(wall - Int64(offsetSeconds))) }
+        // A wall time: the first instant whose local time is at or after it (a time in a gap maps past the gap).
+        let table = zone.table
+        for i in 0..<table.starts.count {
+            let offset = Int64(table.offsets[i])
+            let instant = max(wall - offset, table.starts[i])
+            if instant < table.end(of: i) && instant + offset >= wall {
+                return Date(timeIntervalSince1970: TimeInterval(instant))
+            }
+        }
+        return nil
+    }
+}

@@ -142,3 +142,8 @@ final class OffsetTable: Sendable {
         return OffsetTable(starts: starts, offsets: offsets)
     }
 }
+
+extension LocalTime {
+    /// 0 = Sunday ... 6 = Saturday.
+    public var weekday: Int { CivilCalendar.weekday(dayNumber: CivilCalendar.dayNumber(year: year, month: month, day: day)) }
+}

@@ -1,0 +1,115 @@
+import ArgumentParser
+import CronExpression
+import Foundation
+
+/// `snapcronctl next EXPR`: normalized form, description and the next fires of an expression. Needs no daemon.
+struct NextCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "next",
+        abstract: "Show the normalized form, a description and the next fire times of a cron expression.",
+        discussion: """
+            Reads nothing but its arguments: works without a daemon. Fires moved or repeated by a \
+            daylight-saving change are marked. Exit status 1 when the expression is invalid.
+            """
+    )
+
+    @Argument(help: "A 5-field cron expression or a macro such as @daily (quote it).")
+    var expression: String
+
+    @Option(help: "IANA time zone for the fires (default: the system zone).")
+    var zone: String?
+
+    @Option(help: "How many fires to show (1-10000).")
+    var count: Int = 5
+
+    @Option(help: "Start after this instant: ISO 8601 with Z or an offset, or a wall time in --zone (default: now).")
+    var after: String?
+
+    @Option(help: "Job name that seeds the hashed H fields.")
+    var job: String?
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    func validate() throws {
+        guard (1...10_000).contains(count) else { throw ValidationError("--count must be between 1 and 10000") }
+    }
+
+    func run() throws {
+        guard let timeZone = zone.map({ CronTimeZone(identifier: $0) }) ?? CronTimeZone.current else {
+            throw ValidationError("unknown time zone '\(zone ?? "")' (use an IANA name such as Asia/Taipei)")
+        }
+        var start = Date()
+        if let after {
+            guard let parsed = CronFormat.parseInstant(after, in: timeZone) else {
+                throw ValidationError("--after: '\(after)' is not an ISO 8601 time (e.g. 2026-03-08T01:30:00-05:00)")
+            }
+            start = parsed
+        }
+        let parsed: (expression: CronExpression, warnings: [CronWarning])
+        do {
+            parsed = try CronExpression.parseWithWarnings(expression, hashSeed: job)
+        } catch {
+            if json {
+                printJSON(["error": ["message": error.message, "column": error.column] as [String: Any]])
+            }
+            FileHandle.standardError.write(Data((error.rendered(lineText: expression) + "\n").utf8))
+            throw ExitCodes.invalidInput
+        }
+        let fires = Array(parsed.expression.fires(after: start, in: timeZone).prefix(count))
+        if json {
+            var object: [String: Any] = [
+                "expression": expression,
+                "normalized": parsed.expression.normalized,
+                "description": parsed.expression.englishDescription,
+                "zone": timeZone.identifier,
+                "fires": fires.map { CronFormat.iso8601($0.date, in: timeZone) },
+                "dst": fires.map { note(for: $0.adjustment) ?? NSNull() as Any },
+            ]
+            if !parsed.warnings.isEmpty { object["warnings"] = parsed.warnings.map(\.message) }
+            printJSON(object)
+            return
+        }
+        for warning in parsed.warnings {
+            let text = DiagnosticRenderer.render(
+                location: "<expression>:1:\(warning.columns.lowerBound)", severity: "warning",
+                message: warning.message, line: 1, lineText: expression, columns: warning.columns)
+            FileHandle.standardError.write(Data((text + "\n").utf8))
+        }
+        print("expression:  \(expression)")
+        print("normalized:  \(parsed.expression.normalized)")
+        print("description: \(parsed.expression.englishDescription)")
+        print("zone:        \(timeZone.identifier)\(parsed.expression.isWildcardForDST ? " (wildcard job for DST)" : "")")
+        if fires.isEmpty {
+            print("fires:       none within \(CronExpression.horizonYears) years")
+            return
+        }
+        print("next \(fires.count) fire\(fires.count == 1 ? "" : "s"):")
+        for fire in fires {
+            let weekday = Self.weekdays[timeZone.localTime(of: fire.date).weekday]
+            var line = "  \(CronFormat.iso8601(fire.date, in: timeZone))  \(weekday)"
+            if let note = note(for: fire.adjustment) { line += "  * \(note)" }
+            print(line)
+        }
+        if fires.count < count { print("  (no more fires within \(CronExpression.horizonYears) years)") }
+    }
+
+    private static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
+
+    private func note(for adjustment: DSTAdjustment) -> String? {
+        switch adjustment {
+        case .none: nil
+        case .shiftedFromGap(let nominal, let coalesced):
+            "DST gap: \(nominal) does not exist; fires once right after the gap"
+                + (coalesced > 1 ? " (\(coalesced) skipped times merged)" : "")
+        case .firstOfRepeatedTime: "DST overlap: this wall time repeats; fires at the first pass only"
+        case .repeatedTimeFirstPass: "DST overlap: first of two passes of this wall time"
+        case .repeatedTimeSecondPass: "DST overlap: second pass of this wall time"
+        }
+    }
+
+    private func printJSON(_ object: [String: Any]) {
+        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
