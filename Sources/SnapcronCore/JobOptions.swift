@@ -307,7 +307,10 @@ enum OptionParser {
             throw ValueError(message: "invalid number '\(value)' (expected a whole number, \(rangeText))")
         }
         guard let number = Int(value) else { throw ValueError(message: "value \(value) is too large") }
-        guard range.contains(number) else { throw ValueError(message: "value \(number) out of range \(rangeText)") }
+        guard range.contains(number) else {
+            let allowed = range.upperBound == .max ? "(\(rangeText))" : rangeText
+            throw ValueError(message: "value \(number) out of range \(allowed)")
+        }
         return number
     }
 
