@@ -252,7 +252,12 @@ struct ConfigReader {
             let note =
                 Suggestion.closest(to: key, in: known).map { "did you mean '\($0)'?" }
                 ?? "known keys are \(known.joined(separator: ", "))"
-            error(keyPath, "unknown key '\(key)'", note: note)
+            let message = "unknown key '\(key)'"
+            if path.isEmpty {
+                diagnostics.append(.error(message, file: file, note: note))
+            } else {
+                error(path, message, note: note)
+            }
         }
     }
 
@@ -355,6 +360,7 @@ struct ConfigReader {
         let file = absolutePath(table, "api_key_file", at: path)
         if table["api_key_credential"] != nil, table["api_key_file"] != nil {
             error(path, "give api_key_credential or api_key_file, not both")
+            return
         } else if required, table["api_key_credential"] == nil, table["api_key_file"] == nil, table["api_key"] == nil {
             error(path, "missing api_key_credential or api_key_file (the API key is never inline)")
         }
