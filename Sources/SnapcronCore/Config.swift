@@ -216,6 +216,12 @@ public struct SnapcronConfig: Sendable, Hashable {
         var message = error.description.trimmingCharacters(in: .whitespacesAndNewlines)
         if message.hasSuffix(".") { message.removeLast() }
         if let first = message.first { message = first.lowercased() + message.dropFirst() }
+        // toml++ says "Error while parsing value: …"; after "error:" lead with the reason instead.
+        if message.hasPrefix("error while "), let colon = message.firstIndex(of: ":") {
+            let context = message[message.index(message.startIndex, offsetBy: 6)..<colon]
+            let reason = message[message.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+            if !reason.isEmpty { message = "\(reason) (\(context))" }
+        }
         return Diagnostic(
             file: file, line: max(begin.line, 1), columns: max(begin.column, 1)..<max(endColumn, 2),
             severity: .error, message: message, sourceLine: sourceLine?.trimmingCharacters(in: ["\r"]))

@@ -139,7 +139,7 @@ func configErrors(_ text: String) -> DiagnosticList {
         #expect(error.line == 3)
         #expect(error.columns != nil)
         #expect(error.sourceLine == "max_concurrent_creates = = 4")
-        #expect(error.description.hasPrefix("snapcron.toml:3:"))
+        #expect(error.description.hasPrefix("snapcron.toml:3:26: error: could not determine value type (while parsing value)"))
         #expect(error.description.contains("3 | max_concurrent_creates = = 4"))
     }
 
