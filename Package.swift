@@ -11,13 +11,22 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "CronExpression", targets: ["CronExpression"]),
+        .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),
+        .target(
+            name: "SnapcronCore",
+            dependencies: [
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "snapcronctl",
             dependencies: [
@@ -30,6 +39,11 @@ let package = Package(
             name: "CronExpressionTests",
             dependencies: ["CronExpression"],
             resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SnapcronCoreTests",
+            dependencies: ["SnapcronCore"],
             swiftSettings: swiftSettings
         ),
     ]
