@@ -147,3 +147,22 @@ extension LocalTime {
     /// 0 = Sunday ... 6 = Saturday.
     public var weekday: Int { CivilCalendar.weekday(dayNumber: CivilCalendar.dayNumber(year: year, month: month, day: day)) }
 }
+
+extension CronTimeZone {
+    /// The instants in `range` where the UTC offset changes, with the offsets before and after.
+    public func transitions(in range: Range<Date>) -> [(date: Date, offsetBefore: Int, offsetAfter: Int)] {
+        let low = Int64(range.lowerBound.timeIntervalSince1970.rounded(.down))
+        let high = Int64(range.upperBound.timeIntervalSince1970.rounded(.up))
+        var result: [(date: Date, offsetBefore: Int, offsetAfter: Int)] = []
+        var i = max(1, table.interval(containing: low))
+        while i < table.starts.count, table.starts[i] < high {
+            if table.starts[i] >= low {
+                result.append(
+                    (Date(timeIntervalSince1970: TimeInterval(table.starts[i])), Int(table.offsets[i - 1]),
+                     Int(table.offsets[i])))
+            }
+            i += 1
+        }
+        return result
+    }
+}
