@@ -1,0 +1,18 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Benchmarks live in their own package so that the product's build stays lean.
+let package = Package(
+    name: "snapcron-benchmarks",
+    platforms: [.macOS(.v14)],
+    dependencies: [
+        .package(name: "snapcron", path: "..")
+    ],
+    targets: [
+        .executableTarget(
+            name: "cron-bench",
+            dependencies: [.product(name: "CronExpression", package: "snapcron")],
+            swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
+        )
+    ]
+)
