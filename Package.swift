@@ -11,10 +11,12 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .library(name: "CronExpression", targets: ["CronExpression"]),
+        .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),
@@ -26,10 +28,30 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "SnapcronStore",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        // Child process for the crash-safety test: hammers the store until SIGKILLed.
+        .executableTarget(
+            name: "snapcron-store-torture",
+            dependencies: ["SnapcronStore"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "CronExpressionTests",
             dependencies: ["CronExpression"],
             resources: [.copy("Fixtures")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SnapcronStoreTests",
+            dependencies: [
+                "SnapcronStore",
+                "snapcron-store-torture",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]
