@@ -91,10 +91,9 @@ extension SnapcronDatabase {
             // A claimed or creating run always has these (CHECK constraint on runs).
             let (backend, target, name) = (run.backend!, run.target!, run.imageName!)
             if let existing = try fetchImage(db, id: imageID, backend: backend) {
+                let owner = existing.runID.map { "run \($0)" } ?? "no run"
                 throw SnapcronStoreError(
-                    .conflict,
-                    "image \(imageID) at backend \(backend) is already recorded for run \(existing.runID.map(String.init) ?? "none")"
-                )
+                    .conflict, "image \(imageID) at backend \(backend) is already recorded for \(owner)")
             }
             try db.execute(
                 sql: """

@@ -1,7 +1,8 @@
 import Foundation
 import GRDB
-@testable import SnapcronStore
 import Testing
+
+@testable import SnapcronStore
 
 /// Tests on a real file: WAL, reopening, migrations, and refusing files that are not ours.
 @Suite struct FileDatabaseTests {

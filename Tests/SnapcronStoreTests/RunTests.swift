@@ -31,9 +31,10 @@ import Testing
                 job: "web", scheduledAt: minute(0) + 0.75, trigger: .manual, imageName: "n", backend: "b",
                 target: "t", now: minute(0)))
         #expect(run.scheduledAt == minute(0))
-        #expect(try db.claimRun(
-            job: "web", scheduledAt: minute(0) + 0.25, trigger: .manual, imageName: "n", backend: "b", target: "t",
-            now: minute(0)) == nil)
+        #expect(
+            try db.claimRun(
+                job: "web", scheduledAt: minute(0) + 0.25, trigger: .manual, imageName: "n", backend: "b", target: "t",
+                now: minute(0)) == nil)
     }
 
     @Test func manualClaimDoesNotAdvanceLastScheduled() throws {
@@ -52,7 +53,8 @@ import Testing
 
     @Test func missedAndSkippedFiresAreNeverClaimedLater() throws {
         let missed = try #require(
-            try db.recordMissed(job: "web", scheduledAt: minute(0), now: minute(90), reason: "daemon down past deadline"))
+            try db.recordMissed(
+                job: "web", scheduledAt: minute(0), now: minute(90), reason: "daemon down past deadline"))
         let skipped = try #require(
             try db.recordSkipped(job: "web", scheduledAt: minute(60), now: minute(60), reason: "run 1 still running"))
         #expect(missed.state == .missed)
