@@ -12,11 +12,13 @@ let package = Package(
     products: [
         .library(name: "CronExpression", targets: ["CronExpression"]),
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
+        .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),
@@ -27,12 +29,23 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "SnapcronStore",
+            dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "snapcronctl",
             dependencies: [
                 "CronExpression",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        // Child process for the crash-safety test: hammers the store until SIGKILLed.
+        .executableTarget(
+            name: "snapcron-store-torture",
+            dependencies: ["SnapcronStore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -44,6 +57,15 @@ let package = Package(
         .testTarget(
             name: "SnapcronCoreTests",
             dependencies: ["SnapcronCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "SnapcronStoreTests",
+            dependencies: [
+                "SnapcronStore",
+                "snapcron-store-torture",
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -1,0 +1,155 @@
+import Foundation
+import GRDB
+
+extension SnapcronDatabase {
+    /// The images of `job`, newest first; deleted ones only when `includeDeleted`.
+    public func images(job: String, includeDeleted: Bool = false) throws -> [ImageRecord] {
+        try read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT * FROM images WHERE job = ? AND (? OR state <> 'deleted')
+                    ORDER BY created_at DESC, id DESC
+                    """,
+                arguments: [job, includeDeleted]
+            ).map(ImageRecord.init(row:))
+        }
+    }
+
+    /// The image with backend image id `id` at `backend`, if snapcron recorded it.
+    public func image(id: String, backend: String) throws -> ImageRecord? {
+        try read { db in try fetchImage(db, id: id, backend: backend) }
+    }
+
+    /// Pins or unpins an image; retention never deletes a pinned image.
+    @discardableResult
+    public func setPinned(id: String, backend: String, _ pinned: Bool) throws -> ImageRecord {
+        try write { db in
+            _ = try fetchExistingImage(db, id: id, backend: backend)
+            try db.execute(
+                sql: "UPDATE images SET pinned = ? WHERE backend = ? AND id = ?",
+                arguments: [pinned, backend, id])
+            return try fetchImage(db, id: id, backend: backend)!
+        }
+    }
+
+    /// Records that snapcron deleted the image, and why; repeating it for a deleted image changes nothing.
+    ///
+    /// Throws `.illegalTransition` for a pinned image: unpin it first.
+    @discardableResult
+    public func markImageDeleted(id: String, backend: String, now: Date, reason: String) throws -> ImageRecord {
+        try write { db in
+            let image = try fetchExistingImage(db, id: id, backend: backend)
+            if image.state == .deleted { return image }  // a delete retried after a crash
+            guard !image.pinned else {
+                throw SnapcronStoreError(.illegalTransition, "image \(id) at backend \(backend) is pinned")
+            }
+            try db.execute(
+                sql: """
+                    UPDATE images SET state = 'deleted', deleted_at = ?, updated_at = ?, delete_reason = ?,
+                        keep_reason = NULL
+                    WHERE backend = ? AND id = ?
+                    """,
+                arguments: [now.epochSeconds, now.epochSeconds, reason, backend, id])
+            return try fetchImage(db, id: id, backend: backend)!
+        }
+    }
+
+    /// Records one retention verdict (see ``recordRetentionDecisions(_:)``).
+    @discardableResult
+    public func recordRetentionDecision(id: String, backend: String, _ decision: RetentionDecision) throws
+        -> ImageRecord
+    {
+        try recordRetentionDecisions([(ImageKey(id: id, backend: backend), decision)])[0]
+    }
+
+    /// Records a retention pass's verdicts in one transaction: the reason each image was kept or is to be deleted.
+    ///
+    /// A delete verdict only records the plan; ``markImageDeleted(id:backend:now:reason:)`` records the deletion.
+    /// Throws `.illegalTransition` (nothing written) for a delete verdict on a pinned or already deleted image.
+    @discardableResult
+    public func recordRetentionDecisions(_ decisions: [(ImageKey, RetentionDecision)]) throws -> [ImageRecord] {
+        try write { db in
+            try decisions.map { key, decision in
+                let image = try fetchExistingImage(db, id: key.id, backend: key.backend)
+                let (keepReason, deleteReason): (String?, String?)
+                switch decision {
+                case .keep(let reason):
+                    (keepReason, deleteReason) = (reason, nil)
+                case .delete(let reason):
+                    guard !image.pinned, image.state != .deleted else {
+                        throw SnapcronStoreError(
+                            .illegalTransition,
+                            "image \(key.id) at backend \(key.backend) cannot be deleted: "
+                                + (image.pinned ? "it is pinned" : "it is already deleted"))
+                    }
+                    (keepReason, deleteReason) = (nil, reason)
+                }
+                try db.execute(
+                    sql: "UPDATE images SET keep_reason = ?, delete_reason = ? WHERE backend = ? AND id = ?",
+                    arguments: [keepReason, deleteReason, key.backend, key.id])
+                return try fetchImage(db, id: key.id, backend: key.backend)!
+            }
+        }
+    }
+
+    /// Records an image state seen at the backend outside a run's polling (e.g. `gone` found by a list).
+    ///
+    /// Use ``markImageDeleted(id:backend:now:reason:)`` for deletions; a deleted image's state is final.
+    @discardableResult
+    public func updateImageState(id: String, backend: String, state: ImageState, sizeBytes: Int64? = nil, now: Date)
+        throws -> ImageRecord
+    {
+        guard state != .deleted else {
+            throw SnapcronStoreError(.invalidArgument, "use markImageDeleted to record that image \(id) was deleted")
+        }
+        return try write { db in
+            let image = try fetchExistingImage(db, id: id, backend: backend)
+            guard image.state != .deleted else {
+                throw SnapcronStoreError(
+                    .illegalTransition, "image \(id) at backend \(backend) is deleted; cannot become \(state.rawValue)")
+            }
+            try db.execute(
+                sql: """
+                    UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
+                    WHERE backend = ? AND id = ?
+                    """,
+                arguments: [state.rawValue, sizeBytes, now.epochSeconds, backend, id])
+            return try fetchImage(db, id: id, backend: backend)!
+        }
+    }
+
+    // MARK: - Helpers
+
+    func fetchImage(_ db: Database, id: String, backend: String) throws -> ImageRecord? {
+        try Row.fetchOne(db, sql: "SELECT * FROM images WHERE backend = ? AND id = ?", arguments: [backend, id])
+            .map(ImageRecord.init(row:))
+    }
+
+    private func fetchExistingImage(_ db: Database, id: String, backend: String) throws -> ImageRecord {
+        guard let image = try fetchImage(db, id: id, backend: backend) else {
+            throw SnapcronStoreError(.imageNotFound, "image \(id) at backend \(backend) is not recorded")
+        }
+        return image
+    }
+}
+
+extension ImageRecord {
+    /// Decodes an `images` row; an unknown state is reported as corruption.
+    init(row: Row) throws {
+        id = try row.decode(forColumn: "id")
+        backend = try row.decode(forColumn: "backend")
+        job = try row.decode(forColumn: "job")
+        target = try row.decode(forColumn: "target")
+        name = try row.decode(forColumn: "name")
+        description = try row.decode(forColumn: "description")
+        createdAt = Date(epochSeconds: try row.decode(forColumn: "created_at"))
+        state = try decodeEnum(row, "state")
+        sizeBytes = try row.decode(forColumn: "size_bytes")
+        pinned = try row.decode(forColumn: "pinned")
+        deletedAt = try decodeDate(row, "deleted_at")
+        runID = try row.decode(forColumn: "run_id")
+        keepReason = try row.decode(forColumn: "keep_reason")
+        deleteReason = try row.decode(forColumn: "delete_reason")
+    }
+}
