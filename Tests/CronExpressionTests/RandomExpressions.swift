@@ -45,7 +45,22 @@ struct GeneratedExpression: CustomStringConvertible {
         return dayOfMonthStar || dayOfWeekStar ? (dayOK && weekdayOK) : (dayOK || weekdayOK)
     }
 
+    /// A random expression that can fire (impossible day/month combinations are drawn again).
     static func random(using rng: inout SplitMix64) -> GeneratedExpression {
+        while true {
+            let candidate = anyRandom(using: &rng)
+            do {
+                _ = try CronExpression(candidate.text)
+                return candidate
+            } catch where error.message.contains("never fires") {
+                continue
+            } catch {
+                fatalError("generator produced an invalid expression '\(candidate.text)': \(error.message)")
+            }
+        }
+    }
+
+    private static func anyRandom(using rng: inout SplitMix64) -> GeneratedExpression {
         var texts: [String] = []
         var sets: [Set<Int>] = []
         var stars: [Bool] = []
