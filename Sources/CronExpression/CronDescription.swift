@@ -18,7 +18,7 @@ extension CronExpression {
             minutePart = "every minute"
         } else if runs.count == 1, let run = runs.first, run.count >= 3 {
             let every = run.step == 1 ? "every minute" : "every \(run.step) minutes"
-            let coversHour = run.first < run.step && run.last + run.step > 59
+            let coversHour = run.first == 0 && run.last + run.step > 59
             minutePart = coversHour ? every : "\(every) from \(run.first) through \(run.last)"
         } else if minuteValues.count == 1 {
             minutePart = "at minute \(minuteValues[0])"
