@@ -2,7 +2,13 @@ extension CronExpression {
     /// A plain-English description: `at 01:00 every day`,
     /// `every 15 minutes from 0 through 45 past hours 9-17 on Monday through Friday`.
     public var englishDescription: String {
-        [timePhrase, dayPhrase, monthPhrase].filter { !$0.isEmpty }.joined(separator: " ")
+        let time = timePhrase
+        var day = dayPhrase
+        // "every day" reads well after clock times ("at 01:00 every day"), not after "every 15 minutes".
+        if day == "every day" && !time.hasPrefix("at ") || time.hasPrefix("at minute") && day == "every day" {
+            day = ""
+        }
+        return [time, day, monthPhrase].filter { !$0.isEmpty }.joined(separator: " ")
     }
 
     private var timePhrase: String {
