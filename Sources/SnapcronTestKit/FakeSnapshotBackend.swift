@@ -150,7 +150,8 @@ public actor FakeSnapshotBackend: SnapshotBackend {
     }
 
     /// Makes every call of `operation` throw a permanent error until ``clearFailures()``.
-    public func failAlways(_ operation: SnapshotBackendError.Operation, message: String = "scripted permanent failure") {
+    public func failAlways(_ operation: SnapshotBackendError.Operation, message: String = "scripted permanent failure")
+    {
         failures[operation] = ScriptedFailure(remaining: nil, transient: false, message: message)
     }
 
@@ -210,7 +211,8 @@ public actor FakeSnapshotBackend: SnapshotBackend {
                 target: target, name: imageName, description: description, createdAt: nil, behavior: behavior)
             if reply == .crashBeforeReply {
                 throw SnapshotBackendError.transient(
-                    backend: name, .create, target: target, "connection reset before the reply (image \(ref.id) was made)")
+                    backend: name, .create, target: target,
+                    "connection reset before the reply (image \(ref.id) was made)")
             }
             call.outcome = .image(ref)
             record(call)
@@ -290,7 +292,8 @@ public actor FakeSnapshotBackend: SnapshotBackend {
         return ref
     }
 
-    private func injectedFailure(_ operation: SnapshotBackendError.Operation, target: String?, image: ImageRef?) throws {
+    private func injectedFailure(_ operation: SnapshotBackendError.Operation, target: String?, image: ImageRef?) throws
+    {
         guard var failure = failures[operation] else { return }
         if let remaining = failure.remaining {
             if remaining <= 1 {

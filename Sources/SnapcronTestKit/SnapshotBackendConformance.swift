@@ -77,9 +77,10 @@ public struct SnapshotBackendConformance: Sendable {
     ) {
         self.makeBackend = makeBackend
         self.targets = targets
-        self.awaitFinal = awaitFinal ?? { backend, image, logger in
-            try await Self.pollUntilFinal(backend, image, logger: logger)
-        }
+        self.awaitFinal =
+            awaitFinal ?? { backend, image, logger in
+                try await Self.pollUntilFinal(backend, image, logger: logger)
+            }
         self.logger = logger
     }
 
@@ -155,7 +156,8 @@ public struct SnapshotBackendConformance: Sendable {
                 fail("unexpected error: \(error)")
             } else {
                 failures.append(
-                    Failure(rule: .errorsAreSnapshotBackendErrors, message: "\(rule) threw \(type(of: error)): \(error)"))
+                    Failure(
+                        rule: .errorsAreSnapshotBackendErrors, message: "\(rule) threw \(type(of: error)): \(error)"))
             }
         }
     }

@@ -170,7 +170,8 @@ import Glibc
         }
         #expect(error?.isTransient == false)
         #expect(error?.operation == .create)
-        #expect(error?.description == "local create failed for image n-1 of \(missing): target does not exist (permanent)")
+        #expect(
+            error?.description == "local create failed for image n-1 of \(missing): target does not exist (permanent)")
         #expect(!FileManager.default.fileExists(atPath: scratch.images + "/n-1"))
         #expect(try await backend.status(ImageRef(id: "n-1"), logger: quiet) == .gone)
     }

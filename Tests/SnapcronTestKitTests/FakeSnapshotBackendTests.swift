@@ -55,10 +55,11 @@ func poll(_ backend: FakeSnapshotBackend, _ image: ImageRef, times count: Int) a
         let image = try await fake.create(target: "vm-1", name: "n", description: "", logger: quiet)
         #expect(await fake.images.map(\.ref) == [image])
         let outcomes = await fake.calls(of: .create).map(\.outcome)
-        #expect(outcomes == [
-            .failed(message: "http 503", transient: true), .failed(message: "http 503", transient: true),
-            .image(image),
-        ])
+        #expect(
+            outcomes == [
+                .failed(message: "http 503", transient: true), .failed(message: "http 503", transient: true),
+                .image(image),
+            ])
     }
 
     @Test func permanentFailureRepeatsUntilCleared() async throws {

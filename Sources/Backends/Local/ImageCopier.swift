@@ -275,7 +275,8 @@ struct TreeCopy {
             }
             if child.isDirectory {
                 if let store = imagesDirectory, store.st_dev == child.st_dev, store.st_ino == child.st_ino {
-                    copier.logger.warning("Skipping the image store inside the target", metadata: ["path": "\(childSource)"])
+                    copier.logger.warning(
+                        "Skipping the image store inside the target", metadata: ["path": "\(childSource)"])
                     continue
                 }
                 entries.append(.init(kind: .directory, path: childRelative))

@@ -241,7 +241,8 @@ public actor LocalBackend: SnapshotBackend {
         } catch let error as CocoaError where error.code == .fileReadNoSuchFile {
             return []
         } catch {
-            throw SnapshotBackendError.transient(backend: name, .list, target: target, "cannot read \(imagesDirectory): \(error)")
+            throw SnapshotBackendError.transient(
+                backend: name, .list, target: target, "cannot read \(imagesDirectory): \(error)")
         }
         var images: [ImageInfo] = []
         for imageName in names where Self.isValidImageName(imageName) {
@@ -307,8 +308,9 @@ public actor LocalBackend: SnapshotBackend {
         if let job = jobs[image.id] {
             await job.task.value
         }
-        return (try? await status(image, logger: Logger(label: "snapcron.local", factory: { _ in SwiftLogNoOpLogHandler() })))
-            ?? .gone
+        let silent = Logger(label: "snapcron.local", factory: { _ in SwiftLogNoOpLogHandler() })
+        // status never throws for the local backend; `.gone` only keeps this helper non-throwing.
+        return (try? await status(image, logger: silent)) ?? .gone
     }
 
     /// Whether a delete of `image` is waiting for its copy to stop (for tests).
@@ -322,7 +324,8 @@ public actor LocalBackend: SnapshotBackend {
         func isAlphanumeric(_ scalar: Unicode.Scalar) -> Bool {
             ("a"..."z").contains(scalar) || ("A"..."Z").contains(scalar) || ("0"..."9").contains(scalar)
         }
-        return isAlphanumeric(first) && name.unicodeScalars.allSatisfy { isAlphanumeric($0) || "._-:@+".unicodeScalars.contains($0) }
+        return isAlphanumeric(first)
+            && name.unicodeScalars.allSatisfy { isAlphanumeric($0) || "._-:@+".unicodeScalars.contains($0) }
     }
 
     private func folderPath(_ imageName: String) -> String {

@@ -90,7 +90,8 @@ enum SparseFile {
                 var written = 0
                 while written < got {
                     written += try systemCall("write", destinationPath) {
-                        pwrite(destination, buffer.baseAddress! + written, got - written, off_t(position) + off_t(written))
+                        pwrite(
+                            destination, buffer.baseAddress! + written, got - written, off_t(position) + off_t(written))
                     }
                 }
                 position += Int64(got)
@@ -101,7 +102,9 @@ enum SparseFile {
     }
 
     /// The SHA-256 of the first `size` bytes of an open file, reading only its data extents.
-    static func sha256(of descriptor: Int32, size: Int64, path: String, cancel: CancellationFlag) throws -> SHA256.Digest {
+    static func sha256(of descriptor: Int32, size: Int64, path: String, cancel: CancellationFlag) throws
+        -> SHA256.Digest
+    {
         var hasher = SHA256()
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkSize, alignment: 4096)
         defer { buffer.deallocate() }
