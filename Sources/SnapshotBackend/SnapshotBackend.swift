@@ -1,0 +1,42 @@
+public import Logging
+
+/// A place that can take images of targets (VM disks, servers, directories) and keep them.
+///
+/// A target is the backend-specific part of a schedule line's `BACKEND:ID` (the `ID`), e.g. an absolute path for
+/// `local` or a server id for a cloud. Snapcron drives one image like this: `create`, then `status` until
+/// ``ImageState/isFinal``, later `list` and `delete` for retention.
+///
+/// Implementation requirements (checked by `SnapshotBackendConformance` in SnapcronTestKit, which every backend
+/// must pass):
+/// - `create` returns quickly: the image may still be `queued` or `saving`; `status` follows it to `active` or
+///   `error`.
+/// - `create` is safe to retry with the same `name` for the same target: look the name up before creating again
+///   and return the existing image, so a create whose reply was lost never makes a duplicate.
+/// - `status` of a deleted or unknown image is `.gone`; it never throws for that.
+/// - `list(target:)` returns only images of that target.
+/// - `delete` of an image that is already gone (or never existed) succeeds.
+/// - Every thrown error is a ``SnapshotBackendError`` whose `isTransient` says honestly whether a retry may help.
+/// - Take the `Logger` passed in, never build one; log no secrets.
+public protocol SnapshotBackend: Sendable {
+    /// The configured name of this backend, e.g. `local` or `twcc-prod`.
+    var name: String { get }
+
+    /// Starts an image of `target` called `name`, and returns its id without waiting for it to finish.
+    ///
+    /// Retrying with the same `name` and `target` returns the image the first call made.
+    func create(target: String, name: String, description: String, logger: Logger) async throws -> ImageRef
+
+    /// The current state of `image`; `.gone` when the backend does not know it (deleted or never made).
+    func status(_ image: ImageRef, logger: Logger) async throws -> ImageState
+
+    /// The images of `target` that this backend holds, in any state but `.gone`.
+    func list(target: String, logger: Logger) async throws -> [ImageInfo]
+
+    /// Deletes `image`; succeeds when it is already gone.
+    func delete(_ image: ImageRef, logger: Logger) async throws
+
+    /// Checks the syntax of a target string when a schedule is loaded; cheap, no I/O needed.
+    ///
+    /// Throws a permanent ``SnapshotBackendError`` (operation `validate`) naming what is wrong.
+    func validate(target: String) throws
+}

@@ -1,0 +1,107 @@
+import Foundation
+import LocalBackend
+import Logging
+import SnapshotBackend
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// A scratch directory under the system temporary directory, removed by `remove()`.
+struct Scratch {
+    let path: String
+
+    init() throws {
+        path =
+            FileManager.default.temporaryDirectory
+            .appendingPathComponent("snapcron-local-\(UUID().uuidString)").path
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+
+    var images: String { path + "/images" }
+
+    func remove() {
+        try? FileManager.default.removeItem(atPath: path)
+    }
+
+    func backend(hook: LocalBackend.CopyHook? = nil) -> LocalBackend {
+        LocalBackend(
+            configuration: .init(
+                imagesDirectory: images, now: { Date(timeIntervalSince1970: 1_700_000_000) }, copyHook: hook))
+    }
+}
+
+/// Writes a file of `size` bytes that holds `extents` of non-zero data and holes elsewhere.
+func writeSparseFile(_ path: String, size: Int64, extents: [(offset: Int64, length: Int)]) throws {
+    let descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+    guard descriptor >= 0 else { throw POSIXError(.init(rawValue: errno)!) }
+    defer { close(descriptor) }
+    guard ftruncate(descriptor, off_t(size)) == 0 else { throw POSIXError(.init(rawValue: errno)!) }
+    for (index, extent) in extents.enumerated() {
+        let bytes = (0..<extent.length).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ index &+ 1) }
+        let written = bytes.withUnsafeBytes { pwrite(descriptor, $0.baseAddress, $0.count, off_t(extent.offset)) }
+        guard written == extent.length else { throw POSIXError(.init(rawValue: errno)!) }
+    }
+}
+
+func writeFile(_ path: String, _ text: String, mode: Int = 0o644) throws {
+    try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+    try FileManager.default.setAttributes([.posixPermissions: mode], ofItemAtPath: path)
+}
+
+/// What `/usr/bin/sha256sum` prints for `path`.
+func sha256sum(_ path: String) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/sha256sum")
+    process.arguments = [path]
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: output, as: UTF8.self).split(separator: " ").first.map(String.init) ?? ""
+}
+
+func lstatOf(_ path: String) -> stat? {
+    var info = stat()
+    return lstat(path, &info) == 0 ? info : nil
+}
+
+func manifestJSON(_ folder: String) throws -> [String: Any] {
+    let data = try Data(contentsOf: URL(fileURLWithPath: folder + "/manifest.json"))
+    return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+}
+
+/// Pauses the copy thread at a checkpoint until the test lets it go, and tells the test when it got there.
+final class CopyGate: @unchecked Sendable {
+    let arrivals: AsyncStream<LocalBackend.CopyCheckpoint>
+    private let continuation: AsyncStream<LocalBackend.CopyCheckpoint>.Continuation
+    private let release = DispatchSemaphore(value: 0)
+    private let pauseAt: @Sendable (LocalBackend.CopyCheckpoint) -> Bool
+
+    init(pauseAt: @escaping @Sendable (LocalBackend.CopyCheckpoint) -> Bool) {
+        self.pauseAt = pauseAt
+        (arrivals, continuation) = AsyncStream.makeStream()
+    }
+
+    /// The hook to give the backend.
+    var hook: LocalBackend.CopyHook {
+        { [self] checkpoint in
+            guard pauseAt(checkpoint) else { return }
+            continuation.yield(checkpoint)
+            release.wait()
+        }
+    }
+
+    /// Waits until the copy is paused at the checkpoint.
+    func waitForArrival() async -> LocalBackend.CopyCheckpoint? {
+        for await checkpoint in arrivals { return checkpoint }
+        return nil
+    }
+
+    func letGo() {
+        release.signal()
+    }
+}
