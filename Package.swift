@@ -23,6 +23,7 @@ let package = Package(
         .target(
             name: "SnapcronCore",
             dependencies: [
+                "CronExpression",
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings
@@ -31,6 +32,7 @@ let package = Package(
             name: "snapcronctl",
             dependencies: [
                 "CronExpression",
+                "SnapcronCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings
@@ -44,6 +46,11 @@ let package = Package(
         .testTarget(
             name: "SnapcronCoreTests",
             dependencies: ["SnapcronCore"],
+            swiftSettings: swiftSettings
+        ),
+        // Runs the built snapcronctl binary; no module dependency, it only needs the product to exist.
+        .testTarget(
+            name: "SnapcronctlTests",
             swiftSettings: swiftSettings
         ),
     ]
