@@ -32,7 +32,8 @@ enum DSTAdvisory {
                         + clock(zone.localTime(of: fire.date)))
             } else if shift < 0 {
                 // A repeated hour: its first pass runs from `transition + shift` up to the transition.
-                var fires = job.expression.fires(after: transition.date.addingTimeInterval(TimeInterval(shift) - 1), in: zone)
+                var fires = job.expression.fires(
+                    after: transition.date.addingTimeInterval(TimeInterval(shift) - 1), in: zone)
                 while let fire = fires.next(), fire.date < transition.date {
                     guard fire.adjustment == .firstOfRepeatedTime else { continue }
                     let local = zone.localTime(of: fire.date)

@@ -106,7 +106,8 @@ public enum ScheduleFile {
     /// The offset of the first character that breaks `[a-z0-9][a-z0-9-]*`, if any.
     static func invalidNameOffset(_ name: String) -> Int? {
         for (offset, character) in name.enumerated() {
-            let allowed = character.isASCII && (character.isLowercase || character.isNumber || (character == "-" && offset > 0))
+            let allowed =
+                character.isASCII && (character.isLowercase || character.isNumber || (character == "-" && offset > 0))
             if !allowed { return offset }
         }
         return nil
@@ -243,7 +244,8 @@ struct ScheduleParser {
     func unknownAssignment(_ key: String, columns: Range<Int>, in line: SourceLine) -> Diagnostic {
         let message = "unknown assignment '\(key)'"
         if key == "TZ" {
-            return .error(message, at: line, columns: columns, note: "the zone of the jobs after it is set with CRON_TZ=")
+            return .error(
+                message, at: line, columns: columns, note: "the zone of the jobs after it is set with CRON_TZ=")
         }
         if Self.crontabVariables.contains(key) {
             return .error(
@@ -282,7 +284,9 @@ struct ScheduleParser {
             if before.isEmpty {
                 error("missing schedule and job name before the target", at: line, words[targetIndex].columns)
                 return
-            } else if (isMacro && before.count == 1) || (before.count == 5 && (try? CronExpression(schedule, hashSeed: "-")) != nil) {
+            } else if (isMacro && before.count == 1)
+                || (before.count == 5 && (try? CronExpression(schedule, hashSeed: "-")) != nil)
+            {
                 error(
                     "missing job name between the schedule and the target", at: line,
                     words[targetIndex].columns.lowerBound..<words[targetIndex].columns.lowerBound + 1,
@@ -307,7 +311,8 @@ struct ScheduleParser {
                 let parsed = try CronExpression.parseWithWarnings(expressionText, hashSeed: nameWord?.text)
                 expression = parsed.expression
                 for warning in parsed.warnings {
-                    diagnostics.append(.warning(warning.message, at: line, columns: Self.shift(warning.columns, by: offset)))
+                    diagnostics.append(
+                        .warning(warning.message, at: line, columns: Self.shift(warning.columns, by: offset)))
                 }
             } catch {
                 diagnostics.append(.error(error.message, at: line, columns: Self.shift(error.columns, by: offset)))
@@ -317,6 +322,8 @@ struct ScheduleParser {
         }
 
         guard let nameWord else {
+            // A line that is not even a schedule (e.g. a stray word) needs one error, not two.
+            guard expression != nil else { return }
             let end = words.last!.columns.upperBound + 1
             error(
                 "missing job name and target after the schedule", at: line, end..<end + 1,
@@ -373,7 +380,8 @@ struct ScheduleParser {
         } catch {
             optionErrors.append(contentsOf: error)
         }
-        diagnostics.append(contentsOf: optionErrors.sorted { ($0.columns?.lowerBound ?? 0) < ($1.columns?.lowerBound ?? 0) })
+        diagnostics.append(
+            contentsOf: optionErrors.sorted { ($0.columns?.lowerBound ?? 0) < ($1.columns?.lowerBound ?? 0) })
 
         guard diagnostics.errorCount == errorsBefore, let expression, let backend else { return }
         let job = Job(
@@ -392,7 +400,9 @@ struct ScheduleParser {
                 "invalid job name '\(name)'", at: line, column..<column + 1,
                 note: "use lowercase letters, digits and '-', starting with a letter or digit")
         } else if name.count > ScheduleFile.maxNameLength {
-            error("job name is \(name.count) characters long (at most \(ScheduleFile.maxNameLength))", at: line, word.columns)
+            error(
+                "job name is \(name.count) characters long (at most \(ScheduleFile.maxNameLength))", at: line,
+                word.columns)
         } else if let first = nameLocations[name] {
             error("duplicate job name '\(name)'", at: line, word.columns)
             diagnostics.append(
@@ -413,7 +423,8 @@ struct ScheduleParser {
         let idColumns = (nameColumns.upperBound + 1)..<word.columns.upperBound
         if name.isEmpty {
             error(
-                "missing backend name before ':' in target '\(word.text)'", at: line, nameColumns.lowerBound..<nameColumns.lowerBound + 1,
+                "missing backend name before ':' in target '\(word.text)'", at: line,
+                nameColumns.lowerBound..<nameColumns.lowerBound + 1,
                 note: "configured backends: \(backendList)")
             return (nil, id)
         }

@@ -31,14 +31,15 @@ struct CheckCommand: ParsableCommand {
     /// How many fires to show per job.
     static let fireCount = 3
 
-    func run() throws {
-        var start = Date()
-        if let now {
-            guard let parsed = CronFormat.parseInstant(now, in: .current) else {
-                throw ValidationError("--now: '\(now)' is not an ISO 8601 time (e.g. 2026-03-08T01:30:00-05:00)")
-            }
-            start = parsed
+    func validate() throws {
+        // Here rather than in run() so that the usage shown is that of `check`.
+        if let now, CronFormat.parseInstant(now, in: .current) == nil {
+            throw ValidationError("--now: '\(now)' is not an ISO 8601 time (e.g. 2026-03-08T01:30:00-05:00)")
         }
+    }
+
+    func run() throws {
+        let start = now.flatMap { CronFormat.parseInstant($0, in: .current) } ?? Date()
 
         let (path, result) = load(now: start)
         let diagnostics: DiagnosticList

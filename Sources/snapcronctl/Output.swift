@@ -29,7 +29,10 @@ enum Output {
 
     /// Prints `object` as one line of JSON with sorted keys.
     static func printJSON(_ object: [String: Any]) {
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]) else { return }
+        guard
+            let data = try? JSONSerialization.data(
+                withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])
+        else { return }
         print(String(decoding: data, as: UTF8.self))
     }
 

@@ -58,7 +58,9 @@ func scheduleDiagnostics(_ text: String, config: SnapcronConfig = scheduleConfig
         #expect(web.target == "101")
         #expect(web.qualifiedTarget == "twcc:101")
         #expect(web.options.retention == RetentionPolicy(keepLast: 7))
-        #expect(web.location == SourceLine(file: "etc/schedule", number: 5, text: "0 1 * * *           web-nightly   twcc:101"))
+        #expect(
+            web.location
+                == SourceLine(file: "etc/schedule", number: 5, text: "0 1 * * *           web-nightly   twcc:101"))
 
         // Defaults add up with the job's own options; a later assignment does not reach back.
         let db = try #require(schedule.job(named: "db-daily"))
@@ -104,9 +106,12 @@ func scheduleDiagnostics(_ text: String, config: SnapcronConfig = scheduleConfig
 
     @Test(arguments: [
         // The expression's error column is mapped into the line.
-        ErrorRow(text: "0 3 * * 8    web  local:/a", expected: ["etc/schedule:1:9: error: day-of-week: value 8 out of range 0-7"]),
         ErrorRow(
-            text: "  0\t3 * * 8 web local:/a", expected: ["etc/schedule:1:11: error: day-of-week: value 8 out of range 0-7"]),
+            text: "0 3 * * 8    web  local:/a",
+            expected: ["etc/schedule:1:9: error: day-of-week: value 8 out of range 0-7"]),
+        ErrorRow(
+            text: "  0\t3 * * 8 web local:/a",
+            expected: ["etc/schedule:1:11: error: day-of-week: value 8 out of range 0-7"]),
         ErrorRow(
             text: "@reboot web local:/a",
             expected: ["etc/schedule:1:1: error: @reboot is not supported (snapshot jobs need a calendar schedule)"]),
@@ -124,13 +129,17 @@ func scheduleDiagnostics(_ text: String, config: SnapcronConfig = scheduleConfig
         ErrorRow(text: "KEEP = 3", expected: ["etc/schedule:1:5: error: blank around '=' in the assignment of 'KEEP'"]),
         ErrorRow(
             text: "keep-daily=x",
-            expected: ["etc/schedule:1:12: error: keep-daily: invalid number 'x' (expected a whole number, at least 1)"]),
+            expected: ["etc/schedule:1:12: error: keep-daily: invalid number 'x' (expected a whole number, at least 1)"]
+        ),
         // Targets.
         ErrorRow(
-            text: "@daily web aws:i-123", expected: ["etc/schedule:1:12: error: unknown backend 'aws' (configured: local, twcc)"]),
+            text: "@daily web aws:i-123",
+            expected: ["etc/schedule:1:12: error: unknown backend 'aws' (configured: local, twcc)"]),
         ErrorRow(
             text: "@daily web local:vm.img",
-            expected: ["etc/schedule:1:18: error: target of local backend 'local' must be an absolute path, got 'vm.img'"]),
+            expected: [
+                "etc/schedule:1:18: error: target of local backend 'local' must be an absolute path, got 'vm.img'"
+            ]),
         ErrorRow(text: "@daily web twcc:", expected: ["etc/schedule:1:17: error: missing ID after 'twcc:' in target"]),
         // Names.
         ErrorRow(text: "@daily Web local:/a", expected: ["etc/schedule:1:8: error: invalid job name 'Web'"]),
@@ -146,16 +155,25 @@ func scheduleDiagnostics(_ text: String, config: SnapcronConfig = scheduleConfig
             expected: ["etc/schedule:1:15: error: expected a target BACKEND:ID after job name 'web', found '101'"]),
         ErrorRow(text: "@daily", expected: ["etc/schedule:1:8: error: missing job name and target after the schedule"]),
         ErrorRow(
-            text: "0 3 * * * local:/a", expected: ["etc/schedule:1:11: error: missing job name between the schedule and the target"]),
+            text: "0 3 * * * local:/a",
+            expected: ["etc/schedule:1:11: error: missing job name between the schedule and the target"]),
         ErrorRow(
-            text: "@daily local:/a", expected: ["etc/schedule:1:8: error: missing job name between the schedule and the target"]),
+            text: "@daily local:/a",
+            expected: ["etc/schedule:1:8: error: missing job name between the schedule and the target"]),
+        // A stray word gets one error, not a second one about the missing name.
+        ErrorRow(
+            text: "hello",
+            expected: [
+                "etc/schedule:1:6: error: expected 5 fields (minute hour day-of-month month day-of-week), found 1"
+            ]),
         // Options.
         ErrorRow(text: "@daily web local:/a kep=4", expected: ["etc/schedule:1:21: error: unknown option 'kep'"]),
         ErrorRow(
             text: "@daily web local:/a keep=4 # nightly",
             expected: ["etc/schedule:1:28: error: unexpected comment after the options"]),
         ErrorRow(
-            text: "@daily web local:/a keep", expected: ["etc/schedule:1:21: error: expected an option key=value, found 'keep'"]),
+            text: "@daily web local:/a keep",
+            expected: ["etc/schedule:1:21: error: expected an option key=value, found 'keep'"]),
     ])
     func reportsErrorAtLineAndColumn(_ row: ErrorRow) {
         #expect(scheduleDiagnostics(row.text) == row.expected)
@@ -232,17 +250,19 @@ func scheduleDiagnostics(_ text: String, config: SnapcronConfig = scheduleConfig
         #expect(schedule.jobs[1].target == "7")
         #expect(schedule.jobs[0].location.text == "@daily web local:/a")
         #expect(schedule.jobs[0].options.retention.keepLast == 3)
-        #expect(scheduleDiagnostics("@daily a local:/a\r\n0 3 * * 8 b local:/b\r\n") == [
-            "etc/schedule:2:9: error: day-of-week: value 8 out of range 0-7"
-        ])
+        #expect(
+            scheduleDiagnostics("@daily a local:/a\r\n0 3 * * 8 b local:/b\r\n") == [
+                "etc/schedule:2:9: error: day-of-week: value 8 out of range 0-7"
+            ])
     }
 
     @Test func warnsAboutDebianDayRule() throws {
         let schedule = try parseSchedule("0 0 1-31 * mon  weekly  local:/a\n0 0 */2 * sun  odd  local:/b")
         #expect(schedule.jobs.count == 2)
-        #expect(schedule.warnings.map { "\($0.location) \($0.severity)" } == [
-            "etc/schedule:1:5: warning", "etc/schedule:2:5: warning",
-        ])
+        #expect(
+            schedule.warnings.map { "\($0.location) \($0.severity)" } == [
+                "etc/schedule:1:5: warning", "etc/schedule:2:5: warning",
+            ])
         #expect(schedule.warnings[0].message.hasPrefix("day-of-month '1-31' covers every day"))
         #expect(schedule.warnings[1].message.hasPrefix("day-of-month '*/2' starts with '*'"))
         #expect(schedule.warnings[0].columns == 5..<9)
@@ -291,9 +311,10 @@ func scheduleDiagnostics(_ text: String, config: SnapcronConfig = scheduleConfig
             _ = try ScheduleFile.load(path: "/nonexistent/schedule", config: scheduleConfig, now: scheduleNow)
             Issue.record("expected an error")
         } catch {
-            #expect(error.map(\.description) == [
-                "/nonexistent/schedule: error: cannot read schedule: no such file '/nonexistent/schedule'"
-            ])
+            #expect(
+                error.map(\.description) == [
+                    "/nonexistent/schedule: error: cannot read schedule: no such file '/nonexistent/schedule'"
+                ])
         }
     }
 

@@ -112,7 +112,8 @@ final class TemporaryDirectory {
     }
 
     @Test func invalidScheduleExitsWithOneAndPointsAtTheColumn() throws {
-        let schedule = try directory.write("schedule", "@daily ok local:/a\n0 3 * * 8    web  local:/b\n@daily x aws:1\n")
+        let schedule = try directory.write(
+            "schedule", "@daily ok local:/a\n0 3 * * 8    web  local:/b\n@daily x aws:1\n")
         let result = try Snapcronctl.run(["check", schedule, "--config", config])
         #expect(result.status == 1)
         #expect(
@@ -231,8 +232,10 @@ final class TemporaryDirectory {
 
     @Test func jsonHasExpressionAndFires() throws {
         let result = try Snapcronctl.run(
-            ["next", "30 2 * * *", "--zone", "America/New_York", "--after", "2027-03-13T12:00:00Z", "--count", "2",
-             "--json"])
+            [
+                "next", "30 2 * * *", "--zone", "America/New_York", "--after", "2027-03-13T12:00:00Z", "--count", "2",
+                "--json",
+            ])
         #expect(result.status == 0)
         let object = try result.json()
         for key in ["expression", "normalized", "description", "zone", "fires"] {
