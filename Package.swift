@@ -7,6 +7,7 @@ let swiftSettings: [SwiftSetting] = [
 ]
 
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
+let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
 
 let package = Package(
     name: "snapcron",
@@ -18,6 +19,7 @@ let package = Package(
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
+        .executable(name: "snapcrond", targets: ["snapcrond"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
     dependencies: [
@@ -37,19 +39,37 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(
-            name: "SnapcronCore",
-            dependencies: [.product(name: "TOMLKit", package: "TOMLKit")],
-            swiftSettings: swiftSettings
-        ),
-        .target(
             name: "SnapcronStore",
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
-        .target(name: "SnapcronTestKit", dependencies: ["SnapshotBackend", logging], swiftSettings: swiftSettings),
+        .target(
+            name: "SnapcronCore",
+            dependencies: [
+                "CronExpression", "SnapshotBackend", "SnapcronStore", logging,
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Wiring shared by snapcrond and its tests: config -> backends -> store -> scheduler, signals, reload.
+        .target(
+            name: "SnapcronDaemon",
+            dependencies: ["SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", logging],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SnapcronTestKit",
+            dependencies: ["SnapshotBackend", "SnapcronCore", logging],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "snapcrond",
+            dependencies: ["SnapcronDaemon", argumentParser, logging],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "snapcronctl",
-            dependencies: ["CronExpression", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["CronExpression", "SnapcronCore", argumentParser],
             swiftSettings: swiftSettings
         ),
         // Child process for the crash-safety test: hammers the store until SIGKILLed.
@@ -60,7 +80,11 @@ let package = Package(
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
-        .testTarget(name: "SnapcronCoreTests", dependencies: ["SnapcronCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SnapcronCoreTests",
+            dependencies: ["SnapcronCore", "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", logging],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SnapcronStoreTests",
             dependencies: ["SnapcronStore", "snapcron-store-torture", .product(name: "GRDB", package: "GRDB.swift")],
@@ -78,6 +102,14 @@ let package = Package(
         .testTarget(
             name: "SnapcronTestKitTests",
             dependencies: ["SnapcronTestKit", "SnapshotBackend", logging],
+            swiftSettings: swiftSettings
+        ),
+        // Runs the built snapcronctl binary; no module dependency, it only needs the product to exist.
+        .testTarget(name: "SnapcronctlTests", swiftSettings: swiftSettings),
+        // Runs the built snapcrond binary against real files and a real database, and kills it.
+        .testTarget(
+            name: "SnapcrondTests",
+            dependencies: ["snapcrond", "SnapcronStore"],
             swiftSettings: swiftSettings
         ),
     ]

@@ -51,7 +51,7 @@ struct NextCommand: ParsableCommand {
             parsed = try CronExpression.parseWithWarnings(expression, hashSeed: job)
         } catch {
             if json {
-                printJSON(["error": ["message": error.message, "column": error.column] as [String: Any]])
+                Output.printJSON(["error": ["message": error.message, "column": error.column] as [String: Any]])
             }
             FileHandle.standardError.write(Data((error.rendered(lineText: expression) + "\n").utf8))
             throw ExitCodes.invalidInput
@@ -64,10 +64,10 @@ struct NextCommand: ParsableCommand {
                 "description": parsed.expression.englishDescription,
                 "zone": timeZone.identifier,
                 "fires": fires.map { CronFormat.iso8601($0.date, in: timeZone) },
-                "dst": fires.map { note(for: $0.adjustment) ?? NSNull() as Any },
+                "dst": fires.map { $0.adjustment.note ?? NSNull() as Any },
             ]
             if !parsed.warnings.isEmpty { object["warnings"] = parsed.warnings.map(\.message) }
-            printJSON(object)
+            Output.printJSON(object)
             return
         }
         for warning in parsed.warnings {
@@ -85,31 +85,7 @@ struct NextCommand: ParsableCommand {
             return
         }
         print("next \(fires.count) fire\(fires.count == 1 ? "" : "s"):")
-        for fire in fires {
-            let weekday = Self.weekdays[timeZone.localTime(of: fire.date).weekday]
-            var line = "  \(CronFormat.iso8601(fire.date, in: timeZone))  \(weekday)"
-            if let note = note(for: fire.adjustment) { line += "  * \(note)" }
-            print(line)
-        }
+        for fire in fires { print("  " + Output.fireLine(fire, in: timeZone)) }
         if fires.count < count { print("  (no more fires within \(CronExpression.horizonYears) years)") }
-    }
-
-    private static let weekdays = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
-
-    private func note(for adjustment: DSTAdjustment) -> String? {
-        switch adjustment {
-        case .none: nil
-        case .shiftedFromGap(let nominal, let coalesced):
-            "DST gap: \(nominal) does not exist; fires once right after the gap"
-                + (coalesced > 1 ? " (\(coalesced) skipped times merged)" : "")
-        case .firstOfRepeatedTime: "DST overlap: this wall time repeats; fires at the first pass only"
-        case .repeatedTimeFirstPass: "DST overlap: first of two passes of this wall time"
-        case .repeatedTimeSecondPass: "DST overlap: second pass of this wall time"
-        }
-    }
-
-    private func printJSON(_ object: [String: Any]) {
-        guard let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) else { return }
-        print(String(decoding: data, as: UTF8.self))
     }
 }
