@@ -31,6 +31,8 @@ let package = Package(
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),
+        // timerfd/eventfd, which Glibc's Swift module does not export.
+        .target(name: "CLinuxShims"),
         .target(name: "SnapshotBackend", dependencies: [logging], swiftSettings: swiftSettings),
         .target(
             name: "LocalBackend",
@@ -46,7 +48,7 @@ let package = Package(
         .target(
             name: "SnapcronCore",
             dependencies: [
-                "CronExpression", "SnapshotBackend", "SnapcronStore", logging,
+                "CronExpression", "CLinuxShims", "SnapshotBackend", "SnapcronStore", logging,
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings

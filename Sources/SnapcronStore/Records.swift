@@ -58,7 +58,7 @@ public enum RunTrigger: String, Sendable, CaseIterable, Codable {
 }
 
 /// The state of an image as last seen at its backend, or `deleted` once snapcron removed it.
-public enum ImageState: String, Sendable, CaseIterable, Codable {
+public enum StoredImageState: String, Sendable, CaseIterable, Codable {
     case queued
     case saving
     case active
@@ -106,7 +106,7 @@ public struct ImageRecord: Sendable, Hashable, Codable {
     public var name: String
     public var description: String?
     public var createdAt: Date
-    public var state: ImageState
+    public var state: StoredImageState
     public var sizeBytes: Int64?
     /// Pinned images are never deleted by retention.
     public var pinned: Bool

@@ -97,7 +97,7 @@ extension SnapcronDatabase {
     ///
     /// Use ``markImageDeleted(id:backend:now:reason:)`` for deletions; a deleted image's state is final.
     @discardableResult
-    public func updateImageState(id: String, backend: String, state: ImageState, sizeBytes: Int64? = nil, now: Date)
+    public func updateImageState(id: String, backend: String, state: StoredImageState, sizeBytes: Int64? = nil, now: Date)
         throws -> ImageRecord
     {
         guard state != .deleted else {

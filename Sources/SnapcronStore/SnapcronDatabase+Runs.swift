@@ -120,7 +120,7 @@ extension SnapcronDatabase {
     @discardableResult
     public func updatePoll(
         runID: Int64,
-        imageState: ImageState,
+        imageState: StoredImageState,
         sizeBytes: Int64? = nil,
         nextPollAt: Date?,
         now: Date
@@ -162,7 +162,7 @@ extension SnapcronDatabase {
                 arguments: [state.rawValue, error, now.epochSeconds, runID])
             if let imageID = run.imageID, let backend = run.backend {
                 // timed_out and cancelled leave the image as last polled: it may still become active.
-                let imageState: ImageState? =
+                let imageState: StoredImageState? =
                     switch state {
                     case .succeeded: .active
                     case .failed: .error

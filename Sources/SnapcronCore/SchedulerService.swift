@@ -1,0 +1,902 @@
+import CronExpression
+import Foundation
+import Logging
+import SnapcronStore
+import SnapshotBackend
+
+/// How many images may be in progress at once: across all backends, and per backend.
+public struct ConcurrencyLimits: Sendable, Hashable {
+    public var global: Int
+    public var perBackend: [String: Int]
+
+    public init(global: Int = 4, perBackend: [String: Int] = [:]) {
+        self.global = max(1, global)
+        self.perBackend = perBackend
+    }
+}
+
+/// Poll and retry pacing of runs.
+public struct RunPacing: Sendable, Hashable {
+    /// First status poll after a create; doubles up to `maxPollInterval`.
+    public var firstPollInterval: TimeInterval = 2
+    public var maxPollInterval: TimeInterval = 60
+    /// Back-off of a retried create: `retryBase * 2^(attempt-1)` with ±25 % jitter, at most `retryMax`.
+    public var retryBase: TimeInterval = 15
+    public var retryMax: TimeInterval = 900
+    /// A fire this much after it was due is recorded as a catch-up rather than an on-time run.
+    public var lateness: TimeInterval = 60
+    /// After downtime, at most this many older missed fires of one job get a row each; the rest are counted in the
+    /// log (the newest always gets a row, so the job's last handled fire is exact).
+    public var maxMissedRowsPerJob = 100
+
+    public init() {}
+}
+
+/// A periodic call from the scheduler loop itself (systemd's WATCHDOG=1), so that a stuck loop stops it.
+public struct Heartbeat: Sendable {
+    public var interval: Duration
+    public var beat: @Sendable () -> Void
+
+    public init(interval: Duration, beat: @escaping @Sendable () -> Void) {
+        self.interval = interval
+        self.beat = beat
+    }
+}
+
+/// Why a request to the scheduler was refused.
+public struct SchedulerError: Error, Hashable, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A summary of what the scheduler is doing, for `status`.
+public struct SchedulerSnapshot: Sendable, Hashable {
+    public var jobCount: Int
+    public var pausedJobs: [String]
+    public var runningRuns: [RunningRun]
+    public var nextFire: (job: String, at: Date)?
+    public var lastLoopAt: Date?
+
+    public struct RunningRun: Sendable, Hashable {
+        public var id: Int64
+        public var job: String
+        public var phase: String
+        public var imageID: String?
+        public var startedAt: Date?
+    }
+
+    public static func == (lhs: SchedulerSnapshot, rhs: SchedulerSnapshot) -> Bool {
+        lhs.jobCount == rhs.jobCount && lhs.pausedJobs == rhs.pausedJobs && lhs.runningRuns == rhs.runningRuns
+            && lhs.nextFire?.job == rhs.nextFire?.job && lhs.nextFire?.at == rhs.nextFire?.at
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(jobCount)
+        hasher.combine(runningRuns)
+    }
+}
+
+/// The scheduler: fires jobs on time, drives each run through its backend to a final state, applies retention,
+/// and records every step in the store.
+///
+/// One loop owns the clock: it handles whatever is due (fires, creates, polls), then sleeps until the next thing
+/// is due. Backend calls run in child tasks and report back to the actor, waking the loop. Every state change is
+/// written to the store before it is acted on, so a crash at any point resumes without losing or repeating a
+/// fire: a fire is claimed once by UNIQUE(job, scheduled_at); unfinished runs are resumed at start.
+public actor SchedulerService {
+    private let store: SnapcronDatabase
+    private let backends: [String: any SnapshotBackend]
+    private let clock: any SchedulerClock
+    private let limits: ConcurrencyLimits
+    private let pacing: RunPacing
+    private let logger: Logger
+    private let pausePoint: (@Sendable (String) async -> Void)?
+
+    private var jobs: [String: JobEntry] = [:]
+    private var queue = FireQueue()
+    private var runs: [Int64: ActiveRun] = [:]
+    private var retentionRunning: Set<String> = []
+    private var retentionPending: Set<String> = []
+    private var inFlight = 0
+    private var sleepTask: Task<Void, any Error>?
+    private var wakeRequested = false
+    private var isSleeping = false
+    private var started = false
+    private var lastLoopAt: Date?
+
+    private struct JobEntry {
+        var job: Job
+        var generation: Int
+        var paused: Bool
+        var lastHandled: Date?
+    }
+
+    private struct ActiveRun {
+        var record: RunRecord
+        var job: String
+        var backend: String
+        var target: String
+        var imageName: String
+        var timeout: TimeInterval
+        var retries: Int
+        var deadline: TimeInterval
+        var phase: Phase
+        var holdsSlot = false
+        var startedAt: Date?
+        var pollInterval: TimeInterval
+        var imageID: String?
+
+        enum Phase: Equatable {
+            case awaitingSlot
+            case createDue(Date)
+            case creating
+            case pollDue(Date)
+            case polling
+
+            var name: String {
+                switch self {
+                case .awaitingSlot: "queued"
+                case .createDue: "create-pending"
+                case .creating: "creating"
+                case .pollDue, .polling: "waiting"
+                }
+            }
+        }
+    }
+
+    public init(
+        jobs: [Job], store: SnapcronDatabase, backends: [String: any SnapshotBackend], clock: any SchedulerClock,
+        limits: ConcurrencyLimits = ConcurrencyLimits(), pacing: RunPacing = RunPacing(), logger: Logger,
+        pausePoint: (@Sendable (String) async -> Void)? = nil
+    ) {
+        self.pausePoint = pausePoint
+        self.store = store
+        self.backends = backends
+        self.clock = clock
+        self.limits = limits
+        self.pacing = pacing
+        self.logger = logger
+        var generation = 0
+        for job in jobs {
+            generation += 1
+            self.jobs[job.name] = JobEntry(job: job, generation: generation, paused: job.options.paused)
+        }
+    }
+
+    // MARK: The loop
+
+    /// Runs until the task is cancelled. Resumes unfinished runs and catches up missed fires first.
+    public func run(heartbeat: Heartbeat? = nil) async throws {
+        try prepare(now: clock.now())
+        var lastBeat = ContinuousClock.now
+        heartbeat?.beat()
+        while !Task.isCancelled {
+            let now = clock.now()
+            lastLoopAt = now
+            tick(now: now)
+            if let heartbeat, ContinuousClock.now - lastBeat >= heartbeat.interval {
+                heartbeat.beat()
+                lastBeat = ContinuousClock.now
+            }
+            var wake = nextWake(now: now)
+            if let heartbeat {
+                let untilBeat = heartbeat.interval - (ContinuousClock.now - lastBeat)
+                wake = min(wake, now.addingTimeInterval(max(0, untilBeat.seconds)))
+            }
+            await sleep(until: wake)
+        }
+        await drain()
+    }
+
+    /// Loads job state and unfinished runs; called once by `run`.
+    private func prepare(now: Date) throws {
+        guard !started else { return }
+        started = true
+        let states = Dictionary(try store.allJobStates().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        var entries: [FireQueue.Entry] = []
+        entries.reserveCapacity(jobs.count)
+        for (name, var entry) in jobs {
+            entry.lastHandled = states[name]?.lastScheduledAt
+            entry.paused = entry.job.options.paused || (states[name]?.paused ?? false)
+            jobs[name] = entry
+            if let next = firstFire(of: entry, now: now) { entries.append(next) }
+        }
+        queue.replaceAll(with: entries)
+        for record in try store.unfinishedRuns() { resume(record, now: now) }
+        logger.info(
+            "Scheduler started",
+            metadata: [
+                "event": "daemon.started", "jobs": "\(jobs.count)", "resumed_runs": "\(runs.count)",
+            ])
+    }
+
+    private func tick(now: Date) {
+        processDueFires(now: now)
+        startQueuedRuns(now: now)
+        processDueRuns(now: now)
+    }
+
+    private func nextWake(now: Date) -> Date {
+        var wake = now.addingTimeInterval(86_400)  // nothing due: look again tomorrow
+        if let first = queue.first { wake = min(wake, first.due) }
+        for run in runs.values {
+            switch run.phase {
+            case .createDue(let at), .pollDue(let at): wake = min(wake, at)
+            default: break
+            }
+            if let started = run.startedAt, run.phase != .creating, run.phase != .polling {
+                wake = min(wake, started.addingTimeInterval(run.timeout))
+            }
+        }
+        return wake
+    }
+
+    private func sleep(until deadline: Date) async {
+        if wakeRequested {
+            wakeRequested = false
+            return
+        }
+        let task = Task { [clock] in try await clock.sleep(until: deadline) }
+        sleepTask = task
+        isSleeping = true
+        // The clock's sleep is its own task: pass our cancellation (shutdown) on to it.
+        await withTaskCancellationHandler {
+            _ = try? await task.value
+        } onCancel: {
+            task.cancel()
+        }
+        isSleeping = false
+        sleepTask = nil
+        wakeRequested = false
+    }
+
+    /// Makes the loop look at its state again now.
+    private func wakeLoop() {
+        wakeRequested = true
+        sleepTask?.cancel()
+    }
+
+    /// Gives in-flight backend calls a moment to report, so their results are written before exit. Work still
+    /// running after that stays recorded as unfinished and is resumed on the next start.
+    private func drain() async {
+        let limit = ContinuousClock.now + .seconds(5)
+        while inFlight > 0 && ContinuousClock.now < limit {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        sleepTask?.cancel()
+    }
+
+    /// For tests on a manual clock: returns once no backend call is in flight and the loop is asleep.
+    public func waitUntilIdle() async {
+        while inFlight > 0 || !isSleeping || wakeRequested {
+            await Task.yield()
+        }
+    }
+
+    // MARK: Fires
+
+    private func firstFire(of entry: JobEntry, now: Date) -> FireQueue.Entry? {
+        let scheduled: Date?
+        if let last = entry.lastHandled {
+            scheduled = entry.job.expression.nextDate(after: last, in: entry.job.zone)
+        } else {
+            // A new job starts from now: there is nothing of it to catch up.
+            scheduled = entry.job.expression.nextDate(after: now, in: entry.job.zone)
+        }
+        return scheduled.map { queueEntry(entry, scheduled: $0) }
+    }
+
+    private func queueEntry(_ entry: JobEntry, scheduled: Date) -> FireQueue.Entry {
+        FireQueue.Entry(
+            due: scheduled.addingTimeInterval(jitter(for: entry.job, scheduled: scheduled)), scheduled: scheduled,
+            job: entry.job.name, generation: entry.generation)
+    }
+
+    /// Deterministic per job and fire, so a restart computes the same due time.
+    private func jitter(for job: Job, scheduled: Date) -> TimeInterval {
+        let range = job.options.jitter.timeInterval
+        guard range >= 1 else { return 0 }
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in job.name.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01B3 }
+        hash = (hash ^ UInt64(bitPattern: Int64(scheduled.timeIntervalSince1970))) &* 0x100_0000_01B3
+        hash ^= hash >> 29
+        return TimeInterval(hash % UInt64(range))
+    }
+
+    private func processDueFires(now: Date) {
+        while let top = queue.first, top.due <= now {
+            _ = queue.popFirst()
+            guard var entry = jobs[top.job], entry.generation == top.generation else { continue }
+            let job = entry.job
+            // Normally one fire; after downtime or a clock jump, every fire up to now. Keep the newest few.
+            var fires = [top.scheduled]
+            var dropped = 0
+            var cursor = top.scheduled
+            while let next = job.expression.nextDate(after: cursor, in: job.zone), next <= now {
+                fires.append(next)
+                if fires.count > pacing.maxMissedRowsPerJob + 1 {
+                    fires.removeFirst()
+                    dropped += 1
+                }
+                cursor = next
+            }
+            let newest = fires[fires.count - 1]
+            if dropped > 0 {
+                logger.warning(
+                    "Missed fires not recorded one by one",
+                    metadata: ["event": "run.missed", "job": "\(job.name)", "count": "\(dropped)"])
+            }
+            for older in fires.dropLast() {
+                recordMissed(job: job.name, scheduled: older, now: now, reason: "a later fire was due too; only the newest missed fire runs")
+            }
+            let lateness = now.timeIntervalSince(newest)
+            if lateness > job.options.deadline.timeInterval + jitter(for: job, scheduled: newest) {
+                recordMissed(
+                    job: job.name, scheduled: newest, now: now,
+                    reason: "\(Self.format(lateness)) late, past deadline=\(job.options.deadline.optionDescription)")
+            } else {
+                let late = lateness - jitter(for: job, scheduled: newest) > pacing.lateness || fires.count > 1
+                fire(entry, scheduled: newest, trigger: late ? .catchUp : .schedule, now: now)
+            }
+            entry.lastHandled = newest
+            jobs[job.name] = entry
+            if let next = job.expression.nextDate(after: newest, in: job.zone) {
+                queue.push(queueEntry(entry, scheduled: next))
+            }
+        }
+    }
+
+    private func recordMissed(job: String, scheduled: Date, now: Date, reason: String) {
+        do {
+            if try store.recordMissed(job: job, scheduledAt: scheduled, now: now, reason: reason) != nil {
+                logger.warning(
+                    "Run missed",
+                    metadata: [
+                        "event": "run.missed", "job": "\(job)", "scheduled": "\(Self.iso(scheduled))",
+                        "state": "missed", "error": "\(reason)",
+                    ])
+            }
+        } catch {
+            logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
+        }
+    }
+
+    /// Claims one fire and queues its run, unless the job is paused or its target is busy.
+    @discardableResult
+    private func fire(_ entry: JobEntry, scheduled: Date, trigger: RunTrigger, now: Date) -> RunRecord? {
+        let job = entry.job
+        let metadata: Logger.Metadata = ["job": "\(job.name)", "scheduled": "\(Self.iso(scheduled))"]
+        if trigger != .manual && entry.paused {
+            skip(job: job, scheduled: scheduled, trigger: trigger, now: now, reason: "job is paused")
+            return nil
+        }
+        if trigger != .manual, job.options.overlap == .skip, let busy = unfinishedRun(backend: job.backend, target: job.target) {
+            skip(
+                job: job, scheduled: scheduled, trigger: trigger, now: now,
+                reason: "run \(busy) of \(job.qualifiedTarget) is still unfinished (overlap=skip)")
+            return nil
+        }
+        do {
+            guard
+                let record = try store.claimRun(
+                    job: job.name, scheduledAt: scheduled, trigger: trigger,
+                    imageName: Self.imageName(job: job.name, scheduled: scheduled), backend: job.backend,
+                    target: job.target, now: now)
+            else {
+                logger.info("Fire already claimed", metadata: metadata)
+                return nil
+            }
+            track(record, job: job, now: now)
+            logger.info(
+                "Run fired",
+                metadata: metadata.merging(
+                    [
+                        "event": "run.fired", "run": "\(record.id)", "target": "\(job.qualifiedTarget)",
+                        "state": "claimed", "trigger": "\(trigger.rawValue)",
+                    ], uniquingKeysWith: { a, _ in a }))
+            return record
+        } catch {
+            logger.error("Store write failed", metadata: metadata.merging(["error": "\(error)"]) { a, _ in a })
+            return nil
+        }
+    }
+
+    private func skip(job: Job, scheduled: Date, trigger: RunTrigger, now: Date, reason: String) {
+        do {
+            if try store.recordSkipped(job: job.name, scheduledAt: scheduled, trigger: trigger, now: now, reason: reason)
+                != nil
+            {
+                logger.notice(
+                    "Run skipped",
+                    metadata: [
+                        "event": "run.skipped", "job": "\(job.name)", "scheduled": "\(Self.iso(scheduled))",
+                        "state": "skipped", "error": "\(reason)",
+                    ])
+            }
+        } catch {
+            logger.error("Store write failed", metadata: ["job": "\(job.name)", "error": "\(error)"])
+        }
+    }
+
+    private func unfinishedRun(backend: String, target: String) -> Int64? {
+        runs.values.filter { $0.backend == backend && $0.target == target }.map(\.record.id).min()
+    }
+
+    private func track(_ record: RunRecord, job: Job, now: Date) {
+        runs[record.id] = ActiveRun(
+            record: record, job: job.name, backend: job.backend, target: job.target,
+            imageName: record.imageName ?? Self.imageName(job: job.name, scheduled: record.scheduledAt),
+            timeout: job.options.timeout.timeInterval, retries: job.options.retries,
+            deadline: job.options.deadline.timeInterval, phase: .awaitingSlot, startedAt: record.startedAt,
+            pollInterval: pacing.firstPollInterval, imageID: record.imageID)
+    }
+
+    /// Picks up a run that was unfinished when the daemon stopped.
+    private func resume(_ record: RunRecord, now: Date) {
+        let job = jobs[record.job]?.job
+        let defaults = JobOptions()
+        var run = ActiveRun(
+            record: record, job: record.job, backend: record.backend ?? job?.backend ?? "",
+            target: record.target ?? job?.target ?? "",
+            imageName: record.imageName ?? Self.imageName(job: record.job, scheduled: record.scheduledAt),
+            timeout: (job?.options.timeout ?? defaults.timeout).timeInterval,
+            retries: job?.options.retries ?? defaults.retries, deadline: .infinity, phase: .awaitingSlot,
+            startedAt: record.startedAt, pollInterval: pacing.firstPollInterval, imageID: record.imageID)
+        if record.state == .waiting, record.imageID != nil {
+            run.holdsSlot = true
+            run.phase = .pollDue(now)
+        } else if record.state == .claimed, let retryAt = record.nextPollAt, record.attempts > 0 {
+            run.holdsSlot = true
+            run.phase = .createDue(max(now, retryAt))
+        }
+        runs[record.id] = run
+        logger.info(
+            "Run resumed",
+            metadata: ["job": "\(record.job)", "run": "\(record.id)", "state": "\(record.state.rawValue)"])
+    }
+
+    // MARK: Runs
+
+    private func slotsInUse(backend: String? = nil) -> Int {
+        runs.values.filter { $0.holdsSlot && (backend == nil || $0.backend == backend) }.count
+    }
+
+    private func startQueuedRuns(now: Date) {
+        let queued = runs.values.filter { $0.phase == .awaitingSlot }.map(\.record.id).sorted()
+        guard !queued.isEmpty else { return }
+        var global = slotsInUse()
+        for id in queued {
+            guard var run = runs[id] else { continue }
+            if run.record.trigger != .manual, now.timeIntervalSince(run.record.scheduledAt) > run.deadline
+                + (jobs[run.job].map { jitter(for: $0.job, scheduled: run.record.scheduledAt) } ?? 0)
+            {
+                finish(id, state: .missed, error: "waited for a free slot past deadline", now: now)
+                continue
+            }
+            let perBackend = limits.perBackend[run.backend] ?? Int.max
+            guard global < limits.global, slotsInUse(backend: run.backend) < perBackend else { continue }
+            run.holdsSlot = true
+            run.phase = .createDue(now)
+            runs[id] = run
+            global += 1
+        }
+    }
+
+    private func processDueRuns(now: Date) {
+        for (id, run) in runs {
+            if let started = run.startedAt, now >= started.addingTimeInterval(run.timeout),
+                run.phase != .creating, run.phase != .polling
+            {
+                timeOut(id, now: now)
+                continue
+            }
+            switch run.phase {
+            case .createDue(let at) where at <= now: beginCreate(id, now: now)
+            case .pollDue(let at) where at <= now: beginPoll(id, now: now)
+            default: break
+            }
+        }
+    }
+
+    private func timeOut(_ id: Int64, now: Date) {
+        guard let run = runs[id] else { return }
+        let state = run.phase.name
+        let message =
+            "image still \(state) after timeout=\(Self.format(run.timeout)); the backend may be stuck: check the image "
+            + "at the provider (for TWCC, contact support if it stays QUEUED or SAVING) and delete it by hand if needed"
+        finish(id, state: .timedOut, error: message, now: now)
+    }
+
+    private func beginCreate(_ id: Int64, now: Date) {
+        guard var run = runs[id] else { return }
+        guard let backend = backends[run.backend] else {
+            finish(id, state: .failed, error: "backend '\(run.backend)' is not configured", now: now)
+            return
+        }
+        do {
+            run.record = try store.markCreating(runID: id, now: now)
+        } catch {
+            logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
+            return
+        }
+        run.startedAt = run.record.startedAt ?? now
+        run.phase = .creating
+        runs[id] = run
+        inFlight += 1
+        let description = Self.imageDescription(job: run.job, scheduled: run.record.scheduledAt, run: id)
+        let (target, name, logger, pausePoint) = (run.target, run.imageName, self.logger, self.pausePoint)
+        Task {
+            await pausePoint?("create")
+            let result: Result<ImageRef, any Error>
+            do {
+                result = .success(
+                    try await backend.create(target: target, name: name, description: description, logger: logger))
+            } catch {
+                result = .failure(error)
+            }
+            await pausePoint?("created")
+            self.createFinished(id, result: result, description: description)
+        }
+    }
+
+    private func createFinished(_ id: Int64, result: Result<ImageRef, any Error>, description: String) {
+        inFlight -= 1
+        defer { wakeLoop() }
+        guard var run = runs[id] else { return }
+        let now = clock.now()
+        switch result {
+        case .success(let image):
+            do {
+                run.record = try store.markWaiting(
+                    runID: id, imageID: image.id, description: description, now: now,
+                    nextPollAt: now.addingTimeInterval(pacing.firstPollInterval))
+            } catch {
+                logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
+                finish(id, state: .failed, error: "could not record image \(image.id): \(error)", now: now)
+                return
+            }
+            run.imageID = image.id
+            run.pollInterval = pacing.firstPollInterval
+            run.phase = .pollDue(now.addingTimeInterval(pacing.firstPollInterval))
+            runs[id] = run
+        case .failure(let error):
+            let backendError = error as? SnapshotBackendError
+            let transient = backendError?.isTransient ?? false
+            let message = "\(error)"
+            let timedOut = run.startedAt.map { now >= $0.addingTimeInterval(run.timeout) } ?? false
+            if transient && run.record.attempts <= run.retries && !timedOut {
+                let delay = backoff(attempt: run.record.attempts, seed: UInt64(id))
+                do {
+                    run.record = try store.recordRetryableFailure(
+                        runID: id, error: message, nextAttemptAt: now.addingTimeInterval(delay))
+                } catch {
+                    logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
+                }
+                run.phase = .createDue(now.addingTimeInterval(delay))
+                runs[id] = run
+                logger.warning(
+                    "Create failed, will retry",
+                    metadata: [
+                        "job": "\(run.job)", "run": "\(id)", "error": "\(message)",
+                        "attempt": "\(run.record.attempts)", "retry_in_s": "\(Int(delay))",
+                    ])
+            } else {
+                finish(id, state: timedOut ? .timedOut : .failed, error: message, now: now)
+            }
+        }
+    }
+
+    private func backoff(attempt: Int, seed: UInt64) -> TimeInterval {
+        let base = min(pacing.retryMax, pacing.retryBase * pow(2, Double(max(0, attempt - 1))))
+        var hash = (seed &+ UInt64(attempt)) &* 0x9E37_79B9_7F4A_7C15
+        hash ^= hash >> 31
+        let spread = Double(hash % 1000) / 1000 * 0.5 - 0.25  // ±25 %
+        return max(1, base * (1 + spread))
+    }
+
+    private func beginPoll(_ id: Int64, now: Date) {
+        guard var run = runs[id], let imageID = run.imageID else { return }
+        guard let backend = backends[run.backend] else {
+            finish(id, state: .failed, error: "backend '\(run.backend)' is not configured", now: now)
+            return
+        }
+        run.phase = .polling
+        runs[id] = run
+        inFlight += 1
+        let (logger, pausePoint) = (self.logger, self.pausePoint)
+        Task {
+            await pausePoint?("poll")
+            let result: Result<ImageState, any Error>
+            do {
+                result = .success(try await backend.status(ImageRef(id: imageID), logger: logger))
+            } catch {
+                result = .failure(error)
+            }
+            self.pollFinished(id, result: result)
+        }
+    }
+
+    private func pollFinished(_ id: Int64, result: Result<ImageState, any Error>) {
+        inFlight -= 1
+        defer { wakeLoop() }
+        guard var run = runs[id] else { return }
+        let now = clock.now()
+        let timedOut = run.startedAt.map { now >= $0.addingTimeInterval(run.timeout) } ?? false
+        switch result {
+        case .success(.active):
+            finish(id, state: .succeeded, error: nil, now: now)
+        case .success(.error(let reason)):
+            finish(id, state: .failed, error: "image \(run.imageID ?? "?") failed at the backend: \(reason)", now: now)
+        case .success(.gone):
+            finish(id, state: .failed, error: "image \(run.imageID ?? "?") disappeared before it became active", now: now)
+        case .success(let state):
+            if timedOut {
+                finish(
+                    id, state: .timedOut,
+                    error: "image \(run.imageID ?? "?") still \(state) after timeout=\(Self.format(run.timeout)); "
+                        + "check it at the provider (for TWCC, contact support if it stays QUEUED or SAVING)",
+                    now: now)
+                return
+            }
+            run.pollInterval = min(pacing.maxPollInterval, run.pollInterval * 2)
+            let next = now.addingTimeInterval(run.pollInterval)
+            do {
+                run.record = try store.updatePoll(
+                    runID: id, imageState: state == .queued ? .queued : .saving, nextPollAt: next, now: now)
+            } catch {
+                logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
+            }
+            run.phase = .pollDue(next)
+            runs[id] = run
+        case .failure(let error):
+            let transient = (error as? SnapshotBackendError)?.isTransient ?? false
+            if transient && !timedOut {
+                run.pollInterval = min(pacing.maxPollInterval, run.pollInterval * 2)
+                run.phase = .pollDue(now.addingTimeInterval(run.pollInterval))
+                runs[id] = run
+                logger.warning("Status poll failed, will retry", metadata: ["run": "\(id)", "error": "\(error)"])
+            } else {
+                finish(id, state: timedOut ? .timedOut : .failed, error: "\(error)", now: now)
+            }
+        }
+    }
+
+    private func finish(_ id: Int64, state: RunState, error: String?, now: Date) {
+        guard let run = runs.removeValue(forKey: id) else { return }
+        do {
+            _ = try store.finishRun(runID: id, state: state, error: error, now: now)
+        } catch {
+            logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
+        }
+        var metadata: Logger.Metadata = [
+            "event": "run.\(state.rawValue)", "job": "\(run.job)", "run": "\(id)",
+            "target": "\(run.backend):\(run.target)", "state": "\(state.rawValue)",
+            "scheduled": "\(Self.iso(run.record.scheduledAt))",
+        ]
+        if let image = run.imageID { metadata["image"] = "\(image)" }
+        if let started = run.startedAt { metadata["duration_ms"] = "\(Int(now.timeIntervalSince(started) * 1000))" }
+        if let error { metadata["error"] = "\(error)" }
+        switch state {
+        case .succeeded:
+            logger.info("Run succeeded", metadata: metadata)
+            scheduleRetention(job: run.job)
+        case .timedOut: logger.critical("Run timed out", metadata: metadata)
+        case .missed: logger.warning("Run missed", metadata: metadata)
+        default: logger.error("Run failed", metadata: metadata)
+        }
+        wakeLoop()  // a slot may have freed
+    }
+
+    // MARK: Retention
+
+    private func scheduleRetention(job name: String) {
+        guard let job = jobs[name]?.job, !job.options.retention.keepsEverything else { return }
+        guard !retentionRunning.contains(name) else {
+            retentionPending.insert(name)
+            return
+        }
+        let now = clock.now()
+        let plan: RetentionPlan
+        let images: [ImageRecord]
+        do {
+            images = try store.images(job: name)
+            plan = retentionPlan(for: job, images: images, now: now)
+            _ = try store.recordRetentionDecisions(
+                plan.decisions.compactMap { decision in
+                    guard let image = images.first(where: { $0.id == decision.id }) else { return nil }
+                    let reason = decision.reasons.joined(separator: "; ")
+                    return (image.key, decision.action == .keep ? .keep(reason: reason) : .delete(reason: reason))
+                })
+        } catch {
+            logger.error("Retention failed", metadata: ["job": "\(name)", "error": "\(error)"])
+            return
+        }
+        let deletions = plan.deletions.compactMap { decision in
+            images.first(where: { $0.id == decision.id }).map { ($0, decision.reasons.joined(separator: "; ")) }
+        }
+        guard !deletions.isEmpty else { return }
+        retentionRunning.insert(name)
+        inFlight += 1
+        let (store, backends, logger, pausePoint) = (self.store, self.backends, self.logger, self.pausePoint)
+        Task {
+            for (image, reason) in deletions {
+                await Self.deleteImage(
+                    image, reason: reason, store: store, backends: backends, logger: logger, pausePoint: pausePoint)
+            }
+            self.retentionFinished(job: name)
+        }
+    }
+
+    /// The plan retention would carry out for `job` now: the data behind `prune --dry-run`.
+    public func retentionPlan(job name: String) throws -> RetentionPlan {
+        guard let job = jobs[name]?.job else { throw SchedulerError("no job named '\(name)'") }
+        return retentionPlan(for: job, images: try store.images(job: name), now: clock.now())
+    }
+
+    private func retentionPlan(for job: Job, images: [ImageRecord], now: Date) -> RetentionPlan {
+        let zone = TimeZone(identifier: job.zone.identifier) ?? TimeZone(identifier: "UTC")!
+        let candidates = images.filter { $0.state != .deleted }.map {
+            RetentionImage(id: $0.id, createdAt: $0.createdAt, state: $0.state.rawValue, pinned: $0.pinned)
+        }
+        return RetentionPlanner(policy: job.options.retention, timeZone: zone).plan(for: candidates, now: now)
+    }
+
+    /// Deletes one image the plan marked, re-checking the store first: an image pinned meanwhile stays.
+    private static func deleteImage(
+        _ image: ImageRecord, reason: String, store: SnapcronDatabase, backends: [String: any SnapshotBackend],
+        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?
+    ) async {
+        var metadata: Logger.Metadata = [
+            "job": "\(image.job)", "image": "\(image.id)", "target": "\(image.backend):\(image.target)",
+        ]
+        do {
+            guard let current = try store.image(id: image.id, backend: image.backend), !current.pinned,
+                current.state == .active
+            else { return }
+            guard let backend = backends[image.backend] else {
+                logger.error("Retention cannot delete: backend not configured", metadata: metadata)
+                return
+            }
+            await pausePoint?("delete")
+            try await backend.delete(ImageRef(id: image.id), logger: logger)
+            await pausePoint?("deleted")
+            _ = try store.markImageDeleted(id: image.id, backend: image.backend, now: Date(), reason: reason)
+            metadata["event"] = "image.deleted"
+            metadata["state"] = "deleted"
+            metadata["reason"] = "\(reason)"
+            logger.notice("Image deleted", metadata: metadata)
+        } catch {
+            metadata["error"] = "\(error)"
+            logger.error("Image delete failed; it is kept and retried at the next retention", metadata: metadata)
+        }
+    }
+
+    private func retentionFinished(job name: String) {
+        inFlight -= 1
+        retentionRunning.remove(name)
+        if retentionPending.remove(name) != nil { scheduleRetention(job: name) }
+        wakeLoop()
+    }
+
+    // MARK: Requests (control socket, signals)
+
+    /// Replaces the schedule. Unchanged jobs keep their place; new ones start from now; removed ones stop firing
+    /// (their unfinished runs still finish).
+    public func apply(jobs newJobs: [Job]) {
+        let now = clock.now()
+        var next: [String: JobEntry] = [:]
+        var maxGeneration = jobs.values.map(\.generation).max() ?? 0
+        for job in newJobs {
+            if let old = jobs[job.name], old.job == job {
+                next[job.name] = old
+                continue
+            }
+            maxGeneration += 1
+            var entry = JobEntry(
+                job: job, generation: maxGeneration, paused: job.options.paused || (jobs[job.name]?.paused ?? false),
+                lastHandled: jobs[job.name]?.lastHandled)
+            if let old = jobs[job.name], old.job.options.paused && !job.options.paused { entry.paused = false }
+            next[job.name] = entry
+            let after = max(entry.lastHandled ?? now, now)
+            if started, let scheduled = job.expression.nextDate(after: after, in: job.zone) {
+                queue.push(queueEntry(entry, scheduled: scheduled))
+            }
+        }
+        jobs = next
+        logger.info("Schedule applied", metadata: ["event": "schedule.loaded", "jobs": "\(newJobs.count)"])
+        wakeLoop()
+    }
+
+    /// Runs `job` now, outside its schedule.
+    public func trigger(job name: String) throws -> RunRecord {
+        guard let entry = jobs[name] else { throw SchedulerError("no job named '\(name)'") }
+        if entry.job.options.overlap == .skip,
+            let busy = unfinishedRun(backend: entry.job.backend, target: entry.job.target)
+        {
+            throw SchedulerError("run \(busy) of \(entry.job.qualifiedTarget) is still unfinished (overlap=skip)")
+        }
+        let now = clock.now()
+        let instant = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
+        guard let record = fire(entry, scheduled: instant, trigger: .manual, now: now) else {
+            throw SchedulerError("job '\(name)' was already triggered this second; try again")
+        }
+        wakeLoop()
+        return record
+    }
+
+    /// Pauses or resumes a job; persisted in the store.
+    public func setPaused(job name: String, _ paused: Bool) throws {
+        guard var entry = jobs[name] else { throw SchedulerError("no job named '\(name)'") }
+        _ = try store.setPaused(name: name, paused, now: clock.now())
+        entry.paused = paused
+        jobs[name] = entry
+    }
+
+    /// What the scheduler is doing now.
+    public func snapshot() -> SchedulerSnapshot {
+        let next = queue.first.flatMap { top in jobs[top.job].map { _ in (job: top.job, at: top.scheduled) } }
+        return SchedulerSnapshot(
+            jobCount: jobs.count, pausedJobs: jobs.values.filter(\.paused).map(\.job.name).sorted(),
+            runningRuns: runs.values.sorted { $0.record.id < $1.record.id }.map {
+                SchedulerSnapshot.RunningRun(
+                    id: $0.record.id, job: $0.job, phase: $0.phase.name, imageID: $0.imageID, startedAt: $0.startedAt)
+            },
+            nextFire: next, lastLoopAt: lastLoopAt)
+    }
+
+    /// The jobs as loaded, by name.
+    public func currentJobs() -> [Job] { jobs.values.map(\.job).sorted { $0.name < $1.name } }
+
+    /// The next fire of each job (nominal instant), for `jobs` and `next`.
+    public func nextFires() -> [String: Date] {
+        let now = clock.now()
+        var result: [String: Date] = [:]
+        for (name, entry) in jobs {
+            let after = max(entry.lastHandled ?? now, now)
+            if let date = entry.job.expression.nextDate(after: after, in: entry.job.zone) { result[name] = date }
+        }
+        return result
+    }
+
+    // MARK: Names
+
+    /// `snapcron-<job>-<UTC stamp>`, e.g. `snapcron-web-20261129T010000Z`.
+    public static func imageName(job: String, scheduled: Date) -> String {
+        "snapcron-\(job)-\(stamp(scheduled))"
+    }
+
+    /// Carries the marker that lets backends (and people) tell snapcron's images from others.
+    public static func imageDescription(job: String, scheduled: Date, run: Int64) -> String {
+        "created by snapcron (snapcron:job=\(job) scheduled=\(iso(scheduled)) run=\(run))"
+    }
+
+    static func stamp(_ date: Date) -> String {
+        let t = LocalTimeFormatter.utcParts(date)
+        return "\(t.0)\(t.1)\(t.2)T\(t.3)\(t.4)\(t.5)Z"
+    }
+
+    static func iso(_ date: Date) -> String { CronFormat.iso8601(date, in: .utc).replacingOccurrences(of: "+00:00", with: "Z") }
+
+    static func format(_ seconds: TimeInterval) -> String {
+        Duration.seconds(Int64(seconds.rounded())).optionDescription
+    }
+}
+
+extension Duration {
+    var seconds: TimeInterval {
+        TimeInterval(components.seconds) + TimeInterval(components.attoseconds) * 1e-18
+    }
+}
+
+/// Zero-padded UTC date parts for names.
+enum LocalTimeFormatter {
+    static func utcParts(_ date: Date) -> (String, String, String, String, String, String) {
+        let iso = CronFormat.iso8601(date, in: .utc)  // 2026-11-29T01:00:00+00:00
+        let c = Array(iso)
+        return (
+            String(c[0..<4]), String(c[5..<7]), String(c[8..<10]), String(c[11..<13]), String(c[14..<16]),
+            String(c[17..<19])
+        )
+    }
+}

@@ -1,0 +1,207 @@
+import Foundation
+import LocalBackend
+import Logging
+import SnapcronCore
+import SnapcronStore
+import SnapshotBackend
+
+/// What `snapcrond` was asked to run with; nil fields take the config's (or the built-in) defaults.
+public struct DaemonOptions: Sendable {
+    public var configPath: String?
+    public var schedulePath: String?
+    public var stateDirectory: String?
+
+    public init(configPath: String? = nil, schedulePath: String? = nil, stateDirectory: String? = nil) {
+        self.configPath = configPath
+        self.schedulePath = schedulePath
+        self.stateDirectory = stateDirectory
+    }
+}
+
+/// A start-up failure, already worded for the operator.
+public struct DaemonStartError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The running daemon: config, backends, store and scheduler wired together, plus reload.
+public final class Daemon: Sendable {
+    public let config: SnapcronConfig
+    public let schedulePath: String
+    public let store: SnapcronDatabase
+    public let scheduler: SchedulerService
+    let backends: [String: any SnapshotBackend]
+    let logger: Logger
+
+    /// Loads everything; throws with every problem worded for the operator (diagnostics with file:line:col).
+    public init(options: DaemonOptions, logger: Logger, pausePoint: (@Sendable (String) async -> Void)? = nil) throws {
+        self.logger = logger
+        var config: SnapcronConfig
+        do {
+            if let path = options.configPath {
+                config = try SnapcronConfig.load(path: path)
+            } else {
+                config = try SnapcronConfig.loadIfPresent()
+            }
+        } catch {
+            throw DaemonStartError(error.description)
+        }
+        if let stateDirectory = options.stateDirectory { config = Self.moving(config, to: stateDirectory) }
+        self.config = config
+        schedulePath = options.schedulePath ?? config.schedulePath
+
+        do {
+            try FileManager.default.createDirectory(
+                atPath: config.stateDirectory, withIntermediateDirectories: true,
+                attributes: [.posixPermissions: 0o750])
+        } catch {
+            throw DaemonStartError("cannot create state directory \(config.stateDirectory): \(error.localizedDescription)")
+        }
+        do {
+            store = try SnapcronDatabase(path: config.stateDirectory + "/state.db")
+        } catch {
+            throw DaemonStartError("cannot open the state database: \(error)")
+        }
+        backends = try BackendFactory.makeBackends(config)
+        let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
+        for warning in schedule.warnings { logger.warning("\(warning.description)") }
+        scheduler = SchedulerService(
+            jobs: schedule.jobs, store: store, backends: backends, clock: SystemClock(),
+            limits: ConcurrencyLimits(
+                global: config.maxConcurrentCreates,
+                perBackend: config.backends.compactMapValues(\.maxConcurrent)),
+            logger: logger, pausePoint: pausePoint)
+        logger.info(
+            "Schedule loaded",
+            metadata: [
+                "event": "schedule.loaded", "jobs": "\(schedule.jobs.count)", "schedule": "\(schedulePath)",
+                "state_dir": "\(config.stateDirectory)",
+            ])
+    }
+
+    /// The config with its state directory (and the default images directory under it) moved.
+    static func moving(_ config: SnapcronConfig, to stateDirectory: String) -> SnapcronConfig {
+        var moved = config
+        let oldImages = config.stateDirectory + "/images"
+        moved.stateDirectory = stateDirectory
+        for (name, backend) in config.backends where backend.local?.imagesDirectory == oldImages {
+            moved.backends[name]?.local = LocalBackendSettings(imagesDirectory: stateDirectory + "/images")
+        }
+        return moved
+    }
+
+    /// Parses the schedule and checks each job's target with its backend; all problems at once.
+    static func loadSchedule(
+        path: String, config: SnapcronConfig, backends: [String: any SnapshotBackend]
+    ) throws(DaemonStartError) -> Schedule {
+        let schedule: Schedule
+        do {
+            schedule = try ScheduleFile.load(path: path, config: config, now: Date())
+        } catch {
+            throw DaemonStartError(error.description)
+        }
+        var problems = DiagnosticList()
+        for job in schedule.jobs {
+            guard let backend = backends[job.backend] else {
+                problems.append(
+                    .error(
+                        "backend '\(job.backend)' of job '\(job.name)' is not available in this build",
+                        at: job.location, columns: targetColumns(of: job)))
+                continue
+            }
+            do {
+                try backend.validate(target: job.target)
+            } catch {
+                problems.append(.error("\(job.name): \(error)", at: job.location, columns: targetColumns(of: job)))
+            }
+        }
+        if problems.hasErrors { throw DaemonStartError(problems.description) }
+        return schedule
+    }
+
+    private static func targetColumns(of job: Job) -> Range<Int> {
+        let text = job.location.text
+        guard let range = text.range(of: job.qualifiedTarget) else { return 1..<2 }
+        let start = text.distance(from: text.startIndex, to: range.lowerBound) + 1
+        return start..<(start + job.qualifiedTarget.count)
+    }
+
+    /// Re-reads the schedule and applies it; on any error the running schedule stays and the error is returned.
+    public func reload() async -> Result<Int, DaemonStartError> {
+        do {
+            let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
+            for warning in schedule.warnings { logger.warning("\(warning.description)") }
+            await scheduler.apply(jobs: schedule.jobs)
+            logger.info(
+                "Schedule reloaded", metadata: ["event": "schedule.loaded", "jobs": "\(schedule.jobs.count)"])
+            return .success(schedule.jobs.count)
+        } catch {
+            logger.error(
+                "Reload failed; the running schedule stays",
+                metadata: ["event": "schedule.reload_failed", "error": "\(error.description)"])
+            return .failure(error)
+        }
+    }
+
+    /// Runs until SIGTERM or SIGINT; SIGHUP reloads the schedule.
+    public func run() async throws {
+        let runner = Task { try await scheduler.run() }
+        let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { [self] signal in
+            if signal == SIGHUP {
+                Task { _ = await self.reload() }
+            } else {
+                self.logger.notice(
+                    "Stopping", metadata: ["event": "daemon.stopping", "signal": "\(signal == SIGTERM ? "TERM" : "INT")"])
+                runner.cancel()
+            }
+        }
+        defer { signals.cancel() }
+        try await runner.value
+        try? store.checkpoint()
+        logger.info("Stopped cleanly")
+    }
+}
+
+/// Delivers signals on a private queue instead of interrupting the process.
+final class SignalWatcher: @unchecked Sendable {  // sources are set once in init
+    private let sources: [any DispatchSourceSignal]
+
+    init(signals: [Int32], handler: @escaping @Sendable (Int32) -> Void) {
+        let queue = DispatchQueue(label: "snapcron.signals")
+        sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: queue)
+            source.setEventHandler { handler(number) }
+            source.resume()
+            return source
+        }
+    }
+
+    func cancel() {
+        for source in sources { source.cancel() }
+    }
+}
+
+/// Builds the configured backends.
+enum BackendFactory {
+    static func makeBackends(_ config: SnapcronConfig) throws(DaemonStartError) -> [String: any SnapshotBackend] {
+        var backends: [String: any SnapshotBackend] = [:]
+        for (name, backend) in config.backends {
+            switch backend.type {
+            case .local:
+                let directory = backend.local?.imagesDirectory ?? config.stateDirectory + "/images"
+                do {
+                    try FileManager.default.createDirectory(
+                        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
+                } catch {
+                    throw DaemonStartError("backend \(name): cannot create \(directory): \(error.localizedDescription)")
+                }
+                backends[name] = LocalBackend(
+                    configuration: LocalBackend.Configuration(name: name, imagesDirectory: directory))
+            default:
+                continue  // reported when a job uses it (see Daemon.loadSchedule)
+            }
+        }
+        return backends
+    }
+}

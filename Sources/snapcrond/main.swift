@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import Logging
+import SnapcronDaemon
+
+/// `snapcrond`: the snapcron daemon. Runs in the foreground; systemd (or a terminal) supervises it.
+@main
+struct Snapcrond: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapcrond",
+        abstract: "Take VM images on cron schedules, follow them to ACTIVE and apply retention.",
+        discussion: """
+            Runs in the foreground until SIGTERM or SIGINT; SIGHUP reloads the schedule (a schedule with errors \
+            is refused and the running one stays). Without a config file, one built-in 'local' backend keeps \
+            images under the state directory.
+            """
+    )
+
+    @Option(help: "The schedule file (default: schedule_path of the config, /etc/snapcron/schedule).")
+    var schedule: String?
+
+    @Option(help: "The config file (default: /etc/snapcron/snapcron.toml if it exists, else built-in defaults).")
+    var config: String?
+
+    @Option(name: .customLong("state-dir"), help: "Where the database and local images live (default: /var/lib/snapcron).")
+    var stateDirectory: String?
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    mutating func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "snapcrond")
+        let daemon: Daemon
+        do {
+            daemon = try Daemon(
+                options: DaemonOptions(configPath: config, schedulePath: schedule, stateDirectory: stateDirectory),
+                logger: logger, pausePoint: TestPausePoint.fromEnvironment())
+        } catch {
+            FileHandle.standardError.write(Data("snapcrond: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        try await daemon.run()
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Crash tests freeze the daemon at a named point (`SNAPCRON_TEST_PAUSE=create`, with `SNAPCRON_TEST_PAUSE_FILE`
+/// to announce it) and SIGKILL it there. Inert unless both variables are set.
+enum TestPausePoint {
+    static func fromEnvironment() -> (@Sendable (String) async -> Void)? {
+        let environment = ProcessInfo.processInfo.environment
+        guard let point = environment["SNAPCRON_TEST_PAUSE"], let marker = environment["SNAPCRON_TEST_PAUSE_FILE"]
+        else { return nil }
+        return { reached in
+            guard reached == point else { return }
+            _ = FileManager.default.createFile(atPath: marker, contents: Data(reached.utf8))
+            while true { try? await Task.sleep(for: .seconds(3600)) }
+        }
+    }
+}
