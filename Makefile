@@ -2,7 +2,7 @@
 PREFIX ?= /usr/local
 SWIFT ?= swift
 
-.PHONY: all build test bench deps clean
+.PHONY: all build test bench demo deps clean
 
 all: build
 
@@ -15,6 +15,9 @@ build: deps
 test: deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+demo:
+	scripts/demo
 
 bench:
 	$(SWIFT) run -c release --package-path Benchmarks cron-bench Benchmarks/expressions.tsv

@@ -13,6 +13,15 @@ let package = Package(
             name: "cron-bench",
             dependencies: [.product(name: "CronExpression", package: "snapcron")],
             swiftSettings: [.unsafeFlags(["-Ounchecked"], .when(configuration: .release))]
-        )
+        ),
+        .executableTarget(
+            name: "daemon-bench",
+            dependencies: [
+                .product(name: "SnapcronCore", package: "snapcron"),
+                .product(name: "SnapcronStore", package: "snapcron"),
+                .product(name: "SnapcronTestKit", package: "snapcron"),
+                .product(name: "CronExpression", package: "snapcron"),
+            ]
+        ),
     ]
 )

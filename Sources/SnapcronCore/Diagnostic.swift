@@ -131,9 +131,19 @@ public struct DiagnosticList: Error, Sendable, Hashable, Codable, RandomAccessCo
     CustomStringConvertible
 {
     public private(set) var diagnostics: [Diagnostic]
+    /// Kept up to date on every append: parsers ask it once per line, so counting each time would be quadratic.
+    public private(set) var errorCount: Int
+
+    private enum CodingKeys: String, CodingKey { case diagnostics }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(try container.decode([Diagnostic].self, forKey: .diagnostics))
+    }
 
     public init(_ diagnostics: [Diagnostic] = []) {
         self.diagnostics = diagnostics
+        errorCount = diagnostics.count { $0.severity == .error }
     }
 
     public init(arrayLiteral elements: Diagnostic...) {
@@ -146,15 +156,15 @@ public struct DiagnosticList: Error, Sendable, Hashable, Codable, RandomAccessCo
 
     public mutating func append(_ diagnostic: Diagnostic) {
         diagnostics.append(diagnostic)
+        if diagnostic.severity == .error { errorCount += 1 }
     }
 
     public mutating func append(contentsOf other: some Sequence<Diagnostic>) {
-        diagnostics.append(contentsOf: other)
+        for diagnostic in other { append(diagnostic) }
     }
 
     /// Whether any diagnostic is an error (warnings and notes alone do not stop a load).
-    public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
-    public var errorCount: Int { diagnostics.count { $0.severity == .error } }
+    public var hasErrors: Bool { errorCount > 0 }
     public var warningCount: Int { diagnostics.count { $0.severity == .warning } }
 
     /// `2 errors, 1 warning`, or `no errors`.

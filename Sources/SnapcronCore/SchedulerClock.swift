@@ -17,6 +17,14 @@ public protocol SchedulerClock: Sendable {
     /// stepped, so that a jump never leaves the scheduler asleep past its fires. Throws `CancellationError` when
     /// the task is cancelled.
     func sleep(until deadline: Date) async throws
+
+    /// Whether a sleeper is registered and not yet woken. A manual clock answers exactly, so a test can tell
+    /// that the scheduler has handled a wake-up and gone back to sleep; a real clock need not track it.
+    var hasWaitingSleeper: Bool { get }
+}
+
+extension SchedulerClock {
+    public var hasWaitingSleeper: Bool { true }
 }
 
 /// The system's wall clock. Sleeps on a `CLOCK_REALTIME` timerfd armed at an absolute deadline with

@@ -57,6 +57,8 @@ public struct SchedulerSnapshot: Sendable, Hashable {
     public var runningRuns: [RunningRun]
     public var nextFire: (job: String, at: Date)?
     public var lastLoopAt: Date?
+    /// How many times the loop has woken up: an idle daemon should add one only when something is due.
+    public var loopIterations: Int
 
     public struct RunningRun: Sendable, Hashable {
         public var id: Int64
@@ -94,8 +96,14 @@ public actor SchedulerService {
     private let pausePoint: (@Sendable (String) async -> Void)?
 
     private var jobs: [String: JobEntry] = [:]
-    private var queue = FireQueue()
+    private var queue = MinHeap<FireEntry>()
     private var runs: [Int64: ActiveRun] = [:]
+    // Indexes over `runs`, so that a tick costs what is due, not what is running.
+    private var runTimers = MinHeap<RunTimer>()
+    private var awaitingSlot: [Int64] = []
+    private var runsByTarget: [String: Set<Int64>] = [:]
+    private var slotsInUse = 0
+    private var slotsByBackend: [String: Int] = [:]
     private var retentionRunning: Set<String> = []
     private var retentionPending: Set<String> = []
     private var inFlight = 0
@@ -104,6 +112,7 @@ public actor SchedulerService {
     private var isSleeping = false
     private var started = false
     private var lastLoopAt: Date?
+    private var loopIterations = 0
 
     private struct JobEntry {
         var job: Job
@@ -174,6 +183,7 @@ public actor SchedulerService {
         while !Task.isCancelled {
             let now = clock.now()
             lastLoopAt = now
+            loopIterations += 1
             tick(now: now)
             if let heartbeat, ContinuousClock.now - lastBeat >= heartbeat.interval {
                 heartbeat.beat()
@@ -194,7 +204,7 @@ public actor SchedulerService {
         guard !started else { return }
         started = true
         let states = Dictionary(try store.allJobStates().map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
-        var entries: [FireQueue.Entry] = []
+        var entries: [FireEntry] = []
         entries.reserveCapacity(jobs.count)
         for (name, var entry) in jobs {
             entry.lastHandled = states[name]?.lastScheduledAt
@@ -220,15 +230,7 @@ public actor SchedulerService {
     private func nextWake(now: Date) -> Date {
         var wake = now.addingTimeInterval(86_400)  // nothing due: look again tomorrow
         if let first = queue.first { wake = min(wake, first.due) }
-        for run in runs.values {
-            switch run.phase {
-            case .createDue(let at), .pollDue(let at): wake = min(wake, at)
-            default: break
-            }
-            if let started = run.startedAt, run.phase != .creating, run.phase != .polling {
-                wake = min(wake, started.addingTimeInterval(run.timeout))
-            }
-        }
+        if let first = runTimers.first { wake = min(wake, first.due) }
         return wake
     }
 
@@ -269,14 +271,14 @@ public actor SchedulerService {
 
     /// For tests on a manual clock: returns once no backend call is in flight and the loop is asleep.
     public func waitUntilIdle() async {
-        while inFlight > 0 || !isSleeping || wakeRequested {
+        while inFlight > 0 || !isSleeping || wakeRequested || !clock.hasWaitingSleeper {
             await Task.yield()
         }
     }
 
     // MARK: Fires
 
-    private func firstFire(of entry: JobEntry, now: Date) -> FireQueue.Entry? {
+    private func firstFire(of entry: JobEntry, now: Date) -> FireEntry? {
         let scheduled: Date?
         if let last = entry.lastHandled {
             scheduled = entry.job.expression.nextDate(after: last, in: entry.job.zone)
@@ -287,8 +289,8 @@ public actor SchedulerService {
         return scheduled.map { queueEntry(entry, scheduled: $0) }
     }
 
-    private func queueEntry(_ entry: JobEntry, scheduled: Date) -> FireQueue.Entry {
-        FireQueue.Entry(
+    private func queueEntry(_ entry: JobEntry, scheduled: Date) -> FireEntry {
+        FireEntry(
             due: scheduled.addingTimeInterval(jitter(for: entry.job, scheduled: scheduled)), scheduled: scheduled,
             job: entry.job.name, generation: entry.generation)
     }
@@ -420,16 +422,43 @@ public actor SchedulerService {
     }
 
     private func unfinishedRun(backend: String, target: String) -> Int64? {
-        runs.values.filter { $0.backend == backend && $0.target == target }.map(\.record.id).min()
+        runsByTarget[Self.targetKey(backend, target)]?.min()
+    }
+
+    private static func targetKey(_ backend: String, _ target: String) -> String { backend + ":" + target }
+
+    /// Adds a run and its index entries.
+    private func insert(_ run: ActiveRun) {
+        let id = run.record.id
+        runs[id] = run
+        runsByTarget[Self.targetKey(run.backend, run.target), default: []].insert(id)
+        if run.holdsSlot { acquireSlot(backend: run.backend) }
+        switch run.phase {
+        case .awaitingSlot: awaitingSlot.append(id)
+        case .createDue(let at), .pollDue(let at): runTimers.push(RunTimer(due: at, run: id))
+        default: break
+        }
+        if let started = run.startedAt { runTimers.push(RunTimer(due: started.addingTimeInterval(run.timeout), run: id)) }
+    }
+
+    /// Moves a run to a phase that falls due at `at`.
+    private func schedule(_ id: Int64, _ phase: ActiveRun.Phase, at: Date) {
+        runs[id]?.phase = phase
+        runTimers.push(RunTimer(due: at, run: id))
+    }
+
+    private func acquireSlot(backend: String) {
+        slotsInUse += 1
+        slotsByBackend[backend, default: 0] += 1
     }
 
     private func track(_ record: RunRecord, job: Job, now: Date) {
-        runs[record.id] = ActiveRun(
+        insert(ActiveRun(
             record: record, job: job.name, backend: job.backend, target: job.target,
             imageName: record.imageName ?? Self.imageName(job: job.name, scheduled: record.scheduledAt),
             timeout: job.options.timeout.timeInterval, retries: job.options.retries,
             deadline: job.options.deadline.timeInterval, phase: .awaitingSlot, startedAt: record.startedAt,
-            pollInterval: pacing.firstPollInterval, imageID: record.imageID)
+            pollInterval: pacing.firstPollInterval, imageID: record.imageID))
     }
 
     /// Picks up a run that was unfinished when the daemon stopped.
@@ -450,7 +479,7 @@ public actor SchedulerService {
             run.holdsSlot = true
             run.phase = .createDue(max(now, retryAt))
         }
-        runs[record.id] = run
+        insert(run)
         logger.info(
             "Run resumed",
             metadata: ["job": "\(record.job)", "run": "\(record.id)", "state": "\(record.state.rawValue)"])
@@ -458,43 +487,47 @@ public actor SchedulerService {
 
     // MARK: Runs
 
-    private func slotsInUse(backend: String? = nil) -> Int {
-        runs.values.filter { $0.holdsSlot && (backend == nil || $0.backend == backend) }.count
-    }
-
     private func startQueuedRuns(now: Date) {
-        let queued = runs.values.filter { $0.phase == .awaitingSlot }.map(\.record.id).sorted()
-        guard !queued.isEmpty else { return }
-        var global = slotsInUse()
-        for id in queued {
-            guard var run = runs[id] else { continue }
+        guard !awaitingSlot.isEmpty else { return }
+        var waiting: [Int64] = []
+        for (index, id) in awaitingSlot.enumerated() {
+            guard var run = runs[id], run.phase == .awaitingSlot else { continue }
             if run.record.trigger != .manual, now.timeIntervalSince(run.record.scheduledAt) > run.deadline
                 + (jobs[run.job].map { jitter(for: $0.job, scheduled: run.record.scheduledAt) } ?? 0)
             {
                 finish(id, state: .missed, error: "waited for a free slot past deadline", now: now)
                 continue
             }
-            let perBackend = limits.perBackend[run.backend] ?? Int.max
-            guard global < limits.global, slotsInUse(backend: run.backend) < perBackend else { continue }
+            if slotsInUse >= limits.global {
+                waiting.append(contentsOf: awaitingSlot[index...].filter { runs[$0]?.phase == .awaitingSlot })
+                break
+            }
+            guard slotsByBackend[run.backend, default: 0] < limits.perBackend[run.backend] ?? Int.max else {
+                waiting.append(id)
+                continue
+            }
             run.holdsSlot = true
-            run.phase = .createDue(now)
             runs[id] = run
-            global += 1
+            acquireSlot(backend: run.backend)
+            schedule(id, .createDue(now), at: now)
         }
+        awaitingSlot = waiting
     }
 
     private func processDueRuns(now: Date) {
-        for (id, run) in runs {
+        while let timer = runTimers.first, timer.due <= now {
+            _ = runTimers.popFirst()
+            guard let run = runs[timer.run] else { continue }  // finished meanwhile
             if let started = run.startedAt, now >= started.addingTimeInterval(run.timeout),
                 run.phase != .creating, run.phase != .polling
             {
-                timeOut(id, now: now)
+                timeOut(timer.run, now: now)
                 continue
             }
             switch run.phase {
-            case .createDue(let at) where at <= now: beginCreate(id, now: now)
-            case .pollDue(let at) where at <= now: beginPoll(id, now: now)
-            default: break
+            case .createDue(let at) where at <= now: beginCreate(timer.run, now: now)
+            case .pollDue(let at) where at <= now: beginPoll(timer.run, now: now)
+            default: break  // a stale timer: the run moved on
             }
         }
     }
@@ -520,7 +553,10 @@ public actor SchedulerService {
             logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
             return
         }
-        run.startedAt = run.record.startedAt ?? now
+        if run.startedAt == nil {
+            run.startedAt = run.record.startedAt ?? now
+            runTimers.push(RunTimer(due: run.startedAt!.addingTimeInterval(run.timeout), run: id))
+        }
         run.phase = .creating
         runs[id] = run
         inFlight += 1
@@ -558,8 +594,9 @@ public actor SchedulerService {
             }
             run.imageID = image.id
             run.pollInterval = pacing.firstPollInterval
-            run.phase = .pollDue(now.addingTimeInterval(pacing.firstPollInterval))
             runs[id] = run
+            let at = now.addingTimeInterval(pacing.firstPollInterval)
+            schedule(id, .pollDue(at), at: at)
         case .failure(let error):
             let backendError = error as? SnapshotBackendError
             let transient = backendError?.isTransient ?? false
@@ -573,8 +610,8 @@ public actor SchedulerService {
                 } catch {
                     logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
                 }
-                run.phase = .createDue(now.addingTimeInterval(delay))
                 runs[id] = run
+                schedule(id, .createDue(now.addingTimeInterval(delay)), at: now.addingTimeInterval(delay))
                 logger.warning(
                     "Create failed, will retry",
                     metadata: [
@@ -647,14 +684,15 @@ public actor SchedulerService {
             } catch {
                 logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
             }
-            run.phase = .pollDue(next)
             runs[id] = run
+            schedule(id, .pollDue(next), at: next)
         case .failure(let error):
             let transient = (error as? SnapshotBackendError)?.isTransient ?? false
             if transient && !timedOut {
                 run.pollInterval = min(pacing.maxPollInterval, run.pollInterval * 2)
-                run.phase = .pollDue(now.addingTimeInterval(run.pollInterval))
                 runs[id] = run
+                let at = now.addingTimeInterval(run.pollInterval)
+                schedule(id, .pollDue(at), at: at)
                 logger.warning("Status poll failed, will retry", metadata: ["run": "\(id)", "error": "\(error)"])
             } else {
                 finish(id, state: timedOut ? .timedOut : .failed, error: "\(error)", now: now)
@@ -664,6 +702,14 @@ public actor SchedulerService {
 
     private func finish(_ id: Int64, state: RunState, error: String?, now: Date) {
         guard let run = runs.removeValue(forKey: id) else { return }
+        runsByTarget[Self.targetKey(run.backend, run.target)]?.remove(id)
+        if runsByTarget[Self.targetKey(run.backend, run.target)]?.isEmpty == true {
+            runsByTarget[Self.targetKey(run.backend, run.target)] = nil
+        }
+        if run.holdsSlot {
+            slotsInUse -= 1
+            slotsByBackend[run.backend, default: 1] -= 1
+        }
         do {
             _ = try store.finishRun(runID: id, state: state, error: error, now: now)
         } catch {
@@ -842,7 +888,7 @@ public actor SchedulerService {
                 SchedulerSnapshot.RunningRun(
                     id: $0.record.id, job: $0.job, phase: $0.phase.name, imageID: $0.imageID, startedAt: $0.startedAt)
             },
-            nextFire: next, lastLoopAt: lastLoopAt)
+            nextFire: next, lastLoopAt: lastLoopAt, loopIterations: loopIterations)
     }
 
     /// The jobs as loaded, by name.

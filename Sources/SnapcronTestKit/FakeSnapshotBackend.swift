@@ -104,6 +104,8 @@ public actor FakeSnapshotBackend: SnapshotBackend {
     private let eventsContinuation: AsyncStream<Call>.Continuation
     private var imagesByID: [ImageRef: Image] = [:]
     private var order: [ImageRef] = []
+    /// `target` + NUL + `name` -> image, so the create-by-name lookup stays O(1) with many images.
+    private var idsByName: [String: ImageRef] = [:]
     private var createScripts: [(ImageBehavior, CreateReply)] = []
     private var failures: [SnapshotBackendError.Operation: ScriptedFailure] = [:]
     private var nextID = 0
@@ -199,9 +201,7 @@ public actor FakeSnapshotBackend: SnapshotBackend {
                 throw SnapshotBackendError.permanent(backend: name, .create, target: target, error.message)
             }
             try injectedFailure(.create, target: target, image: nil)
-            if let existing = order.lazy.compactMap({ self.imagesByID[$0] })
-                .first(where: { $0.target == target && $0.name == imageName })
-            {
+            if let existingID = idsByName[target + "\u{0}" + imageName], let existing = imagesByID[existingID] {
                 call.outcome = .image(existing.ref)
                 record(call)
                 return existing.ref
@@ -268,7 +268,9 @@ public actor FakeSnapshotBackend: SnapshotBackend {
         var call = Call(operation: .delete, target: nil, name: nil, image: image, outcome: .done)
         do {
             try injectedFailure(.delete, target: nil, image: image)
-            imagesByID[image] = nil
+            if let removed = imagesByID.removeValue(forKey: image) {
+                idsByName[removed.target + "\u{0}" + removed.name] = nil
+            }
             order.removeAll { $0 == image }
             record(call)
         } catch let error as SnapshotBackendError {
@@ -289,6 +291,7 @@ public actor FakeSnapshotBackend: SnapshotBackend {
             ref: ref, name: imageName, description: description, target: target, createdAt: createdAt ?? now(),
             behavior: behavior, polls: 0)
         order.append(ref)
+        idsByName[target + "\u{0}" + imageName] = ref
         return ref
     }
 

@@ -28,6 +28,12 @@ public final class ManualClock: SchedulerClock, @unchecked Sendable {
         return sleepers.values.map(\.deadline).min()
     }
 
+    public var hasWaitingSleeper: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return !sleepers.isEmpty
+    }
+
     public func sleep(until deadline: Date) async throws {
         let id: UInt64 = lock.withLock {
             nextID += 1

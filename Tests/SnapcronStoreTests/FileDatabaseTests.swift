@@ -29,7 +29,7 @@ import Testing
         let (synchronous, foreignKeys) = try db.writer.writeWithoutTransaction { db in
             (try Int.fetchOne(db, sql: "PRAGMA synchronous"), try Bool.fetchOne(db, sql: "PRAGMA foreign_keys"))
         }
-        #expect(synchronous == 2)  // FULL
+        #expect(synchronous == 1)  // NORMAL: see SnapcronDatabase.prepare
         #expect(foreignKeys == true)
     }
 
