@@ -111,6 +111,9 @@ final class TWCCStandIn: Sendable {
         var clock = Date(timeIntervalSince1970: 1_795_000_000)
         var inFlight = 0
         var maxInFlight = 0
+        /// The real API moves images on with time; here reads do. By default only `GET images/<id>/` counts, so a
+        /// test's own creates and lists leave other images alone; twccli's `-wait` polls only the list.
+        var listsAdvanceImages = false
     }
 
     let apiKey: String
@@ -180,6 +183,11 @@ final class TWCCStandIn: Sendable {
     /// How the next created images will progress.
     func setProgression(_ progression: Progression) {
         state.withLockedValue { $0.nextProgression = progression }
+    }
+
+    /// Makes every `GET images/` count as a read of each image, for clients that poll the list.
+    func setListsAdvanceImages(_ value: Bool) {
+        state.withLockedValue { $0.listsAdvanceImages = value }
     }
 
     /// Removes an image as if someone deleted it in the portal.
@@ -351,6 +359,7 @@ final class TWCCStandIn: Sendable {
             guard allowQuery(["project", "sol_categ", "all_users"], required: ["project"]) else { return forbidden }
             let ids = state.images.keys.sorted()
             let list = ids.map { imageJSON(state.images[$0]!, state) }
+            if state.listsAdvanceImages { for id in ids { state.images[id]!.read() } }
             return Response(status: 200, body: Self.json(list))
         case (.GET, 2, "images"):
             _ = allowQuery([])
