@@ -180,6 +180,8 @@ struct APIClient: Sendable {
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
             return .retryable(
                 call.transient("\(label) timed out after \(timeout.milliseconds) ms"), retryAfter: nil)
+        } catch is CancellationError {
+            return .retryable(call.transient("\(label) cancelled"), retryAfter: nil)
         } catch {
             // Connection refused or reset, TLS and DNS failures: the network, so worth another try.
             return .retryable(call.transient("\(label) failed: \(Self.text(of: error))"), retryAfter: nil)
