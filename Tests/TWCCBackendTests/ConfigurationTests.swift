@@ -28,13 +28,23 @@ import Testing
         #expect(configuration.requestTimeout == .seconds(12))
     }
 
-    @Test(arguments: [
-        ([:], "setting project_id: missing"),
-        (["project_id": ConfigValue.string("42")], "setting project_id: expected an integer greater than 0"),
-        (["project_id": .integer(1), "base_url": .string("ftp://x")], "setting base_url: expected an http(s) URL, got 'ftp://x'"),
-        (["project_id": .integer(1), "platform": .string("a/b")], "setting platform: 'a/b' is not a platform name"),
-        (["project_id": .integer(1), "requests_per_second": .integer(0)], "setting requests_per_second: expected a number greater than 0"),
-    ] as [([String: ConfigValue], String)])
+    @Test(
+        arguments: [
+            ([:], "setting project_id: missing"),
+            (["project_id": ConfigValue.string("42")], "setting project_id: expected an integer greater than 0"),
+            (
+                ["project_id": .integer(1), "base_url": .string("ftp://x")],
+                "setting base_url: expected an http(s) URL, got 'ftp://x'"
+            ),
+            (
+                ["project_id": .integer(1), "platform": .string("a/b")],
+                "setting platform: 'a/b' is not a platform name"
+            ),
+            (
+                ["project_id": .integer(1), "requests_per_second": .integer(0)],
+                "setting requests_per_second: expected a number greater than 0"
+            ),
+        ] as [([String: ConfigValue], String)])
     func rejectsBadSettings(_ settings: [String: ConfigValue], _ message: String) throws {
         #expect {
             try TWCCBackend.Configuration(backend: "cloud", settings: settings, apiKey: try APIKey("k"))
@@ -45,7 +55,8 @@ import Testing
     }
 
     @Test func trailingSlashOfTheBaseURLIsDropped() throws {
-        let configuration = TWCCBackend.Configuration(baseURL: "http://127.0.0.1:8080//", projectID: 1, apiKey: try APIKey("k"))
+        let configuration = TWCCBackend.Configuration(
+            baseURL: "http://127.0.0.1:8080//", projectID: 1, apiKey: try APIKey("k"))
         #expect(configuration.baseURL == "http://127.0.0.1:8080")
     }
 }
@@ -75,7 +86,9 @@ import Testing
 
     @Test func credentialNeedsCredentialsDirectory() {
         #expect(throws: APIKey.LoadError.self) { try APIKey.load(credential: "twcc-api-key", environment: [:]) }
-        #expect(throws: APIKey.LoadError.self) { try APIKey.load(credential: "../etc/passwd", environment: ["CREDENTIALS_DIRECTORY": "/tmp"]) }
+        #expect(throws: APIKey.LoadError.self) {
+            try APIKey.load(credential: "../etc/passwd", environment: ["CREDENTIALS_DIRECTORY": "/tmp"])
+        }
     }
 
     @Test func refusesAWorldReadableKeyFile() throws {
@@ -99,7 +112,8 @@ import Testing
         #expect(throws: APIKey.LoadError.self) { try APIKey.load(settings: [String: ConfigValue](), environment: [:]) }
         #expect(throws: APIKey.LoadError.self) {
             try APIKey.load(
-                settings: ["api_key_credential": ConfigValue.string("a"), "api_key_file": .string("/b")], environment: [:])
+                settings: ["api_key_credential": ConfigValue.string("a"), "api_key_file": .string("/b")],
+                environment: [:])
         }
     }
 }

@@ -95,6 +95,7 @@ func backendError(_ body: () async throws -> Void) async -> SnapshotBackendError
     } catch let error as SnapshotBackendError {
         return error
     } catch {
-        return SnapshotBackendError(backend: "?", operation: .init("?"), message: "not a backend error: \(error)", isTransient: false)
+        return SnapshotBackendError(
+            backend: "?", operation: .init("?"), message: "not a backend error: \(error)", isTransient: false)
     }
 }

@@ -159,7 +159,8 @@ import Testing
             let timing = VirtualTiming()
             let backend = try makeBackend(standIn, timing: timing)
             standIn.inject(
-                .reply(429, json: #"{"message": "Too Many Requests"}"#, headers: [("Retry-After", "3")]), path: "images/")
+                .reply(429, json: #"{"message": "Too Many Requests"}"#, headers: [("Retry-After", "3")]),
+                path: "images/")
             _ = try await backend.status(ImageRef(id: "2"), logger: quiet)
             #expect(timing.sleeps == [.seconds(3)])
         }
@@ -270,7 +271,8 @@ import Testing
             let timing = VirtualTiming()
             let backend = try makeBackend(standIn, timing: timing)
             let image = try await backend.create(target: "101", name: "snapcron-d", description: "", logger: quiet)
-            let lingering = #"{"id": \#(image.id), "name": "snapcron-d", "desc": "[snapcron]", "status": "ACTIVE", "server": {"id": 555}}"#
+            let lingering =
+                #"{"id": \#(image.id), "name": "snapcron-d", "desc": "[snapcron]", "status": "ACTIVE", "server": {"id": 555}}"#
             standIn.inject(.reply(200, json: lingering), method: .GET, path: "images/\(image.id)/", times: 2)
             try await backend.delete(image, logger: quiet)
             #expect(standIn.requests(.DELETE, "images/\(image.id)/").count == 1)

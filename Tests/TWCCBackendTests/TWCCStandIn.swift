@@ -231,7 +231,8 @@ final class TWCCStandIn: Sendable {
             let (rawPath, query) = Self.split(uri)
             let prefix = "/api/v3/\(platform)/"
             let path = rawPath.hasPrefix(prefix) ? String(rawPath.dropFirst(prefix.count)) : rawPath
-            state.requests.append(Request(method: method, uri: uri, path: path, query: query, headers: headers, body: body))
+            state.requests.append(
+                Request(method: method, uri: uri, path: path, query: query, headers: headers, body: body))
             state.inFlight += 1
             state.maxInFlight = max(state.maxInFlight, state.inFlight)
             var notes: [String] = []
@@ -309,7 +310,8 @@ final class TWCCStandIn: Sendable {
             }
             return true
         }
-        let forbidden = Response(status: 403, body: #"{"detail": "You do not have permission to perform this action."}"#)
+        let forbidden = Response(
+            status: 403, body: #"{"detail": "You do not have permission to perform this action."}"#)
         if method != .GET, method != .PUT, method != .DELETE, method != .PATCH || parts.first != "images" {
             complain("method \(method.rawValue) not used by twccli here")
         }
@@ -339,7 +341,9 @@ final class TWCCStandIn: Sendable {
                 return Response(status: 400, body: #"{"detail": "JSON parse error"}"#)
             }
             let expected: Set<String> = ["name", "desc", "os", "os_version"]
-            if Set(object.keys) != expected { complain("save body keys are \(object.keys.sorted()), not \(expected.sorted())") }
+            if Set(object.keys) != expected {
+                complain("save body keys are \(object.keys.sorted()), not \(expected.sorted())")
+            }
             guard let name = object["name"] as? String, !name.isEmpty else {
                 return Response(status: 400, body: #"{"detail": "name: This field is required."}"#)
             }

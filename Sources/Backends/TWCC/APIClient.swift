@@ -100,7 +100,8 @@ struct APIClient: Sendable {
 
     /// Sends one request with the budget's retries; returns 2xx replies (and 404 when `acceptNotFound`).
     func send(
-        _ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: WireSaveRequest? = nil, acceptNotFound: Bool = false, resend: Resend = .whenTransient, call: CallContext,
+        _ method: HTTPMethod, _ path: String, query: [(String, String)] = [], body: WireSaveRequest? = nil,
+        acceptNotFound: Bool = false, resend: Resend = .whenTransient, call: CallContext,
         budget: inout RetryBudget, logger: Logger
     ) async throws -> Reply {
         var request = HTTPClientRequest(url: url(path, query: query))

@@ -225,7 +225,8 @@ public struct TWCCBackend: SnapshotBackend {
             }
             guard sites.count == 1 else {
                 throw call.permanent(
-                    "\(sites.count) VCS sites are named '\(target)' (ids \(sites.map { String($0.id) }.joined(separator: ", "))); use the id")
+                    "\(sites.count) VCS sites are named '\(target)' (ids \(sites.map { String($0.id) }.joined(separator: ", "))); use the id"
+                )
             }
             siteID = site.id
         }
