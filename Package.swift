@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "CronExpression", targets: ["CronExpression"]),
         .library(name: "SnapshotBackend", targets: ["SnapshotBackend"]),
         .library(name: "LocalBackend", targets: ["LocalBackend"]),
+        .library(name: "TWCCBackend", targets: ["TWCCBackend"]),
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
@@ -28,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),
@@ -38,6 +41,15 @@ let package = Package(
             name: "LocalBackend",
             dependencies: ["SnapshotBackend", logging, .product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/Backends/Local",
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "TWCCBackend",
+            dependencies: [
+                "SnapshotBackend", logging, .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            path: "Sources/Backends/TWCC",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -56,7 +68,7 @@ let package = Package(
         // Wiring shared by snapcrond and its tests: config -> backends -> store -> scheduler, signals, reload.
         .target(
             name: "SnapcronDaemon",
-            dependencies: ["SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", logging],
+            dependencies: ["SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "TWCCBackend", logging],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -98,6 +110,16 @@ let package = Package(
             dependencies: [
                 "LocalBackend", "SnapshotBackend", "SnapcronTestKit", logging,
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "TWCCBackendTests",
+            dependencies: [
+                "TWCCBackend", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", logging,
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

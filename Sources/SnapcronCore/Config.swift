@@ -238,7 +238,10 @@ struct ConfigReader {
     static let backendKeys: [String: [String]] = [
         "local": ["images_dir"],
         "exec": ["create", "status", "list", "delete", "requests_per_second", "api_key_credential", "api_key_file"],
-        "twcc": ["base_url", "platform", "project_id", "requests_per_second", "api_key_credential", "api_key_file"],
+        "twcc": [
+            "base_url", "platform", "project_id", "requests_per_second", "max_requests_in_flight",
+            "request_timeout_seconds", "api_key_credential", "api_key_file",
+        ],
     ]
 
     mutating func error(_ path: String, _ message: String, note: String? = nil) {

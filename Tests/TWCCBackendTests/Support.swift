@@ -1,0 +1,101 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import SnapcronCore
+import SnapshotBackend
+import TWCCBackend
+
+extension ConfigValue: TWCCSettingValue {}
+
+let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+/// Virtual time: `sleep` returns at once and moves `now`; every sleep is recorded.
+final class VirtualTiming: Sendable {
+    private let state = NIOLockedValueBox((now: Duration.zero, sleeps: [Duration]()))
+
+    var sleeps: [Duration] { state.withLockedValue { $0.sleeps } }
+    var slept: Duration { sleeps.reduce(.zero, +) }
+
+    var timing: TWCCBackend.Timing {
+        TWCCBackend.Timing(
+            now: { self.state.withLockedValue { $0.now } },
+            sleep: { duration in
+                self.state.withLockedValue {
+                    $0.now += duration
+                    $0.sleeps.append(duration)
+                }
+            })
+    }
+}
+
+/// Keeps every log line with its metadata, to check what is (and is not) logged.
+final class CapturingLogHandler: LogHandler, Sendable {
+    private let box: NIOLockedValueBox<[String]>
+    var metadata: Logger.Metadata {
+        get { [:] }
+        set {}
+    }
+    var logLevel: Logger.Level {
+        get { .trace }
+        set {}
+    }
+
+    init(_ box: NIOLockedValueBox<[String]>) {
+        self.box = box
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { nil }
+        set {}
+    }
+
+    func log(event: LogEvent) {
+        box.withLockedValue { $0.append("\(event.level) \(event.message) \(event.metadata ?? [:])") }
+    }
+
+    static func logger() -> (Logger, NIOLockedValueBox<[String]>) {
+        let box = NIOLockedValueBox<[String]>([])
+        return (Logger(label: "capture", factory: { _ in CapturingLogHandler(box) }), box)
+    }
+}
+
+/// Starts a stand-in, runs `body`, stops it.
+func withStandIn<T>(_ body: (TWCCStandIn) async throws -> T) async throws -> T {
+    let standIn = TWCCStandIn()
+    try await standIn.start()
+    do {
+        let result = try await body(standIn)
+        await standIn.stop()
+        return result
+    } catch {
+        await standIn.stop()
+        throw error
+    }
+}
+
+/// A backend pointed at `standIn`, fast by default: high rate, short back-offs on virtual time.
+func makeBackend(
+    _ standIn: TWCCStandIn, key: String? = nil, requestsPerSecond: Double = 10_000, inFlight: Int = 8,
+    timeout: Duration = .seconds(10), retry: TWCCBackend.RetryPolicy = .init(), timing: VirtualTiming = VirtualTiming()
+) throws -> TWCCBackend {
+    TWCCBackend(
+        name: "twcc-test",
+        configuration: .init(
+            baseURL: standIn.baseURL, platform: standIn.platform, projectID: standIn.projectID,
+            apiKey: try APIKey(key ?? standIn.apiKey), requestsPerSecond: requestsPerSecond,
+            maxRequestsInFlight: inFlight, requestTimeout: timeout, retry: retry),
+        timing: timing.timing)
+}
+
+/// Runs `body` and returns the `SnapshotBackendError` it throws (fails the test when it throws none or another).
+func backendError(_ body: () async throws -> Void) async -> SnapshotBackendError? {
+    do {
+        try await body()
+        return nil
+    } catch let error as SnapshotBackendError {
+        return error
+    } catch {
+        return SnapshotBackendError(
+            backend: "?", operation: .init("?"), message: "not a backend error: \(error)", isTransient: false)
+    }
+}
