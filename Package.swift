@@ -18,11 +18,12 @@ let package = Package(
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
+        .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),  // LogHandler.log(event:)
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
@@ -47,6 +48,20 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .target(name: "SnapcronTestKit", dependencies: ["SnapshotBackend", logging], swiftSettings: swiftSettings),
+        // libsystemd, wrapped once: nothing above SnapcronSystemd sees C (STYLE.md "systemd").
+        .systemLibrary(
+            name: "CSystemd",
+            path: "Sources/CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        .target(name: "SnapcronSystemd", dependencies: ["CSystemd", logging], swiftSettings: swiftSettings),
+        // Child process for the systemd end-to-end test: a tiny Type=notify service.
+        .executableTarget(
+            name: "snapcron-notify-probe",
+            dependencies: ["SnapcronSystemd", logging],
+            swiftSettings: swiftSettings
+        ),
         .executableTarget(
             name: "snapcronctl",
             dependencies: ["CronExpression", .product(name: "ArgumentParser", package: "swift-argument-parser")],
@@ -73,6 +88,13 @@ let package = Package(
                 "LocalBackend", "SnapshotBackend", "SnapcronTestKit", logging,
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "SnapcronSystemdTests", dependencies: ["SnapcronSystemd", logging], swiftSettings: swiftSettings),
+        // Boots systemd 252 in private namespaces (scripts/systemd-sandbox); needs root.
+        .testTarget(
+            name: "SystemdIntegrationTests",
+            dependencies: ["snapcron-notify-probe"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
