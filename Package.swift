@@ -94,7 +94,7 @@ let package = Package(
         // Boots systemd 252 in private namespaces (scripts/systemd-sandbox); needs root.
         .testTarget(
             name: "SystemdIntegrationTests",
-            dependencies: ["snapcron-notify-probe"],
+            dependencies: ["snapcron-notify-probe", "SnapcronSystemd"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
