@@ -60,7 +60,8 @@ public struct StderrLogHandler: LogHandler {
             case "\n": result += "\\n"
             case "\r": result += "\\r"
             case "\t": result += "\\t"
-            case _ where scalar.properties.generalCategory == .control: result += "\\u{\(String(scalar.value, radix: 16))}"
+            case _ where scalar.properties.generalCategory == .control:
+                result += "\\u{\(String(scalar.value, radix: 16))}"
             default: result.unicodeScalars.append(scalar)
             }
         }
@@ -69,7 +70,8 @@ public struct StderrLogHandler: LogHandler {
 
     /// A value as it appears after `key=`: bare when unambiguous, else in double quotes with `\\` and `\"`.
     static func quotedIfNeeded(_ value: String) -> String {
-        let plain = !value.isEmpty
+        let plain =
+            !value.isEmpty
             && value.unicodeScalars.allSatisfy { scalar in
                 !scalar.properties.isWhitespace && scalar.properties.generalCategory != .control
                     && !"\"=\\".unicodeScalars.contains(scalar)
@@ -84,7 +86,9 @@ public struct StderrLogHandler: LogHandler {
         var bytes = Array((line + "\n").utf8)
         var offset = 0
         while offset < bytes.count {
-            let written = bytes.withUnsafeMutableBytes { Glibc.write(STDERR_FILENO, $0.baseAddress! + offset, $0.count - offset) }
+            let written = bytes.withUnsafeMutableBytes {
+                Glibc.write(STDERR_FILENO, $0.baseAddress! + offset, $0.count - offset)
+            }
             if written < 0 {
                 if errno == EINTR { continue }
                 return  // Nowhere left to report to.

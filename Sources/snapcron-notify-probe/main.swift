@@ -12,6 +12,13 @@ import Glibc
 import Logging
 import SnapcronSystemd
 
+/// Exits with status 2 and the usage line: a bad unit file should fail loudly, not crash.
+func usage() -> Never {
+    FileHandle.standardError.write(
+        Data("usage: snapcron-notify-probe [--status TEXT] [--ready-delay-ms N] [--no-watchdog]\n".utf8))
+    exit(2)
+}
+
 var status = "probe ready"
 var pinging = true
 var readyDelayMilliseconds = 0
@@ -19,18 +26,15 @@ var arguments = CommandLine.arguments.dropFirst()
 while let argument = arguments.popFirst() {
     switch argument {
     case "--status":
-        guard let text = arguments.popFirst() else { fatalError("--status needs a value") }
+        guard let text = arguments.popFirst() else { usage() }
         status = text
     case "--ready-delay-ms":
-        guard let value = arguments.popFirst().flatMap(Int.init), value >= 0 else {
-            fatalError("--ready-delay-ms needs a number")
-        }
+        guard let value = arguments.popFirst().flatMap(Int.init), value >= 0 else { usage() }
         readyDelayMilliseconds = value
     case "--no-watchdog":
         pinging = false
     default:
-        FileHandle.standardError.write(Data("usage: snapcron-notify-probe [--status TEXT] [--ready-delay-ms N] [--no-watchdog]\n".utf8))
-        exit(2)
+        usage()
     }
 }
 

@@ -117,7 +117,10 @@ struct NotifyProbeTests {
                 return systemd.contains { $0.contains("notification message from PID \(mainPID) (STOPPING=1)") }
                     && systemd.contains { $0.contains("Main process exited, code=exited, status=0/SUCCESS") }
             }
-            #expect(entries.contains { $0["MESSAGE_ID"] == SnapcronEvent.daemonStopping.messageID && $0["MESSAGE"] == "Probe stopping" })
+            #expect(
+                entries.contains {
+                    $0["MESSAGE_ID"] == SnapcronEvent.daemonStopping.messageID && $0["MESSAGE"] == "Probe stopping"
+                })
         }
     }
 
@@ -125,7 +128,8 @@ struct NotifyProbeTests {
     private func withProbe(readyDelayMilliseconds: Int = 0, _ body: (Sandbox) throws -> Void) throws {
         let sandbox = try Sandbox.boot()
         do {
-            try sandbox.installUnit(named: Self.unit, contents: Self.unitFile(readyDelayMilliseconds: readyDelayMilliseconds))
+            try sandbox.installUnit(
+                named: Self.unit, contents: Self.unitFile(readyDelayMilliseconds: readyDelayMilliseconds))
             try body(sandbox)
         } catch {
             try? sandbox.stop()

@@ -55,7 +55,8 @@ struct Sandbox {
         let testBinary = Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
         let url = testBinary.deletingLastPathComponent().appendingPathComponent("snapcron-notify-probe")
         guard FileManager.default.isExecutableFile(atPath: url.path) else {
-            throw Failure(description: "snapcron-notify-probe not found at \(url.path); build it or set SNAPCRON_NOTIFY_PROBE")
+            throw Failure(
+                description: "snapcron-notify-probe not found at \(url.path); build it or set SNAPCRON_NOTIFY_PROBE")
         }
         return url
     }
