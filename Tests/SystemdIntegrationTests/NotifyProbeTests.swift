@@ -80,7 +80,7 @@ struct NotifyProbeTests {
 
             // Then systemd kills it for the watchdog, waits RestartSec= and starts it again
             var properties: [String: String] = [:]
-            try sandbox.wait("the watchdog to kill the probe", timeout: .seconds(10)) {
+            try sandbox.wait("the watchdog to kill the probe", timeout: .seconds(15)) {
                 properties = try sandbox.properties(of: Self.unit, "SubState", "Result", "NRestarts")
                 return properties["SubState"] == "auto-restart"
             }
@@ -148,7 +148,7 @@ struct NotifyProbeTests {
         ExecStart=/srv/bin/snapcron-notify-probe --status "\(status)" --ready-delay-ms \(readyDelayMilliseconds)
         # Swift's crash backtracer catches the watchdog's SIGABRT and hung until TimeoutStopSec= here.
         Environment=SWIFT_BACKTRACE=enable=no
-        WatchdogSec=2s
+        WatchdogSec=3s
         Restart=on-failure
         RestartSec=2s
         TimeoutStartSec=20s
