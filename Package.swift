@@ -20,12 +20,13 @@ let package = Package(
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
+        .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),
         .executable(name: "snapcrond", targets: ["snapcrond"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.0"),  // LogHandler.log(event:)
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
@@ -57,6 +58,20 @@ let package = Package(
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
+        // libsystemd, wrapped once: nothing above SnapcronSystemd sees C (STYLE.md "systemd").
+        .systemLibrary(
+            name: "CSystemd",
+            path: "Sources/CSystemd",
+            pkgConfig: "libsystemd",
+            providers: [.apt(["libsystemd-dev"])]
+        ),
+        .target(name: "SnapcronSystemd", dependencies: ["CSystemd", logging], swiftSettings: swiftSettings),
+        // Child process for the systemd end-to-end test: a tiny Type=notify service.
+        .executableTarget(
+            name: "snapcron-notify-probe",
+            dependencies: ["SnapcronSystemd", logging],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "SnapcronCore",
             dependencies: [
@@ -68,7 +83,10 @@ let package = Package(
         // Wiring shared by snapcrond and its tests: config -> backends -> store -> scheduler, signals, reload.
         .target(
             name: "SnapcronDaemon",
-            dependencies: ["SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "TWCCBackend", logging],
+            dependencies: [
+                "SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "TWCCBackend", "SnapcronSystemd",
+                logging,
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -111,6 +129,13 @@ let package = Package(
                 "LocalBackend", "SnapshotBackend", "SnapcronTestKit", logging,
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "SnapcronSystemdTests", dependencies: ["SnapcronSystemd", logging], swiftSettings: swiftSettings),
+        // Boots systemd 252 in private namespaces (scripts/systemd-sandbox); needs root.
+        .testTarget(
+            name: "SystemdIntegrationTests",
+            dependencies: ["snapcron-notify-probe", "SnapcronSystemd"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
