@@ -16,6 +16,7 @@ let package = Package(
         .library(name: "CronExpression", targets: ["CronExpression"]),
         .library(name: "SnapshotBackend", targets: ["SnapshotBackend"]),
         .library(name: "LocalBackend", targets: ["LocalBackend"]),
+        .library(name: "ExecBackend", targets: ["ExecBackend"]),
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
@@ -40,6 +41,14 @@ let package = Package(
             path: "Sources/Backends/Local",
             swiftSettings: swiftSettings
         ),
+        // pipe2, POSIX_SPAWN_SETSID and addclosefrom_np, which Glibc's Swift module does not export.
+        .target(name: "CExecShims"),
+        .target(
+            name: "ExecBackend",
+            dependencies: ["SnapshotBackend", "CExecShims", logging],
+            path: "Sources/Backends/Exec",
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "SnapcronStore",
             dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
@@ -56,7 +65,7 @@ let package = Package(
         // Wiring shared by snapcrond and its tests: config -> backends -> store -> scheduler, signals, reload.
         .target(
             name: "SnapcronDaemon",
-            dependencies: ["SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", logging],
+            dependencies: ["SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "ExecBackend", logging],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -98,6 +107,15 @@ let package = Package(
             dependencies: [
                 "LocalBackend", "SnapshotBackend", "SnapcronTestKit", logging,
                 .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Runs real commands: the shipped qemu-img adapter on real qcow2 files, and scripts for every failure mode.
+        .testTarget(
+            name: "ExecBackendTests",
+            dependencies: [
+                "ExecBackend", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", "SnapcronDaemon", "SnapcronStore",
+                logging,
             ],
             swiftSettings: swiftSettings
         ),
