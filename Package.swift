@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "SnapshotBackend", targets: ["SnapshotBackend"]),
         .library(name: "LocalBackend", targets: ["LocalBackend"]),
         .library(name: "TWCCBackend", targets: ["TWCCBackend"]),
+        .library(name: "ExecBackend", targets: ["ExecBackend"]),
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
@@ -42,6 +43,14 @@ let package = Package(
             name: "LocalBackend",
             dependencies: ["SnapshotBackend", logging, .product(name: "Crypto", package: "swift-crypto")],
             path: "Sources/Backends/Local",
+            swiftSettings: swiftSettings
+        ),
+        // pipe2, POSIX_SPAWN_SETSID and addclosefrom_np, which Glibc's Swift module does not export.
+        .target(name: "CExecShims"),
+        .target(
+            name: "ExecBackend",
+            dependencies: ["SnapshotBackend", "CExecShims", logging],
+            path: "Sources/Backends/Exec",
             swiftSettings: swiftSettings
         ),
         .target(
@@ -84,8 +93,8 @@ let package = Package(
         .target(
             name: "SnapcronDaemon",
             dependencies: [
-                "SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "TWCCBackend", "SnapcronSystemd",
-                logging,
+                "SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "ExecBackend", "TWCCBackend",
+                "SnapcronSystemd", logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -145,6 +154,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Runs real commands: the shipped qemu-img adapter on real qcow2 files, and scripts for every failure mode.
+        .testTarget(
+            name: "ExecBackendTests",
+            dependencies: [
+                "ExecBackend", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", "SnapcronDaemon", "SnapcronStore",
+                logging,
             ],
             swiftSettings: swiftSettings
         ),

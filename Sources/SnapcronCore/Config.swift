@@ -123,6 +123,8 @@ public struct BackendConfig: Sendable, Hashable {
     public var maxConcurrent: Int?
     /// The typed settings of a `local` backend; `nil` for other types.
     public var local: LocalBackendSettings?
+    /// The typed settings of an `exec` backend; `nil` for other types.
+    public var exec: ExecBackendSettings?
     /// Every key of the table except `type`, typed as written, for the backend to read
     /// (e.g. `requests_per_second`, `api_key_credential`, `api_key_file`, `create`).
     public var settings: [String: ConfigValue]
@@ -237,7 +239,7 @@ struct ConfigReader {
     static let commonBackendKeys = ["type", "max_concurrent"]
     static let backendKeys: [String: [String]] = [
         "local": ["images_dir"],
-        "exec": ["create", "status", "list", "delete", "requests_per_second", "api_key_credential", "api_key_file"],
+        "exec": execKeys,
         "twcc": [
             "base_url", "platform", "project_id", "requests_per_second", "max_requests_in_flight",
             "request_timeout_seconds", "api_key_credential", "api_key_file",
@@ -341,11 +343,7 @@ struct ConfigReader {
                 absolutePath(table, "images_dir", at: path) ?? SnapcronConfig.joinPath(stateDirectory, "images")
             backend.local = LocalBackendSettings(imagesDirectory: directory)
         case .exec:
-            for key in ["create", "status", "list", "delete"] {
-                if let argv = table[key], argv.strings?.isEmpty != false {
-                    error("\(path).\(key)", "expected a non-empty array of strings (an argv), got \(argv)")
-                }
-            }
+            backend.exec = readExecSettings(table, at: path)
         case .twcc:
             _ = nonEmptyString(table, "platform", at: path)
             _ = positiveInteger(table, "project_id", at: path)

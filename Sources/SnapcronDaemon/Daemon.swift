@@ -1,9 +1,11 @@
+import ExecBackend
 import Foundation
 import LocalBackend
 import Logging
 import SnapcronCore
 import SnapcronStore
 import SnapshotBackend
+import TWCCBackend
 
 /// What `snapcrond` was asked to run with; nil fields take the config's (or the built-in) defaults.
 public struct DaemonOptions: Sendable {
@@ -198,10 +200,60 @@ enum BackendFactory {
                 }
                 backends[name] = LocalBackend(
                     configuration: LocalBackend.Configuration(name: name, imagesDirectory: directory))
+            case .exec:
+                guard let settings = backend.exec else { continue }  // the config reader reported why
+                backends[name] = try makeExecBackend(backend, settings: settings)
+            case .twcc:
+                backends[name] = try makeTWCCBackend(backend)
             default:
                 continue  // reported when a job uses it (see Daemon.loadSchedule)
             }
         }
         return backends
     }
+
+    /// A TWCC backend; its API key comes from `$CREDENTIALS_DIRECTORY` (LoadCredential=) or a private file.
+    static func makeTWCCBackend(
+        _ backend: BackendConfig, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(DaemonStartError) -> TWCCBackend {
+        do {
+            let key = try APIKey.load(settings: backend.settings, environment: environment)
+            let configuration = try TWCCBackend.Configuration(
+                backend: backend.name, settings: backend.settings, apiKey: key)
+            return TWCCBackend(name: backend.name, configuration: configuration)
+        } catch {
+            throw DaemonStartError("backend \(backend.name): \(error)")
+        }
+    }
+
+    /// An exec backend from its checked settings; its secret, if any, reaches the commands only as a file path in
+    /// `SNAPCRON_API_KEY_FILE`, never as a value.
+    static func makeExecBackend(
+        _ backend: BackendConfig, settings: ExecBackendSettings,
+        environment processEnvironment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(DaemonStartError) -> ExecBackend {
+        var environment = settings.environment
+        if let credential = backend.settings["api_key_credential"]?.string {
+            guard let directory = processEnvironment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else {
+                throw DaemonStartError(
+                    "backend \(backend.name): api_key_credential '\(credential)' needs $CREDENTIALS_DIRECTORY "
+                        + "(LoadCredential=\(credential):PATH in the systemd unit)")
+            }
+            environment["SNAPCRON_API_KEY_FILE"] = directory + "/" + credential
+        } else if let file = backend.settings["api_key_file"]?.string {
+            environment["SNAPCRON_API_KEY_FILE"] = file
+        }
+        let configuration = ExecBackend.Configuration(
+            name: backend.name, create: settings.create, status: settings.status, list: settings.list,
+            delete: settings.delete, imageID: settings.imageID, timeout: settings.timeout,
+            transientExitCodes: Set(settings.transientExitCodes.map { Int32($0) }), environment: environment,
+            targetPattern: settings.targetPattern)
+        do {
+            return try ExecBackend(configuration: configuration)
+        } catch {
+            throw DaemonStartError("backend \(backend.name): \(error)")
+        }
+    }
 }
+
+extension ConfigValue: TWCCSettingValue {}

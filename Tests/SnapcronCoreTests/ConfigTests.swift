@@ -209,7 +209,7 @@ func configErrors(_ text: String) -> DiagnosticList {
             name: "bad argv", toml: "[backends.x]\ntype = \"exec\"\ncreate = \"zfs snapshot\"",
             message: "backends.x.create: expected a non-empty array of strings (an argv), got \"zfs snapshot\""),
         BadConfig(
-            name: "bad rate", toml: "[backends.x]\ntype = \"exec\"\nrequests_per_second = 0",
+            name: "bad rate", toml: "[backends.x]\ntype = \"exec\"\ncreate = [\"true\"]\nrequests_per_second = 0",
             message: "backends.x.requests_per_second: expected a number greater than 0, got 0"),
         BadConfig(
             name: "bad backend name", toml: "[backends.My_Cloud]\ntype = \"local\"",

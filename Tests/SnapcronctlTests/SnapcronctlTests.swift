@@ -218,6 +218,17 @@ final class TemporaryDirectory {
         #expect(result.stdout.contains("demo\n"))
         #expect(result.stdout.contains("  target:      local:/var/tmp/snapcron-demo/disk.img\n"))
     }
+
+    @Test func execQemuExampleOfTheRepositoryIsValid() throws {
+        let root = Snapcronctl.packageRoot
+        let result = try Snapcronctl.run([
+            "check", root.appendingPathComponent("etc/schedule.exec-qemu").path,
+            "--config", root.appendingPathComponent("etc/snapcron.exec-qemu.toml").path,
+            "--now", "2026-05-01T00:00:00Z",
+        ])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("  target:      qemu:/var/lib/libvirt/images/lab.qcow2\n"))
+    }
 }
 
 @Suite struct NextCommandTests {
