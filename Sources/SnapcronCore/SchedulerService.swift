@@ -718,11 +718,14 @@ public actor SchedulerService {
         guard !deletions.isEmpty else { return }
         retentionRunning.insert(name)
         inFlight += 1
-        let (store, backends, logger, pausePoint) = (self.store, self.backends, self.logger, self.pausePoint)
+        let (store, backends, clock, logger, pausePoint) = (
+            self.store, self.backends, self.clock, self.logger, self.pausePoint
+        )
         Task {
             for (image, reason) in deletions {
                 await Self.deleteImage(
-                    image, reason: reason, store: store, backends: backends, logger: logger, pausePoint: pausePoint)
+                    image, reason: reason, store: store, backends: backends, clock: clock, logger: logger,
+                    pausePoint: pausePoint)
             }
             self.retentionFinished(job: name)
         }
@@ -745,7 +748,7 @@ public actor SchedulerService {
     /// Deletes one image the plan marked, re-checking the store first: an image pinned meanwhile stays.
     private static func deleteImage(
         _ image: ImageRecord, reason: String, store: SnapcronDatabase, backends: [String: any SnapshotBackend],
-        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?
+        clock: any SchedulerClock, logger: Logger, pausePoint: (@Sendable (String) async -> Void)?
     ) async {
         var metadata: Logger.Metadata = [
             "job": "\(image.job)", "image": "\(image.id)", "target": "\(image.backend):\(image.target)",
@@ -761,7 +764,7 @@ public actor SchedulerService {
             await pausePoint?("delete")
             try await backend.delete(ImageRef(id: image.id), logger: logger)
             await pausePoint?("deleted")
-            _ = try store.markImageDeleted(id: image.id, backend: image.backend, now: Date(), reason: reason)
+            _ = try store.markImageDeleted(id: image.id, backend: image.backend, now: clock.now(), reason: reason)
             metadata["event"] = "image.deleted"
             metadata["state"] = "deleted"
             metadata["reason"] = "\(reason)"
