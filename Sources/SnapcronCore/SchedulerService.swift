@@ -126,6 +126,8 @@ public actor SchedulerService {
         var startedAt: Date?
         var pollInterval: TimeInterval
         var imageID: String?
+        /// The image state the last poll reported, for the time-out message.
+        var lastSeen: ImageState?
 
         enum Phase: Equatable {
             case awaitingSlot
@@ -501,9 +503,13 @@ public actor SchedulerService {
 
     private func timeOut(_ id: Int64, now: Date) {
         guard let run = runs[id] else { return }
-        let state = run.phase.name
+        // Name the image and the state the backend last reported, as the poll path does: "waiting" or
+        // "create-pending" would tell the operator nothing about what to look for at the provider.
+        let subject =
+            run.imageID.map { "image \($0) still \(run.lastSeen?.description ?? "not active")" }
+            ?? "no image yet (\(run.phase.name))"
         let message =
-            "image still \(state) after timeout=\(Self.format(run.timeout)); the backend may be stuck: check the image "
+            "\(subject) after timeout=\(Self.format(run.timeout)); the backend may be stuck: check the image "
             + "at the provider (for TWCC, contact support if it stays QUEUED or SAVING) and delete it by hand if needed"
         finish(id, state: .timedOut, error: message, now: now)
     }
@@ -639,6 +645,7 @@ public actor SchedulerService {
                     now: now)
                 return
             }
+            run.lastSeen = state
             run.pollInterval = min(pacing.maxPollInterval, run.pollInterval * 2)
             let next = now.addingTimeInterval(run.pollInterval)
             do {
