@@ -206,6 +206,10 @@ public actor SchedulerService {
         }
         queue.replaceAll(with: entries)
         for record in try store.unfinishedRuns() { resume(record, now: now) }
+        // Finish what a previous process may have left half done: a delete cut short by a crash (image gone at
+        // the backend but still active in the store, or planned and never sent) is otherwise only redone after
+        // the job's next success, which may be a week away.
+        for name in jobs.keys.sorted() { scheduleRetention(job: name) }
         logger.info(
             "Scheduler started",
             metadata: [
