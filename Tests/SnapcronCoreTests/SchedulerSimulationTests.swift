@@ -191,7 +191,9 @@ import Testing
         #expect(try sim.store.images(job: "u-daily").count == (try sim.runs("u-daily")).count)
 
         print("simulated year: \(createCount) runs, \(sim.steps) clock steps, \(elapsed)")
-        #expect(elapsed < .seconds(60))
+        // About 20 s alone on this 2-core builder; up to ~70 s beside the other suites under load. The bound only
+        // catches a scheduler that spins or a harness that stalls.
+        #expect(elapsed < .seconds(180))
     }
 
     // MARK: Downtime
