@@ -135,6 +135,8 @@ public actor SchedulerService {
         var startedAt: Date?
         var pollInterval: TimeInterval
         var imageID: String?
+        /// The image state the last poll reported, for the time-out message.
+        var lastSeen: ImageState?
 
         enum Phase: Equatable {
             case awaitingSlot
@@ -214,6 +216,10 @@ public actor SchedulerService {
         }
         queue.replaceAll(with: entries)
         for record in try store.unfinishedRuns() { resume(record, now: now) }
+        // Finish what a previous process may have left half done: a delete cut short by a crash (image gone at
+        // the backend but still active in the store, or planned and never sent) is otherwise only redone after
+        // the job's next success, which may be a week away.
+        for name in jobs.keys.sorted() { scheduleRetention(job: name) }
         logger.info(
             "Scheduler started",
             metadata: [
@@ -534,9 +540,13 @@ public actor SchedulerService {
 
     private func timeOut(_ id: Int64, now: Date) {
         guard let run = runs[id] else { return }
-        let state = run.phase.name
+        // Name the image and the state the backend last reported, as the poll path does: "waiting" or
+        // "create-pending" would tell the operator nothing about what to look for at the provider.
+        let subject =
+            run.imageID.map { "image \($0) still \(run.lastSeen?.description ?? "not active")" }
+            ?? "no image yet (\(run.phase.name))"
         let message =
-            "image still \(state) after timeout=\(Self.format(run.timeout)); the backend may be stuck: check the image "
+            "\(subject) after timeout=\(Self.format(run.timeout)); the backend may be stuck: check the image "
             + "at the provider (for TWCC, contact support if it stays QUEUED or SAVING) and delete it by hand if needed"
         finish(id, state: .timedOut, error: message, now: now)
     }
@@ -676,6 +686,7 @@ public actor SchedulerService {
                     now: now)
                 return
             }
+            run.lastSeen = state
             run.pollInterval = min(pacing.maxPollInterval, run.pollInterval * 2)
             let next = now.addingTimeInterval(run.pollInterval)
             do {
@@ -764,11 +775,14 @@ public actor SchedulerService {
         guard !deletions.isEmpty else { return }
         retentionRunning.insert(name)
         inFlight += 1
-        let (store, backends, logger, pausePoint) = (self.store, self.backends, self.logger, self.pausePoint)
+        let (store, backends, clock, logger, pausePoint) = (
+            self.store, self.backends, self.clock, self.logger, self.pausePoint
+        )
         Task {
             for (image, reason) in deletions {
                 await Self.deleteImage(
-                    image, reason: reason, store: store, backends: backends, logger: logger, pausePoint: pausePoint)
+                    image, reason: reason, store: store, backends: backends, clock: clock, logger: logger,
+                    pausePoint: pausePoint)
             }
             self.retentionFinished(job: name)
         }
@@ -791,7 +805,7 @@ public actor SchedulerService {
     /// Deletes one image the plan marked, re-checking the store first: an image pinned meanwhile stays.
     private static func deleteImage(
         _ image: ImageRecord, reason: String, store: SnapcronDatabase, backends: [String: any SnapshotBackend],
-        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?
+        clock: any SchedulerClock, logger: Logger, pausePoint: (@Sendable (String) async -> Void)?
     ) async {
         var metadata: Logger.Metadata = [
             "job": "\(image.job)", "image": "\(image.id)", "target": "\(image.backend):\(image.target)",
@@ -807,7 +821,7 @@ public actor SchedulerService {
             await pausePoint?("delete")
             try await backend.delete(ImageRef(id: image.id), logger: logger)
             await pausePoint?("deleted")
-            _ = try store.markImageDeleted(id: image.id, backend: image.backend, now: Date(), reason: reason)
+            _ = try store.markImageDeleted(id: image.id, backend: image.backend, now: clock.now(), reason: reason)
             metadata["event"] = "image.deleted"
             metadata["state"] = "deleted"
             metadata["reason"] = "\(reason)"
