@@ -105,7 +105,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "snapcrond",
-            dependencies: ["SnapcronDaemon", argumentParser, logging],
+            dependencies: ["SnapcronDaemon", "SnapcronSystemd", argumentParser, logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(

@@ -43,6 +43,19 @@ public struct Heartbeat: Sendable {
     }
 }
 
+/// Who wants to know how the loop is doing (systemd's READY=1 and STATUS=); both are called from the loop.
+public struct SchedulerObserver: Sendable {
+    /// Once, after the store is read, unfinished runs are resumed and the fire queue is built.
+    public var started: @Sendable () -> Void
+    /// A one-line summary whenever it changes: `3 jobs, 1 running, next web at 2026-11-29T01:00:00Z`.
+    public var status: @Sendable (String) -> Void
+
+    public init(started: @escaping @Sendable () -> Void, status: @escaping @Sendable (String) -> Void) {
+        self.started = started
+        self.status = status
+    }
+}
+
 /// Why a request to the scheduler was refused.
 public struct SchedulerError: Error, Hashable, Sendable, CustomStringConvertible {
     public var message: String
@@ -113,6 +126,7 @@ public actor SchedulerService {
     private var started = false
     private var lastLoopAt: Date?
     private var loopIterations = 0
+    private var lastFailure: String?
 
     private struct JobEntry {
         var job: Job
@@ -178,15 +192,24 @@ public actor SchedulerService {
     // MARK: The loop
 
     /// Runs until the task is cancelled. Resumes unfinished runs and catches up missed fires first.
-    public func run(heartbeat: Heartbeat? = nil) async throws {
+    public func run(heartbeat: Heartbeat? = nil, observer: SchedulerObserver? = nil) async throws {
         try prepare(now: clock.now())
         var lastBeat = ContinuousClock.now
         heartbeat?.beat()
+        observer?.started()
+        var lastStatus = ""
         while !Task.isCancelled {
             let now = clock.now()
             lastLoopAt = now
             loopIterations += 1
             tick(now: now)
+            if let observer {
+                let status = statusLine()
+                if status != lastStatus {
+                    observer.status(status)
+                    lastStatus = status
+                }
+            }
             if let heartbeat, ContinuousClock.now - lastBeat >= heartbeat.interval {
                 heartbeat.beat()
                 lastBeat = ContinuousClock.now
@@ -738,9 +761,13 @@ public actor SchedulerService {
         case .succeeded:
             logger.info("Run succeeded", metadata: metadata)
             scheduleRetention(job: run.job)
-        case .timedOut: logger.critical("Run timed out", metadata: metadata)
+        case .timedOut:
+            lastFailure = "\(run.job) timed out at \(Self.iso(now))"
+            logger.critical("Run timed out", metadata: metadata)
         case .missed: logger.warning("Run missed", metadata: metadata)
-        default: logger.error("Run failed", metadata: metadata)
+        default:
+            lastFailure = "\(run.job) \(state.rawValue) at \(Self.iso(now))"
+            logger.error("Run failed", metadata: metadata)
         }
         wakeLoop()  // a slot may have freed
     }
@@ -903,6 +930,14 @@ public actor SchedulerService {
                     id: $0.record.id, job: $0.job, phase: $0.phase.name, imageID: $0.imageID, startedAt: $0.startedAt)
             },
             nextFire: next, lastLoopAt: lastLoopAt, loopIterations: loopIterations)
+    }
+
+    /// `3 jobs, 1 running, next web at 2026-11-29T01:00:00Z, last failure: db at ...`.
+    public func statusLine() -> String {
+        var parts = ["\(jobs.count) job\(jobs.count == 1 ? "" : "s")", "\(runs.count) running"]
+        if let next = queue.first { parts.append("next \(next.job) at \(Self.iso(next.scheduled))") }
+        if let failure = lastFailure { parts.append("last failure: \(failure)") }
+        return parts.joined(separator: ", ")
     }
 
     /// The jobs as loaded, by name.

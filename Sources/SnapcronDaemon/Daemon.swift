@@ -4,6 +4,7 @@ import LocalBackend
 import Logging
 import SnapcronCore
 import SnapcronStore
+import SnapcronSystemd
 import SnapshotBackend
 import TWCCBackend
 
@@ -34,6 +35,8 @@ public final class Daemon: Sendable {
     public let scheduler: SchedulerService
     let backends: [String: any SnapshotBackend]
     let logger: Logger
+    /// systemd's notification socket; every call is a no-op outside systemd.
+    let notifier = Notifier()
 
     /// Loads everything; throws with every problem worded for the operator (diagnostics with file:line:col).
     public init(options: DaemonOptions, logger: Logger, pausePoint: (@Sendable (String) async -> Void)? = nil) throws {
@@ -130,6 +133,8 @@ public final class Daemon: Sendable {
 
     /// Re-reads the schedule and applies it; on any error the running schedule stays and the error is returned.
     public func reload() async -> Result<Int, DaemonStartError> {
+        notifier.reloading()
+        defer { notifier.ready(status: nil) }
         do {
             let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
             for warning in schedule.warnings { logger.warning("\(warning.description)") }
@@ -147,11 +152,23 @@ public final class Daemon: Sendable {
 
     /// Runs until SIGTERM or SIGINT; SIGHUP reloads the schedule.
     public func run() async throws {
-        let runner = Task { try await scheduler.run() }
+        let notifier = self.notifier
+        // WATCHDOG=1 comes from the scheduler loop itself, so a stuck loop stops the pings and systemd restarts us.
+        let heartbeat = notifier.watchdogInterval.map { interval in
+            Heartbeat(interval: interval) { notifier.watchdog() }
+        }
+        let observer = SchedulerObserver(
+            started: { [logger] in
+                notifier.ready(status: "started")
+                logger.info("Ready", metadata: ["event": "daemon.started"])
+            },
+            status: { notifier.status($0) })
+        let runner = Task { [scheduler] in try await scheduler.run(heartbeat: heartbeat, observer: observer) }
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { [self] signal in
             if signal == SIGHUP {
                 Task { _ = await self.reload() }
             } else {
+                notifier.stopping()
                 self.logger.notice(
                     "Stopping", metadata: ["event": "daemon.stopping", "signal": "\(signal == SIGTERM ? "TERM" : "INT")"])
                 runner.cancel()

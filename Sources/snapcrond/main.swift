@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import SnapcronDaemon
+import SnapcronSystemd
 
 /// `snapcrond`: the snapcron daemon. Runs in the foreground; systemd (or a terminal) supervises it.
 @main
@@ -29,12 +30,9 @@ struct Snapcrond: AsyncParsableCommand {
     var logLevel: Logger.Level = .info
 
     mutating func run() async throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        // The journal with structured fields under systemd, readable lines on stderr otherwise.
+        LogDestination.detect(environment: ProcessInfo.processInfo.environment)
+            .bootstrap(identifier: "snapcrond", logLevel: logLevel)
         let logger = Logger(label: "snapcrond")
         let daemon: Daemon
         do {
