@@ -119,6 +119,8 @@ public actor SchedulerService {
     private var slotsByBackend: [String: Int] = [:]
     private var retentionRunning: Set<String> = []
     private var retentionPending: Set<String> = []
+    /// Jobs whose retention is re-checked after a start, popped from the end a batch at a time.
+    private var retentionBacklog: [String] = []
     private var inFlight = 0
     private var sleepTask: Task<Void, any Error>?
     private var wakeRequested = false
@@ -242,7 +244,9 @@ public actor SchedulerService {
         // Finish what a previous process may have left half done: a delete cut short by a crash (image gone at
         // the backend but still active in the store, or planned and never sent) is otherwise only redone after
         // the job's next success, which may be a week away.
-        for name in jobs.keys.sorted() { scheduleRetention(job: name) }
+        // Done a batch per loop turn, so start-up stays fast with many jobs and fires are never held up.
+        let withImages = try store.jobsWithImages()
+        retentionBacklog = jobs.keys.filter { withImages.contains($0) }.sorted(by: >)
         logger.info(
             "Scheduler started",
             metadata: [
@@ -254,12 +258,16 @@ public actor SchedulerService {
         processDueFires(now: now)
         startQueuedRuns(now: now)
         processDueRuns(now: now)
+        for _ in 0..<min(200, retentionBacklog.count) {
+            scheduleRetention(job: retentionBacklog.removeLast())
+        }
     }
 
     private func nextWake(now: Date) -> Date {
         var wake = now.addingTimeInterval(86_400)  // nothing due: look again tomorrow
         if let first = queue.first { wake = min(wake, first.due) }
         if let first = runTimers.first { wake = min(wake, first.due) }
+        if !retentionBacklog.isEmpty { wake = now }
         return wake
     }
 

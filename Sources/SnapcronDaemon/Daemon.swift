@@ -69,7 +69,8 @@ public final class Daemon: Sendable {
         }
         backends = try BackendFactory.makeBackends(config)
         let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
-        for warning in schedule.warnings { logger.warning("\(warning.description)") }
+        Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
+        ProcessMemory.releaseFreedMemory()
         scheduler = SchedulerService(
             jobs: schedule.jobs, store: store, backends: backends, clock: SystemClock(),
             limits: ConcurrencyLimits(
@@ -82,6 +83,18 @@ public final class Daemon: Sendable {
                 "event": "schedule.loaded", "jobs": "\(schedule.jobs.count)", "schedule": "\(schedulePath)",
                 "state_dir": "\(config.stateDirectory)",
             ])
+    }
+
+    /// The first warnings one by one, then a count: a large schedule can have thousands of DST advisories,
+    /// which belong in `snapcronctl check`, not in every start's journal.
+    static func log(warnings: [Diagnostic], path: String, logger: Logger) {
+        let shown = 20
+        for warning in warnings.prefix(shown) { logger.warning("\(warning.description)") }
+        if warnings.count > shown {
+            logger.warning(
+                "\(warnings.count - shown) more warnings; run 'snapcronctl check \(path)' to see them all",
+                metadata: ["count": "\(warnings.count)"])
+        }
     }
 
     /// The config with its state directory (and the default images directory under it) moved.
@@ -137,8 +150,9 @@ public final class Daemon: Sendable {
         defer { notifier.ready(status: nil) }
         do {
             let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
-            for warning in schedule.warnings { logger.warning("\(warning.description)") }
+            Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
             await scheduler.apply(jobs: schedule.jobs)
+            ProcessMemory.releaseFreedMemory()
             logger.info(
                 "Schedule reloaded", metadata: ["event": "schedule.loaded", "jobs": "\(schedule.jobs.count)"])
             return .success(schedule.jobs.count)

@@ -153,3 +153,12 @@ extension ImageRecord {
         deleteReason = try row.decode(forColumn: "delete_reason")
     }
 }
+
+extension SnapcronDatabase {
+    /// The jobs that have at least one image not deleted: the only ones retention can have work for.
+    public func jobsWithImages() throws -> Set<String> {
+        try read { db in
+            Set(try String.fetchAll(db, sql: "SELECT DISTINCT job FROM images WHERE state <> 'deleted'"))
+        }
+    }
+}

@@ -107,7 +107,7 @@ public actor LocalBackend: SnapshotBackend {
         }
         guard !target.isEmpty else { throw invalid("target is empty; expected an absolute path") }
         guard target.hasPrefix("/") else { throw invalid("target must be an absolute path") }
-        guard !target.contains("\0"), !target.contains("\n") else {
+        guard !target.utf8.contains(0), !target.utf8.contains(UInt8(ascii: "\n")) else {
             throw invalid("target contains a NUL or newline character")
         }
         let components = target.split(separator: "/", omittingEmptySubsequences: true)

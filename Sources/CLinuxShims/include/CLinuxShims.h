@@ -18,4 +18,9 @@ int snapcron_wait_timer(int timer_fd, int wakeup_fd);
 /// Makes `wakeup_fd` readable.
 void snapcron_wake(int wakeup_fd);
 
+
+
+/// Returns freed heap memory to the system (glibc malloc_trim); after a large schedule load the parser's
+/// temporaries would otherwise stay in the resident set.
+int snapcron_malloc_trim(void);
 #endif
