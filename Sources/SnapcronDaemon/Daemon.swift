@@ -70,7 +70,6 @@ public final class Daemon: Sendable {
         backends = try BackendFactory.makeBackends(config)
         let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
         Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
-        ProcessMemory.releaseFreedMemory()
         scheduler = SchedulerService(
             jobs: schedule.jobs, store: store, backends: backends, clock: SystemClock(),
             limits: ConcurrencyLimits(
@@ -173,6 +172,8 @@ public final class Daemon: Sendable {
         }
         let observer = SchedulerObserver(
             started: { [logger] in
+                // Start-up temporaries (schedule text, parse results, store reads) are freed by now.
+                ProcessMemory.releaseFreedMemory()
                 notifier.ready(status: "started")
                 logger.info("Ready", metadata: ["event": "daemon.started"])
             },
