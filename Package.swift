@@ -147,6 +147,13 @@ let package = Package(
             dependencies: ["snapcron-notify-probe", "SnapcronSystemd"],
             swiftSettings: swiftSettings
         ),
+        // Installs the shipped unit and the built binaries with the Makefile into a booted systemd
+        // (scripts/systemd-sandbox) and drives snapcrond through systemctl and the journal; needs root.
+        .testTarget(
+            name: "ServiceIntegrationTests",
+            dependencies: ["snapcrond", "snapcronctl", "SnapcronStore", "SnapcronSystemd"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "TWCCBackendTests",
             dependencies: [
