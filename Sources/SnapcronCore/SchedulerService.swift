@@ -728,6 +728,16 @@ public actor SchedulerService {
         }
     }
 
+    /// Applies retention to `job` now, as after a successful run, and returns the plan being carried out.
+    ///
+    /// Deletions run in the background like after a run; a pass already running for the job is followed by
+    /// another one.
+    public func pruneNow(job name: String) throws -> RetentionPlan {
+        let plan = try retentionPlan(job: name)
+        scheduleRetention(job: name)
+        return plan
+    }
+
     /// The plan retention would carry out for `job` now: the data behind `prune --dry-run`.
     public func retentionPlan(job name: String) throws -> RetentionPlan {
         guard let job = jobs[name]?.job else { throw SchedulerError("no job named '\(name)'") }

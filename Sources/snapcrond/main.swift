@@ -25,8 +25,23 @@ struct Snapcrond: AsyncParsableCommand {
     @Option(name: .customLong("state-dir"), help: "Where the database and local images live (default: /var/lib/snapcron).")
     var stateDirectory: String?
 
+    @Option(help: "The control socket (default: $RUNTIME_DIRECTORY/control.sock, else socket_path of the config, /run/snapcron/control.sock).")
+    var socket: String?
+
+    @Option(
+        name: .customLong("socket-mode"),
+        help: "File mode of the control socket in octal: 660 (default) lets root and the socket's group connect; 666 lets every local user read (changes still need root, snapcrond's user or the group)."
+    )
+    var socketMode: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        if let socketMode, UInt16(socketMode, radix: 8).map({ $0 <= 0o777 }) != true {
+            throw ValidationError("--socket-mode: '\(socketMode)' is not an octal file mode such as 660")
+        }
+    }
 
     mutating func run() async throws {
         let level = logLevel
@@ -39,7 +54,9 @@ struct Snapcrond: AsyncParsableCommand {
         let daemon: Daemon
         do {
             daemon = try Daemon(
-                options: DaemonOptions(configPath: config, schedulePath: schedule, stateDirectory: stateDirectory),
+                options: DaemonOptions(
+                    configPath: config, schedulePath: schedule, stateDirectory: stateDirectory, socketPath: socket,
+                    socketMode: socketMode.flatMap { mode_t($0, radix: 8) }),
                 logger: logger, pausePoint: TestPausePoint.fromEnvironment())
         } catch {
             FileHandle.standardError.write(Data("snapcrond: \(error)\n".utf8))
