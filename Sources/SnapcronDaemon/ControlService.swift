@@ -103,7 +103,9 @@ public final class ControlService: Sendable {
     /// Runs one request and returns its encoded result.
     func handle(_ request: ParsedRequest) async throws -> Data {
         switch request.method {
-        case .status: return try encode(await status())
+        case .status:
+            _ = try request.decodeParams(NoParams.self)
+            return try encode(await status())
         case .jobs:
             _ = try request.decodeParams(NoParams.self)
             return try await jobs()
@@ -409,19 +411,25 @@ public final class ControlService: Sendable {
         return RPCError(.notFound, message)
     }
 
+    /// Edit distance counting a swap of two neighbours as one edit (`wbe` → `web`), capped at 3.
     private static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a.utf8)
-        let b = Array(b.utf8)
+        let a = Array(a)
+        let b = Array(b)
         guard abs(a.count - b.count) <= 2 else { return 3 }
-        var previous = Array(0...b.count)
-        for i in 1...max(1, a.count) where !a.isEmpty {
-            var current = [i] + Array(repeating: 0, count: b.count)
-            for j in 1...max(1, b.count) where !b.isEmpty {
-                current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1))
+        guard !a.isEmpty, !b.isEmpty else { return max(a.count, b.count) }
+        var table = [[Int]](repeating: [Int](repeating: 0, count: b.count + 1), count: a.count + 1)
+        for i in 0...a.count { table[i][0] = i }
+        for j in 0...b.count { table[0][j] = j }
+        for i in 1...a.count {
+            for j in 1...b.count {
+                let cost = a[i - 1] == b[j - 1] ? 0 : 1
+                table[i][j] = min(table[i - 1][j] + 1, table[i][j - 1] + 1, table[i - 1][j - 1] + cost)
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                    table[i][j] = min(table[i][j], table[i - 2][j - 2] + 1)
+                }
             }
-            previous = current
         }
-        return previous[b.count]
+        return table[a.count][b.count]
     }
 
     /// Store calls throw store errors; the caller gets an internal error that says what failed.
