@@ -2,9 +2,9 @@ import ControlProtocol
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Why a call to the daemon did not return a result.
@@ -41,7 +41,9 @@ public final class ControlClient {
     private static let readSize = 64 * 1024
 
     /// Connects to the socket at `path`; `timeout` bounds each send and each wait for an answer.
-    public init(path: String, timeout: TimeInterval = 60, maxResponseLength: Int = 256 * 1024 * 1024) throws(ControlClientError) {
+    public init(path: String, timeout: TimeInterval = 60, maxResponseLength: Int = 256 * 1024 * 1024)
+        throws(ControlClientError)
+    {
         self.path = path
         framer = LineFramer(maxLength: maxResponseLength)
         descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)

@@ -67,7 +67,11 @@ public enum JSONValue: Sendable, Hashable, Codable {
         case .null: try container.encodeNil()
         case .bool(let value): try container.encode(value)
         case .number(let value):
-            if value.rounded() == value, abs(value) < 9e15 { try container.encode(Int64(value)) } else { try container.encode(value) }
+            if value.rounded() == value, abs(value) < 9e15 {
+                try container.encode(Int64(value))
+            } else {
+                try container.encode(value)
+            }
         case .string(let value): try container.encode(value)
         case .array(let value): try container.encode(value)
         case .object(let value): try container.encode(value)
@@ -192,8 +196,10 @@ public enum ResponseWriter {
             var id: RequestID
             var error: RPCError
         }
-        var line = (try? ControlCoding.encoder.encode(Envelope(id: id, error: error)))
-            ?? Data("{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"encoding failed\"}}".utf8)
+        var line =
+            (try? ControlCoding.encoder.encode(Envelope(id: id, error: error)))
+            ?? Data(
+                "{\"jsonrpc\":\"2.0\",\"id\":null,\"error\":{\"code\":-32603,\"message\":\"encoding failed\"}}".utf8)
         line.append(UInt8(ascii: "\n"))
         return line
     }
@@ -213,20 +219,26 @@ extension RequestID {
 
 /// The one JSON configuration of both sides: snake_case keys, ISO 8601 dates in UTC.
 public enum ControlCoding {
-    /// Encodes with snake_case keys and ISO 8601 dates, slashes unescaped.
-    public static var encoder: JSONEncoder {
+    /// Shared by every request: JSONEncoder and JSONDecoder are safe to use from several threads once configured,
+    /// and making one per message costs more than answering `status`.
+    nonisolated(unsafe) private static let sharedEncoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         encoder.dateEncodingStrategy = .iso8601
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         return encoder
-    }
+    }()
 
-    /// Decodes snake_case keys and ISO 8601 dates.
-    public static var decoder: JSONDecoder {
+    nonisolated(unsafe) private static let sharedDecoder: JSONDecoder = {
         let decoder = JSONDecoder()
         decoder.keyDecodingStrategy = .convertFromSnakeCase
         decoder.dateDecodingStrategy = .iso8601
         return decoder
-    }
+    }()
+
+    /// Encodes with snake_case keys and ISO 8601 dates, slashes unescaped, keys sorted; do not reconfigure it.
+    public static var encoder: JSONEncoder { sharedEncoder }
+
+    /// Decodes snake_case keys and ISO 8601 dates; do not reconfigure it.
+    public static var decoder: JSONDecoder { sharedDecoder }
 }

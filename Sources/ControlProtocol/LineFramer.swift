@@ -39,8 +39,10 @@ public struct LineFramer: Sendable {
 
     /// The next complete line without its line end, nil when none is complete yet.
     public mutating func nextLine() throws(FramingError) -> [UInt8]? {
-        var index = max(scanned, start)
-        while index < buffer.count, buffer[index] != UInt8(ascii: "\n") { index += 1 }
+        let from = max(scanned, start)
+        let index = buffer.withUnsafeBufferPointer { bytes in
+            bytes[from...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+        }
         guard index < buffer.count else {
             scanned = index
             if buffer.count - start > maxLength { throw .lineTooLong(length: buffer.count - start, limit: maxLength) }

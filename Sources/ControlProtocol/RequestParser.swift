@@ -25,6 +25,7 @@ public struct ParsedRequest: Sendable {
         default:
             throw RPCError(.invalidParams, "params of \(method.rawValue) must be an object, not \(params!.typeName)")
         }
+        if object.isEmpty, let none = NoParams() as? P { return none }  // the common case costs no decoding
         if let unknown = object.keys.sorted().first(where: { !P.members.contains($0) }) {
             let expected = P.members.isEmpty ? "it takes none" : "expected: " + P.members.joined(separator: ", ")
             throw RPCError(.invalidParams, "unknown parameter '\(unknown)' for \(method.rawValue) (\(expected))")
@@ -97,22 +98,75 @@ public enum RequestParser {
         public var error: RPCError
     }
 
+    /// The members of a request object, each decoded with its expected type first (a failed guess costs a thrown
+    /// error, and `status` must stay cheap).
+    private struct Envelope: Decodable {
+        var jsonrpc: JSONValue?
+        var id: JSONValue?
+        var method: JSONValue?
+        var params: JSONValue?
+
+        private struct Key: CodingKey {
+            var stringValue: String
+            var intValue: Int? { nil }
+            init(stringValue: String) { self.stringValue = stringValue }
+            init?(intValue: Int) { nil }
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: Key.self)
+            func value(_ name: String, guess: (KeyedDecodingContainer<Key>, Key) throws -> JSONValue?) throws -> JSONValue? {
+                let key = Key(stringValue: name)
+                guard container.contains(key) else { return nil }
+                if let guessed = try? guess(container, key) { return guessed }
+                return try container.decode(JSONValue.self, forKey: key)
+            }
+            jsonrpc = try value("jsonrpc") { .string(try $0.decode(String.self, forKey: $1)) }
+            method = try value("method") { .string(try $0.decode(String.self, forKey: $1)) }
+            id = try value("id") { container, key in
+                if try container.decodeNil(forKey: key) { return .null }
+                return .number(Double(try container.decode(Int64.self, forKey: key)))
+            }
+            params = try value("params") { .object(try $0.decode([String: JSONValue].self, forKey: $1)) }
+        }
+    }
+
     /// Parses one line (without its newline).
     public static func parse(_ line: some Collection<UInt8>) -> Result<ParsedRequest, Failure> {
         let data = Data(line)
+        if let envelope = try? ControlCoding.decoder.decode(Envelope.self, from: data) {
+            var members: [String: JSONValue] = [:]
+            members["jsonrpc"] = envelope.jsonrpc
+            members["id"] = envelope.id
+            members["method"] = envelope.method
+            members["params"] = envelope.params
+            return check(members)
+        }
         let value: JSONValue
         do {
             value = try ControlCoding.decoder.decode(JSONValue.self, from: data)
         } catch {
             let preview = String(decoding: data.prefix(40), as: UTF8.self)
-                .unicodeScalars.map { $0.properties.isWhitespace || $0.value >= 0x20 && $0.value != 0xFFFD ? String($0) : "?" }
+                .unicodeScalars.map {
+                    $0.properties.isWhitespace || $0.value >= 0x20 && $0.value != 0xFFFD ? String($0) : "?"
+                }
                 .joined()
             return .failure(Failure(id: .null, error: RPCError(.parseError, "not valid JSON: \(preview)")))
         }
+        return check(value)
+    }
+
+    /// Checks the envelope of a parsed JSON value.
+    private static func check(_ members: [String: JSONValue]) -> Result<ParsedRequest, Failure> {
+        check(JSONValue.object(members))
+    }
+
+    private static func check(_ value: JSONValue) -> Result<ParsedRequest, Failure> {
         guard case .object(let members) = value else {
             let message =
-                if case .array = value { "batch requests are not supported; send one request object per line" }
-                else { "a request must be a JSON object, not \(value.typeName)" }
+                if case .array = value { "batch requests are not supported; send one request object per line" } else {
+                    "a request must be a JSON object, not \(value.typeName)"
+                }
             return .failure(Failure(id: .null, error: RPCError(.invalidRequest, message)))
         }
         var id: RequestID?
@@ -123,7 +177,9 @@ public enum RequestParser {
         case .number(let number)? where number.rounded() == number && abs(number) < 9e15: id = .number(Int64(number))
         case let other?:
             return .failure(
-                Failure(id: .null, error: RPCError(.invalidRequest, "id must be an integer or a string, not \(other.typeName)")))
+                Failure(
+                    id: .null,
+                    error: RPCError(.invalidRequest, "id must be an integer or a string, not \(other.typeName)")))
         }
         let answerID = id ?? .null
         guard members["jsonrpc"] == .string("2.0") else {

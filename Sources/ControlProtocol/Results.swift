@@ -142,7 +142,8 @@ public struct NextResult: Codable, Sendable, Hashable {
     public var zone: String
     public var fires: [Date]
 
-    public init(job: String?, expression: String, normalized: String, description: String, zone: String, fires: [Date]) {
+    public init(job: String?, expression: String, normalized: String, description: String, zone: String, fires: [Date])
+    {
         self.job = job
         self.expression = expression
         self.normalized = normalized

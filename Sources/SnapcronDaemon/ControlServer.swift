@@ -6,7 +6,7 @@ import NIOCore
 import NIOPosix
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The limits that keep one client from hurting the others or the scheduler.
@@ -101,7 +101,10 @@ public final class ControlServer: Sendable {
                 if chown(path, uid_t.max, entry.pointee.gr_gid) != 0 {
                     logger.warning(
                         "Cannot give the control socket its group",
-                        metadata: ["socket": "\(path)", "group": "\(groupName)", "error": "\(String(cString: strerror(errno)))"])
+                        metadata: [
+                            "socket": "\(path)", "group": "\(groupName)",
+                            "error": "\(String(cString: strerror(errno)))",
+                        ])
                 }
             } else {
                 logger.warning(
@@ -211,7 +214,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         guard server.admit() else {
             fail(
                 context,
-                RPCError(.unavailable, "snapcrond serves at most \(server.limits.maxConnections) connections; try again"))
+                RPCError(
+                    .unavailable, "snapcrond serves at most \(server.limits.maxConnections) connections; try again"))
             return
         }
         admitted = true
@@ -253,7 +257,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         guard pending.count <= server.limits.maxPendingRequests else {
             fail(
                 context,
-                RPCError(.unavailable, "more than \(server.limits.maxPendingRequests) requests waiting; read the answers"))
+                RPCError(
+                    .unavailable, "more than \(server.limits.maxPendingRequests) requests waiting; read the answers"))
             return
         }
         if framer.hasPartialLine {

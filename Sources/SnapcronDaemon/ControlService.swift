@@ -351,7 +351,8 @@ public final class ControlService: Sendable {
         }
         guard let image = found else {
             throw RPCError(
-                .notFound, "no image '\(params.image)'" + (params.job.map { " of job '\($0)'" } ?? "") + " in the store")
+                .notFound, "no image '\(params.image)'" + (params.job.map { " of job '\($0)'" } ?? "") + " in the store"
+            )
         }
         guard image.state != .deleted else {
             throw RPCError(.conflict, "image \(image.id) was deleted \(image.deletedAt.map(Self.iso) ?? "")")
@@ -460,14 +461,16 @@ public final class ControlService: Sendable {
         let candidates = images.filter { $0.state != .deleted }.map {
             RetentionImage(id: $0.id, createdAt: $0.createdAt, state: $0.state.rawValue, pinned: $0.pinned)
         }
-        return RetentionPlanner(policy: job.options.retention, timeZone: zone).plan(for: candidates, now: environment.now())
+        return RetentionPlanner(policy: job.options.retention, timeZone: zone).plan(
+            for: candidates, now: environment.now())
     }
 
     private func imageInfo(_ image: ImageRecord, plan: RetentionPlan?) -> ControlProtocol.ImageInfo {
         let decision = plan?.decisions.first { $0.id == image.id }
         let keptBy: String? =
-            if let decision { decision.action == .keep ? decision.reasons.joined(separator: "; ") : nil }
-            else { image.pinned ? "pinned" : image.keepReason }
+            if let decision { decision.action == .keep ? decision.reasons.joined(separator: "; ") : nil } else {
+                image.pinned ? "pinned" : image.keepReason
+            }
         return ControlProtocol.ImageInfo(
             id: image.id, name: image.name, job: image.job, backend: image.backend, createdAt: image.createdAt,
             state: image.state.rawValue, sizeBytes: image.sizeBytes, pinned: image.pinned, keptBy: keptBy,

@@ -45,16 +45,22 @@ extension Daemon {
     /// stays.
     public func reloadSchedule() async -> Result<Schedule, DiagnosticList> {
         let text: String
-        if let data = FileManager.default.contents(atPath: schedulePath), let decoded = String(data: data, encoding: .utf8) {
+        if let data = FileManager.default.contents(atPath: schedulePath),
+            let decoded = String(data: data, encoding: .utf8)
+        {
             text = decoded
         } else {
             let problem: DiagnosticList = [
-                .error("cannot read schedule: '\(schedulePath)' is missing, unreadable or not UTF-8 text", file: schedulePath)
+                .error(
+                    "cannot read schedule: '\(schedulePath)' is missing, unreadable or not UTF-8 text",
+                    file: schedulePath)
             ]
             logFailedReload(problem)
             return .failure(problem)
         }
-        switch Self.validateSchedule(text: text, file: schedulePath, config: config, backends: backends, now: clock.now()) {
+        switch Self.validateSchedule(
+            text: text, file: schedulePath, config: config, backends: backends, now: clock.now())
+        {
         case .success(let schedule):
             for warning in schedule.warnings { logger.warning("\(warning.description)") }
             await scheduler.apply(jobs: schedule.jobs)

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Who is on the other end of a control connection, from the kernel (SO_PEERCRED).
@@ -59,7 +59,8 @@ public struct ControlAccess: Sendable {
         }
         if peer.uid == 0 || peer.uid == ownUID { return nil }
         if let groupID, Self.groups(of: peer).contains(groupID) { return nil }
-        let group = groupID == nil ? "group '\(groupName)' (which does not exist on this system)" : "group '\(groupName)'"
+        let group =
+            groupID == nil ? "group '\(groupName)' (which does not exist on this system)" : "group '\(groupName)'"
         return "\(method) changes state: only root, snapcrond's user and members of \(group) may call it; "
             + "you are \(peer.userName) (uid \(peer.uid)), not in that group"
     }

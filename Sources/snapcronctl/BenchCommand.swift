@@ -60,7 +60,8 @@ struct BenchCommand: ParsableCommand {
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - began) / 1e9
         let (latencies, failures, bytes) = collector.results
         func percentile(_ p: Double) -> Double {
-            latencies.isEmpty ? .nan : latencies[min(latencies.count - 1, Int((Double(latencies.count) * p).rounded(.up)) - 1)]
+            latencies.isEmpty
+                ? .nan : latencies[min(latencies.count - 1, Int((Double(latencies.count) * p).rounded(.up)) - 1)]
         }
         let summary: [String: Any] = [
             "method": method, "clients": clients, "requests": latencies.count, "failures": failures.count,
@@ -72,7 +73,8 @@ struct BenchCommand: ParsableCommand {
         } else {
             print(
                 String(
-                    format: "%@ clients=%d requests=%d p50=%.2fms p90=%.2fms p99=%.2fms max=%.2fms %.0f req/s, %d bytes/answer",
+                    format:
+                        "%@ clients=%d requests=%d p50=%.2fms p90=%.2fms p99=%.2fms max=%.2fms %.0f req/s, %d bytes/answer",
                     method, clients, latencies.count, percentile(0.5), percentile(0.9), percentile(0.99),
                     latencies.last ?? .nan, Double(latencies.count) / seconds, bytes))
         }

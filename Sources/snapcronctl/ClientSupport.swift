@@ -50,7 +50,8 @@ struct Connection {
         }
         let decoder = ControlCoding.decoder
         guard let raw = try? decoder.decode(RPCResponse<JSONValue>.self, from: line) else {
-            Output.printError("snapcronctl: unexpected answer from the daemon: \(String(decoding: line.prefix(200), as: UTF8.self))")
+            Output.printError(
+                "snapcronctl: unexpected answer from the daemon: \(String(decoding: line.prefix(200), as: UTF8.self))")
             throw ExitCodes.failure
         }
         if let error = raw.error { throw Self.exit(for: ControlClientError.remote(error), json: json) }
@@ -115,7 +116,9 @@ struct Table {
     func render() -> String {
         var widths = headers.map(\.count)
         for row in rows {
-            for (index, cell) in row.enumerated() where index < widths.count { widths[index] = max(widths[index], cell.count) }
+            for (index, cell) in row.enumerated() where index < widths.count {
+                widths[index] = max(widths[index], cell.count)
+            }
         }
         func line(_ cells: [String]) -> String {
             cells.enumerated().map { index, cell in

@@ -15,9 +15,11 @@ struct StatusCommand: ParsableCommand {
     func run() throws {
         let (status, raw) = try connection.connect(json: json).call(.status, NoParams(), as: StatusResult.self)
         if json { return Connection.printJSON(raw) }
-        print("snapcrond \(status.version), pid \(status.pid), up \(Human.duration(TimeInterval(status.uptimeSeconds)))")
-        print("schedule:     \(status.schedulePath): \(status.jobs) job\(status.jobs == 1 ? "" : "s")"
-            + (status.pausedJobs.isEmpty ? "" : ", paused: \(status.pausedJobs.joined(separator: ", "))"))
+        print(
+            "snapcrond \(status.version), pid \(status.pid), up \(Human.duration(TimeInterval(status.uptimeSeconds)))")
+        print(
+            "schedule:     \(status.schedulePath): \(status.jobs) job\(status.jobs == 1 ? "" : "s")"
+                + (status.pausedJobs.isEmpty ? "" : ", paused: \(status.pausedJobs.joined(separator: ", "))"))
         if let next = status.nextFire {
             print("next fire:    \(next.job) at \(Human.time(next.at))")
         } else {
@@ -28,7 +30,9 @@ struct StatusCommand: ParsableCommand {
             print("  run \(run.id) \(run.job): \(run.phase)\(run.imageId.map { " image \($0)" } ?? "")")
         }
         if let failure = status.lastFailure {
-            print("last failure: run \(failure.id) \(failure.job) \(failure.state) at \(Human.time(failure.finishedAt)): \(failure.error ?? "")")
+            print(
+                "last failure: run \(failure.id) \(failure.job) \(failure.state) at \(Human.time(failure.finishedAt)): \(failure.error ?? "")"
+            )
         } else {
             print("last failure: none")
         }
@@ -38,7 +42,8 @@ struct StatusCommand: ParsableCommand {
 
 /// `snapcronctl jobs`: every job with its next fire.
 struct JobsCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "jobs", abstract: "List the jobs and their next fires.")
+    static let configuration = CommandConfiguration(
+        commandName: "jobs", abstract: "List the jobs and their next fires.")
 
     @OptionGroup var connection: ConnectionOptions
     @Flag(help: "Print the daemon's JSON result instead of a table.") var json = false
@@ -62,7 +67,8 @@ struct HistoryCommand: ParsableCommand {
 
     @OptionGroup var connection: ConnectionOptions
     @Option(help: "Only this job.") var job: String?
-    @Option(help: "Only runs in this state (succeeded, failed, timed_out, missed, skipped, waiting, ...).") var state: String?
+    @Option(help: "Only runs in this state (succeeded, failed, timed_out, missed, skipped, waiting, ...).") var state:
+        String?
     @Option(help: "Only fires at or after this instant (ISO 8601 with Z or an offset).") var since: String?
     @Option(help: "At most this many runs (1-10000).") var limit = 20
     @Flag(help: "Print the daemon's JSON result instead of a table.") var json = false
@@ -80,7 +86,9 @@ struct HistoryCommand: ParsableCommand {
         if json { return Connection.printJSON(raw) }
         var table = Table("RUN", "JOB", "SCHEDULED", "TRIGGER", "STATE", "IMAGE", "DURATION", "ERROR")
         for run in result.runs {
-            let duration = run.startedAt.flatMap { start in run.finishedAt.map { Human.duration($0.timeIntervalSince(start)) } }
+            let duration = run.startedAt.flatMap { start in
+                run.finishedAt.map { Human.duration($0.timeIntervalSince(start)) }
+            }
             table.add(
                 String(run.id), run.job, Human.time(run.scheduledAt), run.trigger, run.state, run.imageId ?? "-",
                 duration ?? "-", run.error ?? "")

@@ -73,7 +73,9 @@ struct EditCommand: ParsableCommand {
         }
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
-            Output.printError("snapcronctl: the editor '\(editor)' exited with status \(process.terminationStatus); schedule unchanged")
+            Output.printError(
+                "snapcronctl: the editor '\(editor)' exited with status \(process.terminationStatus); schedule unchanged"
+            )
             throw ExitCodes.failure
         }
     }
@@ -91,12 +93,15 @@ struct EditCommand: ParsableCommand {
     /// Writes `text` next to `path` with the same owner and mode, syncs it, and renames it over `path`.
     static func install(_ text: String, at path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
-        let temporary = (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).snapcronctl-\(getpid())"
+        let temporary =
+            (directory.isEmpty ? "." : directory) + "/.\((path as NSString).lastPathComponent).snapcronctl-\(getpid())"
         var info = stat()
         let hasOriginal = stat(path, &info) == 0
-        let descriptor = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, hasOriginal ? info.st_mode & 0o7777 : 0o644)
+        let descriptor = open(
+            temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, hasOriginal ? info.st_mode & 0o7777 : 0o644)
         guard descriptor >= 0 else {
-            Output.printError("snapcronctl: cannot create \(temporary): \(String(cString: strerror(errno))); \(path) unchanged")
+            Output.printError(
+                "snapcronctl: cannot create \(temporary): \(String(cString: strerror(errno))); \(path) unchanged")
             throw ExitCodes.failure
         }
         var failure: String?

@@ -33,7 +33,10 @@ struct MonitorCommand: ParsableCommand {
 
     /// The monitoring-plugin states, in rising severity.
     enum State: Int32, Comparable {
-        case ok = 0, warning = 1, critical = 2, unknown = 3
+        case ok = 0
+        case warning = 1
+        case critical = 2
+        case unknown = 3
         static func < (a: State, b: State) -> Bool { a.rawValue < b.rawValue }
         var label: String { ["OK", "WARNING", "CRITICAL", "UNKNOWN"][Int(rawValue)] }
     }

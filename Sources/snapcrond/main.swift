@@ -22,15 +22,20 @@ struct Snapcrond: AsyncParsableCommand {
     @Option(help: "The config file (default: /etc/snapcron/snapcron.toml if it exists, else built-in defaults).")
     var config: String?
 
-    @Option(name: .customLong("state-dir"), help: "Where the database and local images live (default: /var/lib/snapcron).")
+    @Option(
+        name: .customLong("state-dir"), help: "Where the database and local images live (default: /var/lib/snapcron).")
     var stateDirectory: String?
 
-    @Option(help: "The control socket (default: $RUNTIME_DIRECTORY/control.sock, else socket_path of the config, /run/snapcron/control.sock).")
+    @Option(
+        help:
+            "The control socket (default: $RUNTIME_DIRECTORY/control.sock, else socket_path of the config, /run/snapcron/control.sock)."
+    )
     var socket: String?
 
     @Option(
         name: .customLong("socket-mode"),
-        help: "File mode of the control socket in octal: 660 (default) lets root and the socket's group connect; 666 lets every local user read (changes still need root, snapcrond's user or the group)."
+        help:
+            "File mode of the control socket in octal: 660 (default) lets root and the socket's group connect; 666 lets every local user read (changes still need root, snapcrond's user or the group)."
     )
     var socketMode: String?
 

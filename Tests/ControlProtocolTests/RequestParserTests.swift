@@ -59,7 +59,10 @@ import Testing
         (#"{"jsonrpc":"2.0","id":1,"method":"trigger","params":[1]}"#, "must be an object"),
         (#"{"jsonrpc":"2.0","id":1,"method":"history","params":{"limit":"ten"}}"#, "'limit' must be an integer"),
         (#"{"jsonrpc":"2.0","id":1,"method":"history","params":{"since":"yesterday"}}"#, "ISO8601"),
-        (#"{"jsonrpc":"2.0","id":1,"method":"prune","params":{"job":"a","dry_run":"yes"}}"#, "'dry_run' must be a boolean"),
+        (
+            #"{"jsonrpc":"2.0","id":1,"method":"prune","params":{"job":"a","dry_run":"yes"}}"#,
+            "'dry_run' must be a boolean"
+        ),
     ])
     func refusesBadParamsWithTheName(_ line: String, _ message: String) throws {
         let parsed = try request(line)
@@ -75,13 +78,16 @@ import Testing
     }
 
     @Test func pruneWithDryRunOnlyReads() throws {
-        #expect(try request(#"{"jsonrpc":"2.0","id":1,"method":"prune","params":{"job":"a","dry_run":true}}"#).changesState == false)
+        #expect(
+            try request(#"{"jsonrpc":"2.0","id":1,"method":"prune","params":{"job":"a","dry_run":true}}"#).changesState
+                == false)
         #expect(try request(#"{"jsonrpc":"2.0","id":1,"method":"prune","params":{"job":"a"}}"#).changesState)
         #expect(try request(#"{"jsonrpc":"2.0","id":1,"method":"status"}"#).changesState == false)
     }
 
     @Test func responsesRoundTrip() throws {
-        let result = ResponseWriter.result(id: .string("x\"y"), encodedResult: try ControlCoding.encoder.encode(PauseResult(job: "web", paused: true)))
+        let result = ResponseWriter.result(
+            id: .string("x\"y"), encodedResult: try ControlCoding.encoder.encode(PauseResult(job: "web", paused: true)))
         #expect(result.last == UInt8(ascii: "\n"))
         let decoded = try ControlCoding.decoder.decode(RPCResponse<PauseResult>.self, from: result)
         #expect(decoded.id == .string("x\"y"))

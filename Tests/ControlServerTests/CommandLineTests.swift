@@ -5,7 +5,7 @@ import SnapcronDaemon
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// `snapcronctl` against a live socket: another user, `edit` with a scripted editor, exit codes; and `snapcrond`.
@@ -42,7 +42,8 @@ import Glibc
                 #expect(refused.stderr.contains("\(command[0]) changes state: only root"), "\(refused.stderr)")
                 #expect(refused.stderr.contains("nobody (uid 65534)"))
             }
-            let dryRun = try await ctl("/usr/bin/setpriv", asNobody + ["prune", "web", "--dry-run", "--socket", h.socketPath])
+            let dryRun = try await ctl(
+                "/usr/bin/setpriv", asNobody + ["prune", "web", "--dry-run", "--socket", h.socketPath])
             #expect(dryRun.status == 0, "\(dryRun.stderr)")
             #expect(try h.store.runs().isEmpty)
             #expect(try h.store.jobState(name: "web")?.paused != true)
@@ -55,7 +56,8 @@ import Glibc
         try await h.listen(mode: 0o660)
         let binary = try Executables.path("snapcronctl")
         let result = try await ctl(
-            "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "status", "--socket", h.socketPath])
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "status", "--socket", h.socketPath])
         #expect(result.status == 4)
         #expect(result.stderr.contains("not permitted to connect to \(h.socketPath)"))
         await h.stop()
@@ -111,7 +113,8 @@ import Glibc
             #expect(ok.stdout.hasPrefix("SNAPCRON OK - 1 job fresh"))
 
             await h.advance(to: Harness.start.addingTimeInterval(3 * 3600))
-            let stale = try await ctl(binary, ["monitor", "--job", "web", "--warn", "1h", "--crit", "2h", "--socket", h.socketPath])
+            let stale = try await ctl(
+                binary, ["monitor", "--job", "web", "--warn", "1h", "--crit", "2h", "--socket", h.socketPath])
             #expect(stale.status == 2, "\(stale.stdout)")
             #expect(stale.stdout.hasPrefix("SNAPCRON CRITICAL - web: newest ACTIVE image 2h59m old (crit 2h)"))
 
@@ -127,11 +130,14 @@ import Glibc
                 toFile: editor, atomically: true, encoding: .utf8)
             chmod(editor, 0o755)
             chmod(h.schedulePath, 0o640)
-            let result = try await ctl(binary, ["edit", "--socket", h.socketPath], environment: ["VISUAL": "", "EDITOR": editor])
+            let result = try await ctl(
+                binary, ["edit", "--socket", h.socketPath], environment: ["VISUAL": "", "EDITOR": editor])
             #expect(result.status == 0, "\(result.stderr)")
             #expect(result.stdout.contains("installed \(h.schedulePath)"))
             #expect(result.stdout.contains("schedule reloaded: 4 jobs"))
-            #expect(try String(contentsOfFile: h.schedulePath, encoding: .utf8).hasSuffix("@hourly  fresh  fake:vm-fresh  keep=3\n"))
+            #expect(
+                try String(contentsOfFile: h.schedulePath, encoding: .utf8).hasSuffix(
+                    "@hourly  fresh  fake:vm-fresh  keep=3\n"))
             var info = stat()
             stat(h.schedulePath, &info)
             #expect(info.st_mode & 0o777 == 0o640)
@@ -163,10 +169,10 @@ import Glibc
             let editor = h.directory + "/editor.sh"
             let marker = h.directory + "/second"
             try """
-                #!/bin/sh
-                if [ -e \(marker) ]; then sed -i 's/ 8  late/ 1  late/' "$1"; else touch \(marker); printf '0 0 * * 8  late  fake:vm-l\\n' >> "$1"; fi
+            #!/bin/sh
+            if [ -e \(marker) ]; then sed -i 's/ 8  late/ 1  late/' "$1"; else touch \(marker); printf '0 0 * * 8  late  fake:vm-l\\n' >> "$1"; fi
 
-                """.write(toFile: editor, atomically: true, encoding: .utf8)
+            """.write(toFile: editor, atomically: true, encoding: .utf8)
             chmod(editor, 0o755)
             let result = try await ctl(
                 binary, ["edit", "--socket", h.socketPath], environment: ["VISUAL": editor], input: "y\n")

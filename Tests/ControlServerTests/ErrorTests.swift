@@ -34,18 +34,45 @@ import Testing
                 ("\u{7f}ELF\u{02}\u{01}\u{01}", .parseError, "not valid JSON"),
                 ("[1,2]", .invalidRequest, "batch"),
                 (#"{"jsonrpc":"2.0","id":4,"method":"shutdown"}"#, .methodNotFound, "unknown method 'shutdown'"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"trigger","params":{"job":true}}"#, .invalidParams, "'job' must be a string"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"history","params":{"limit":0}}"#, .invalidParams, "limit must be 1-10000"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"history","params":{"state":"exploded"}}"#, .invalidParams, "unknown state"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"next","params":{}}"#, .invalidParams, "exactly one of job and expression"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"next","params":{"expression":"0 0 * * 8"}}"#, .invalidParams, "column 9"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"status","params":{"verbose":true}}"#, .invalidParams, "unknown parameter"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"trigger","params":{"job":"wbe"}}"#, .notFound, "did you mean 'web'?"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"images","params":{"job":"nope"}}"#, .notFound, "no job named 'nope'"),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"trigger","params":{"job":true}}"#, .invalidParams,
+                    "'job' must be a string"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"history","params":{"limit":0}}"#, .invalidParams,
+                    "limit must be 1-10000"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"history","params":{"state":"exploded"}}"#, .invalidParams,
+                    "unknown state"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"next","params":{}}"#, .invalidParams,
+                    "exactly one of job and expression"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"next","params":{"expression":"0 0 * * 8"}}"#, .invalidParams,
+                    "column 9"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"status","params":{"verbose":true}}"#, .invalidParams,
+                    "unknown parameter"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"trigger","params":{"job":"wbe"}}"#, .notFound,
+                    "did you mean 'web'?"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"images","params":{"job":"nope"}}"#, .notFound,
+                    "no job named 'nope'"
+                ),
                 (#"{"jsonrpc":"2.0","id":4,"method":"run","params":{"id":999}}"#, .notFound, "no run with id 999"),
                 (#"{"jsonrpc":"2.0","id":4,"method":"pin","params":{"image":"img-x"}}"#, .notFound, "no image 'img-x'"),
                 (#"{"jsonrpc":"2.0","id":4,"method":"pause","params":{"job":"nope"}}"#, .notFound, "no job"),
-                (#"{"jsonrpc":"2.0","id":4,"method":"prune","params":{"job":"nope","dry_run":true}}"#, .notFound, "no job"),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"prune","params":{"job":"nope","dry_run":true}}"#, .notFound,
+                    "no job"
+                ),
             ]
             for (line, code, message) in cases {
                 let (_, error) = try await error(line, h, transport)
@@ -67,7 +94,8 @@ import Testing
 
     @Test func aNotificationIsCarriedOutButNotAnswered() async throws {
         try await withHarness(.inProcess) { h in
-            let answer = try await h.send(#"{"jsonrpc":"2.0","method":"pause","params":{"job":"web"}}"#, via: .inProcess)
+            let answer = try await h.send(
+                #"{"jsonrpc":"2.0","method":"pause","params":{"job":"web"}}"#, via: .inProcess)
             #expect(answer == nil)
             #expect(try h.store.jobState(name: "web")?.paused == true)
         }
@@ -81,7 +109,8 @@ import Testing
         defer { Task { await h.stop() } }
         _ = try await h.call(.trigger, JobParams(job: "web"), as: TriggerResult.self, via: transport)
         await h.advance(to: Harness.start.addingTimeInterval(1))
-        let (_, error) = try await error(#"{"jsonrpc":"2.0","id":1,"method":"trigger","params":{"job":"web"}}"#, h, transport)
+        let (_, error) = try await error(
+            #"{"jsonrpc":"2.0","id":1,"method":"trigger","params":{"job":"web"}}"#, h, transport)
         #expect(error.code == .conflict)
         #expect(error.message.contains("still unfinished"))
         let status = try await h.call(.status, NoParams(), as: StatusResult.self, via: transport)
@@ -93,7 +122,8 @@ import Testing
         try await withHarness(.inProcess) { h in
             _ = try await h.call(.status, NoParams(), as: StatusResult.self, via: .inProcess, peer: .nobody)
             _ = try await h.call(.jobs, NoParams(), as: JobsResult.self, via: .inProcess, peer: .nobody)
-            _ = try await h.call(.prune, PruneParams(job: "web", dryRun: true), as: PruneResult.self, via: .inProcess, peer: .nobody)
+            _ = try await h.call(
+                .prune, PruneParams(job: "web", dryRun: true), as: PruneResult.self, via: .inProcess, peer: .nobody)
             for line in [
                 #"{"jsonrpc":"2.0","id":1,"method":"trigger","params":{"job":"web"}}"#,
                 #"{"jsonrpc":"2.0","id":1,"method":"pause","params":{"job":"web"}}"#,
@@ -117,10 +147,12 @@ import Testing
     @Test func membersOfTheSocketGroupMayChange() async throws {
         let h = try Harness(access: ControlAccess(ownUID: 0, groupID: 65534, groupName: "nogroup"))
         await h.startScheduler()
-        let result = try await h.call(.pause, JobParams(job: "web"), as: PauseResult.self, via: .inProcess, peer: .nobody)
+        let result = try await h.call(
+            .pause, JobParams(job: "web"), as: PauseResult.self, via: .inProcess, peer: .nobody)
         #expect(result.paused)
         let other = PeerCredentials(pid: 3, uid: 4242, gid: 4242)
-        let refused = await h.service.respond(to: Array(#"{"jsonrpc":"2.0","id":1,"method":"resume","params":{"job":"web"}}"#.utf8), peer: other)
+        let refused = await h.service.respond(
+            to: Array(#"{"jsonrpc":"2.0","id":1,"method":"resume","params":{"job":"web"}}"#.utf8), peer: other)
         #expect(String(decoding: try #require(refused), as: UTF8.self).contains("-32001"))
         await h.stop()
     }

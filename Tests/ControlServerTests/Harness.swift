@@ -34,7 +34,8 @@ final class Harness: @unchecked Sendable {  // set up once, then only read
     private var loop: Task<Void, any Error>?
 
     init(
-        schedule: String = Harness.schedule, access: ControlAccess = ControlAccess(ownUID: 0, groupID: 0, groupName: "root"),
+        schedule: String = Harness.schedule,
+        access: ControlAccess = ControlAccess(ownUID: 0, groupID: 0, groupName: "root"),
         behavior: FakeSnapshotBackend.ImageBehavior = .active
     ) throws {
         var template = Array("/tmp/snapcron-control-XXXXXX".utf8CString)
@@ -96,7 +97,8 @@ final class Harness: @unchecked Sendable {  // set up once, then only read
         var logger = Logger(label: "test")
         logger.logLevel = .critical
         let server = ControlServer(
-            options: ControlSocketOptions(path: socketPath, mode: mode), limits: limits, service: service, logger: logger)
+            options: ControlSocketOptions(path: socketPath, mode: mode), limits: limits, service: service,
+            logger: logger)
         try await server.start()
         self.server = server
     }
@@ -138,7 +140,9 @@ extension Harness {
     func send(_ line: String, via transport: Transport, peer: PeerCredentials? = .root) async throws -> String? {
         switch transport {
         case .inProcess:
-            return await service.respond(to: Array(line.utf8), peer: peer).map { String(decoding: $0.dropLast(), as: UTF8.self) }
+            return await service.respond(to: Array(line.utf8), peer: peer).map {
+                String(decoding: $0.dropLast(), as: UTF8.self)
+            }
         case .socket:
             let path = socketPath
             return try await blocking {
@@ -154,7 +158,8 @@ extension Harness {
         _ method: ControlMethod, _ params: Params, as type: Result.Type, via transport: Transport,
         peer: PeerCredentials? = .root
     ) async throws -> Result {
-        let request = try ControlCoding.encoder.encode(RPCRequest(id: .number(1), method: method.rawValue, params: params))
+        let request = try ControlCoding.encoder.encode(
+            RPCRequest(id: .number(1), method: method.rawValue, params: params))
         let line = try #require(try await send(String(decoding: request, as: UTF8.self), via: transport, peer: peer))
         let response = try ControlCoding.decoder.decode(RPCResponse<Result>.self, from: Data(line.utf8))
         if let error = response.error { throw error }
@@ -215,7 +220,9 @@ enum Executables {
         }
         try process.run()
         // Read both pipes to their end before waiting, so that a full pipe cannot block the child.
-        let (stdout, stderr) = (out.fileHandleForReading.readDataToEndOfFile(), err.fileHandleForReading.readDataToEndOfFile())
+        let (stdout, stderr) = (
+            out.fileHandleForReading.readDataToEndOfFile(), err.fileHandleForReading.readDataToEndOfFile()
+        )
         process.waitUntilExit()
         return (
             process.terminationStatus, String(decoding: stdout, as: UTF8.self), String(decoding: stderr, as: UTF8.self)

@@ -6,7 +6,7 @@ import SnapcronDaemon
 import Testing
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The socket under bad clients: oversize lines, garbage, silence, slowness, half-closes, hang-ups, floods.
