@@ -15,12 +15,12 @@ extension Daemon {
         return config.socketPath
     }
 
-    /// The control service of this daemon.
+    /// The control service of this daemon; it reports the schedule's absolute path, for `snapcronctl edit`.
     public func makeControlService() -> ControlService {
         let clock = self.clock
         let environment = ControlEnvironment(
             store: store, scheduler: scheduler, catalog: catalog, config: config, backends: backends,
-            schedulePath: schedulePath, access: ControlAccess(groupName: config.socketGroup), startedAt: startedAt,
+            schedulePath: URL(fileURLWithPath: schedulePath).standardizedFileURL.path, access: ControlAccess(groupName: config.socketGroup), startedAt: startedAt,
             now: { clock.now() }, reload: { [self] in await self.reloadSchedule() })
         return ControlService(environment: environment, logger: logger)
     }

@@ -195,8 +195,9 @@ import Testing
         let socket = directory + "/run/control.sock"
         let process = Process()
         process.executableURL = URL(fileURLWithPath: daemon)
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.arguments = [
-            "--schedule", directory + "/schedule", "--state-dir", directory + "/state", "--socket", socket,
+            "--schedule", "schedule", "--state-dir", directory + "/state", "--socket", socket,
             "--socket-mode", "600",
         ]
         process.standardError = FileHandle.nullDevice
@@ -211,6 +212,7 @@ import Testing
         let status = try await ctl(client, ["status", "--json", "--socket", socket])
         #expect(status.status == 0, "\(status.stderr)")
         #expect(status.stdout.contains("\"jobs\":1"))
+        #expect(status.stdout.contains("\"schedule_path\":\"\(directory)/schedule\""))  // absolute, for edit
         let triggered = try await ctl(client, ["trigger", "demo", "--wait", "--interval", "0.2", "--socket", socket])
         #expect(triggered.status == 0, "\(triggered.stderr)")
         #expect(triggered.stdout.contains("> ACTIVE"))
