@@ -847,12 +847,21 @@ public actor SchedulerService {
     public func snapshot() -> SchedulerSnapshot {
         let next = queue.first.flatMap { top in jobs[top.job].map { _ in (job: top.job, at: top.scheduled) } }
         return SchedulerSnapshot(
-            jobCount: jobs.count, pausedJobs: jobs.values.filter(\.paused).map(\.job.name).sorted(),
+            jobCount: jobs.count, pausedJobs: pausedJobNames(),
             runningRuns: runs.values.sorted { $0.record.id < $1.record.id }.map {
                 SchedulerSnapshot.RunningRun(
                     id: $0.record.id, job: $0.job, phase: $0.phase.name, imageID: $0.imageID, startedAt: $0.startedAt)
             },
             nextFire: next, lastLoopAt: lastLoopAt)
+    }
+
+    /// The paused jobs' names, sorted; a scan that copies no job, since `status` asks for it often.
+    private func pausedJobNames() -> [String] {
+        var names: [String] = []
+        for index in jobs.indices where jobs.values[index].paused {
+            names.append(jobs.keys[index])
+        }
+        return names.sorted()
     }
 
     /// The jobs as loaded, by name.

@@ -139,7 +139,7 @@ public final class ControlService: Sendable {
     func status() async throws -> StatusResult {
         let snapshot = await environment.scheduler.snapshot()
         let now = environment.now()
-        let lastFailure = try storeCall { try environment.store.lastFailure() }
+        let lastFailure = try storeCall { try environment.store.lastFailureForStatus() }
         return StatusResult(
             version: SnapcronVersion.current, pid: getpid(), startedAt: environment.startedAt,
             uptimeSeconds: max(0, Int(now.timeIntervalSince(environment.startedAt))),
