@@ -51,16 +51,7 @@ public final class ControlService: Sendable {
     /// `quick_check` reads the whole database: its answer is reused for this long.
     static let healthTTL: TimeInterval = 60
     private let health = NIOLockedValueBox<(at: Date, value: StoreHealthInfo)?>(nil)
-    private let jobsCache = NIOLockedValueBox<JobsCacheEntry?>(nil)
-
-    /// The encoded `jobs` result, valid until its earliest next fire or until the schedule or a pause changes.
-    private struct JobsCacheEntry {
-        var revision: Int
-        var paused: [String]
-        var validUntil: Date
-        var computedAt: Date
-        var encoded: Data
-    }
+    private let jobsCache = NIOLockedValueBox(JobsCache())
 
     public init(environment: ControlEnvironment, logger: Logger) {
         self.environment = environment
@@ -168,29 +159,11 @@ public final class ControlService: Sendable {
     }
 
     func jobs() async throws -> Data {
-        let paused = await environment.scheduler.snapshot().pausedJobs
+        let paused = Set(await environment.scheduler.snapshot().pausedJobs)
         let catalog = environment.catalog.snapshot
         let now = environment.now()
-        if let cached = jobsCache.withLockedValue({ $0 }), cached.revision == catalog.revision,
-            cached.paused == paused, now < cached.validUntil, now >= cached.computedAt
-        {
-            return cached.encoded
-        }
-        let pausedSet = Set(paused)
-        var earliest = now.addingTimeInterval(3600)
-        var infos = catalog.infos
-        for index in infos.indices {
-            let job = catalog.jobs[index]
-            infos[index].paused = pausedSet.contains(job.name)
-            infos[index].nextFire = job.expression.nextDate(after: now, in: job.zone)
-            if let next = infos[index].nextFire { earliest = min(earliest, next) }
-        }
-        let encoded = try encode(JobsResult(jobs: infos))
-        jobsCache.withLockedValue {
-            $0 = JobsCacheEntry(
-                revision: catalog.revision, paused: paused, validUntil: earliest, computedAt: now, encoded: encoded)
-        }
-        return encoded
+        // Under the lock: one caller refreshes, the others then find it fresh (no stampede after a fire).
+        return try jobsCache.withLockedValue { try $0.answer(catalog: catalog, paused: paused, now: now) }
     }
 
     func job(_ name: String, paused: Set<String>) throws -> JobDetailResult {
@@ -486,4 +459,59 @@ public final class ControlService: Sendable {
     }
 
     static func iso(_ date: Date) -> String { date.formatted(.iso8601) }
+}
+
+/// The encoded `jobs` answer, one JSON fragment per job: a fire, a pause or a reload re-encodes only the jobs it
+/// changed, so the 10,000-job answer is a concatenation most of the time.
+struct JobsCache {
+    private var revision = -1
+    private var infos: [JobInfo] = []
+    private var fragments: [Data] = []
+    private var paused: Set<String> = []
+    /// The earliest next fire: until then no job's `next_fire` changes.
+    private var validUntil = Date.distantPast
+    private var computedAt = Date.distantPast
+    private var encoded = Data()
+
+    /// The `jobs` result for this schedule version, paused set and time.
+    mutating func answer(catalog: JobCatalog.Snapshot, paused: Set<String>, now: Date) throws -> Data {
+        if catalog.revision == revision, paused == self.paused, now < validUntil, now >= computedAt {
+            return encoded
+        }
+        let encoder = ControlCoding.encoder
+        if catalog.revision != revision || now < computedAt {  // a new schedule, or the clock was set back
+            revision = catalog.revision
+            infos = catalog.infos
+            fragments = Array(repeating: Data(), count: infos.count)
+            for index in infos.indices { infos[index].nextFire = .distantPast }  // forces the first encoding
+        }
+        var earliest = now.addingTimeInterval(3600)
+        for index in infos.indices {
+            let job = catalog.jobs[index]
+            var changed = false
+            let isPaused = paused.contains(job.name)
+            if infos[index].paused != isPaused || fragments[index].isEmpty {
+                infos[index].paused = isPaused
+                changed = true
+            }
+            if let next = infos[index].nextFire, next <= now {
+                infos[index].nextFire = job.expression.nextDate(after: now, in: job.zone)
+                changed = true
+            }
+            if changed { fragments[index] = try encoder.encode(infos[index]) }
+            if let next = infos[index].nextFire { earliest = min(earliest, next) }
+        }
+        self.paused = paused
+        validUntil = earliest
+        computedAt = now
+        var result = Data("{\"jobs\":[".utf8)
+        result.reserveCapacity(fragments.reduce(16) { $0 + $1.count + 1 })
+        for (index, fragment) in fragments.enumerated() {
+            if index > 0 { result.append(UInt8(ascii: ",")) }
+            result.append(fragment)
+        }
+        result.append(contentsOf: Array("]}".utf8))
+        encoded = result
+        return result
+    }
 }

@@ -95,6 +95,11 @@ import Testing
             // A paused job's fire is skipped.
             await h.advance(to: Harness.start.addingTimeInterval(41))
             #expect(try h.store.runs(job: "web").first?.state == .skipped)
+            // The cached answer moved on with the fire: only web's next fire changed.
+            let moved = try await h.call(.jobs, NoParams(), as: JobsResult.self, via: transport).jobs
+            #expect(moved.first { $0.name == "web" }?.nextFire == Harness.start.addingTimeInterval(100))
+            #expect(moved.first { $0.name == "lab" }?.nextFire == Harness.start.addingTimeInterval(100))
+            #expect(moved.first { $0.name == "db" }?.nextFire == jobs.first { $0.name == "db" }?.nextFire)
 
             _ = try await h.call(.resume, JobParams(job: "web"), as: PauseResult.self, via: transport)
             #expect(try h.store.jobState(name: "web")?.paused == false)
