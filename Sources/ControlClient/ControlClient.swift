@@ -157,7 +157,7 @@ public final class ControlClient {
                 if let rest = try? framer.finish(), !rest.isEmpty { return Data(rest) }
                 throw .io("snapcrond closed the connection without answering")
             }
-            framer.append(chunk[0..<count])
+            chunk.withUnsafeBytes { framer.append($0.prefix(count)) }
         }
     }
 

@@ -181,7 +181,9 @@ public struct RPCResponse<Result: Decodable & Sendable>: Decodable, Sendable {
 public enum ResponseWriter {
     /// One response line: `{"jsonrpc":"2.0","id":…,"result":…}` and a newline.
     public static func result(id: RequestID, encodedResult: Data) -> Data {
-        var line = Data("{\"jsonrpc\":\"2.0\",\"id\":".utf8)
+        var line = Data()
+        line.reserveCapacity(encodedResult.count + 64)  // one copy of a large result, not one per growth
+        line.append(contentsOf: Array("{\"jsonrpc\":\"2.0\",\"id\":".utf8))
         line.append(Data(id.jsonText.utf8))
         line.append(Data(",\"result\":".utf8))
         line.append(encodedResult)

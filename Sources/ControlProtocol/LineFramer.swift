@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// Splits a byte stream into lines of at most `maxLength` bytes (JSON-RPC messages are one per line).
 ///
 /// Feed it whatever arrived, in any pieces, with ``append(_:)``; take complete lines with ``nextLine()``. A line
@@ -40,8 +46,13 @@ public struct LineFramer: Sendable {
     /// The next complete line without its line end, nil when none is complete yet.
     public mutating func nextLine() throws(FramingError) -> [UInt8]? {
         let from = max(scanned, start)
-        let index = buffer.withUnsafeBufferPointer { bytes in
-            bytes[from...].firstIndex(of: UInt8(ascii: "\n")) ?? bytes.count
+        // memchr: a 3 MB answer (10,000 jobs) is scanned at memory speed, not a byte per loop turn.
+        let index = buffer.withUnsafeBufferPointer { bytes -> Int in
+            guard from < bytes.count, let base = bytes.baseAddress else { return bytes.count }
+            guard let found = memchr(base + from, Int32(UInt8(ascii: "\n")), bytes.count - from) else {
+                return bytes.count
+            }
+            return base.distance(to: found.assumingMemoryBound(to: UInt8.self))
         }
         guard index < buffer.count else {
             scanned = index
