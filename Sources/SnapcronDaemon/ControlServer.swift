@@ -48,9 +48,9 @@ public struct ControlServerError: Error, CustomStringConvertible {
 
 /// The control socket: a Unix stream socket speaking JSON-RPC 2.0, one object per line.
 ///
-/// One event-loop thread does all socket I/O; each request runs as a task, so a slow method never stalls other
-/// connections and no request runs on the scheduler's executor. Connections are limited in number, line length,
-/// idle time and the time a line may take to arrive.
+/// Two event-loop threads of its own do all socket I/O; each request runs as a task, so a slow method never stalls
+/// other connections, and only `status` and the changing methods visit the scheduler actor, briefly. Connections are
+/// limited in number, line length, idle time and the time a line may take to arrive.
 public final class ControlServer: Sendable {
     public let options: ControlSocketOptions
     public let limits: ControlServerLimits
@@ -68,7 +68,7 @@ public final class ControlServer: Sendable {
         self.limits = limits
         self.service = service
         self.logger = logger
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
     }
 
     /// Connections open now.
