@@ -106,7 +106,6 @@ import Testing
         let h = try Harness(behavior: .queuedForever)
         if transport == .socket { try await h.listen() }
         await h.startScheduler()
-        defer { Task { await h.stop() } }
         _ = try await h.call(.trigger, JobParams(job: "web"), as: TriggerResult.self, via: transport)
         await h.advance(to: Harness.start.addingTimeInterval(1))
         let (_, error) = try await error(

@@ -35,6 +35,15 @@ import Testing
         return lines
     }
 
+    /// Waits (up to 10 s) until the server has counted closed connections out.
+    private static func connections(of harness: Harness, dropTo count: Int) async -> Bool {
+        for _ in 0..<1000 {
+            if harness.server?.connectionCount == count { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return false
+    }
+
     /// A status call on a fresh connection: the server still answers.
     private static func stillAnswers(_ path: String) async throws {
         let status = try await blocking {
@@ -144,8 +153,7 @@ import Testing
                 }
             }
             try await Self.stillAnswers(path)
-            try await Task.sleep(for: .milliseconds(100))
-            #expect(h.server?.connectionCount == 0)
+            #expect(await Self.connections(of: h, dropTo: 0))
         }
     }
 
@@ -163,7 +171,7 @@ import Testing
                 return lines
             }
             #expect(refused.count == 1 && refused[0].contains("at most 4 connections"))
-            try await Task.sleep(for: .milliseconds(100))
+            #expect(await Self.connections(of: h, dropTo: 0))
             try await Self.stillAnswers(path)
         }
     }
@@ -267,7 +275,8 @@ import Testing
         }
         print("200 clients: \(total) status answers; slowest fire claimed \(Int(worst * 1000)) ms after it was due")
         #expect(total >= 200)
-        #expect(worst < 1.0, "a fire was claimed \(worst) s after it was due")
+        // The scheduler's own lateness margin is a minute; under 2 s leaves room for a loaded CI machine.
+        #expect(worst < 2.0, "a fire was claimed \(worst) s after it was due")
         let runs = try h.store.runs(limit: 1000).filter { $0.trigger == .schedule }
         #expect(runs.count == 25)
         try await Self.stillAnswers(path).self
