@@ -305,8 +305,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         let line = pending.removeFirst()
         let (service, peer) = (server.service, peer)
         let promise = context.eventLoop.makePromise(of: Data?.self)
-        // Below the scheduler's priority: under a flood of requests its fires still run first.
-        Task(priority: .utility) { promise.succeed(await service.respond(to: line, peer: peer)) }
+        // At the default priority, below the scheduler loop's (see `Daemon.run`): its fires run first.
+        promise.completeWithTask { await service.respond(to: line, peer: peer) }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
             let (handler, context) = loopBound.value

@@ -159,7 +159,8 @@ public final class Daemon: Sendable {
     /// Runs until SIGTERM or SIGINT; SIGHUP reloads the schedule.
     public func run() async throws {
         let control = await startControlServer()
-        let runner = Task { try await scheduler.run() }
+        // Above the control socket's requests, so that a flood of them never queues in front of a fire.
+        let runner = Task(priority: .high) { try await scheduler.run() }
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { [self] signal in
             if signal == SIGHUP {
                 Task { _ = await self.reload() }
