@@ -8,6 +8,9 @@ let swiftSettings: [SwiftSetting] = [
 
 let logging = Target.Dependency.product(name: "Logging", package: "swift-log")
 let argumentParser = Target.Dependency.product(name: "ArgumentParser", package: "swift-argument-parser")
+let nioCore = Target.Dependency.product(name: "NIOCore", package: "swift-nio")
+let nioPosix = Target.Dependency.product(name: "NIOPosix", package: "swift-nio")
+let nioConcurrency = Target.Dependency.product(name: "NIOConcurrencyHelpers", package: "swift-nio")
 
 let package = Package(
     name: "snapcron",
@@ -22,6 +25,8 @@ let package = Package(
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
         .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),
+        .library(name: "ControlProtocol", targets: ["ControlProtocol"]),
+        .library(name: "ControlClient", targets: ["ControlClient"]),
         .executable(name: "snapcrond", targets: ["snapcrond"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
@@ -89,12 +94,17 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
-        // Wiring shared by snapcrond and its tests: config -> backends -> store -> scheduler, signals, reload.
+        // JSON-RPC messages and line framing of the control socket; no sockets (DESIGN.md).
+        .target(name: "ControlProtocol", swiftSettings: swiftSettings),
+        // A small blocking client of the control socket, shared by snapcronctl, tests and the benchmark.
+        .target(name: "ControlClient", dependencies: ["ControlProtocol"], swiftSettings: swiftSettings),
+        // Wiring shared by snapcrond and its tests: config -> backends -> store -> scheduler, control socket,
+        // signals, reload.
         .target(
             name: "SnapcronDaemon",
             dependencies: [
                 "SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "ExecBackend", "TWCCBackend",
-                "SnapcronSystemd", logging,
+                "SnapcronSystemd", "ControlProtocol", logging, nioCore, nioPosix, nioConcurrency,
             ],
             swiftSettings: swiftSettings
         ),
@@ -110,7 +120,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "snapcronctl",
-            dependencies: ["CronExpression", "SnapcronCore", argumentParser],
+            dependencies: ["CronExpression", "SnapcronCore", "ControlProtocol", "ControlClient", argumentParser],
             swiftSettings: swiftSettings
         ),
         // Child process for the crash-safety test: hammers the store until SIGKILLed.
@@ -129,6 +139,16 @@ let package = Package(
         .testTarget(
             name: "SnapcronStoreTests",
             dependencies: ["SnapcronStore", "snapcron-store-torture", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(name: "ControlProtocolTests", dependencies: ["ControlProtocol"], swiftSettings: swiftSettings),
+        // The control server in-process and over a real Unix socket, abuse included.
+        .testTarget(
+            name: "ControlServerTests",
+            dependencies: [
+                "SnapcronDaemon", "ControlProtocol", "ControlClient", "SnapcronCore", "SnapcronStore",
+                "SnapcronTestKit", "SnapshotBackend", logging,
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "SnapshotBackendTests", dependencies: ["SnapshotBackend"], swiftSettings: swiftSettings),

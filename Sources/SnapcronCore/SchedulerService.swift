@@ -843,6 +843,16 @@ public actor SchedulerService {
         }
     }
 
+    /// Applies retention to `job` now, as after a successful run, and returns the plan being carried out.
+    ///
+    /// Deletions run in the background like after a run; a pass already running for the job is followed by
+    /// another one.
+    public func pruneNow(job name: String) throws -> RetentionPlan {
+        let plan = try retentionPlan(job: name)
+        scheduleRetention(job: name)
+        return plan
+    }
+
     /// The plan retention would carry out for `job` now: the data behind `prune --dry-run`.
     public func retentionPlan(job name: String) throws -> RetentionPlan {
         guard let job = jobs[name]?.job else { throw SchedulerError("no job named '\(name)'") }
@@ -952,7 +962,7 @@ public actor SchedulerService {
     public func snapshot() -> SchedulerSnapshot {
         let next = queue.first.flatMap { top in jobs[top.job].map { _ in (job: top.job, at: top.scheduled) } }
         return SchedulerSnapshot(
-            jobCount: jobs.count, pausedJobs: jobs.values.filter(\.paused).map(\.job.name).sorted(),
+            jobCount: jobs.count, pausedJobs: pausedJobNames(),
             runningRuns: runs.values.sorted { $0.record.id < $1.record.id }.map {
                 SchedulerSnapshot.RunningRun(
                     id: $0.record.id, job: $0.job, phase: $0.phase.name, imageID: $0.imageID, startedAt: $0.startedAt)
@@ -966,6 +976,15 @@ public actor SchedulerService {
         if let next = queue.first { parts.append("next \(next.job) at \(Self.iso(next.scheduled))") }
         if let failure = lastFailure { parts.append("last failure: \(failure)") }
         return parts.joined(separator: ", ")
+    }
+
+    /// The paused jobs' names, sorted; a scan that copies no job, since `status` asks for it often.
+    private func pausedJobNames() -> [String] {
+        var names: [String] = []
+        for index in jobs.indices where jobs.values[index].paused {
+            names.append(jobs.keys[index])
+        }
+        return names.sorted()
     }
 
     /// The jobs as loaded, by name.

@@ -13,11 +13,22 @@ public struct DaemonOptions: Sendable {
     public var configPath: String?
     public var schedulePath: String?
     public var stateDirectory: String?
+    /// The control socket (default: `$RUNTIME_DIRECTORY/control.sock`, else `socket_path` of the config).
+    public var socketPath: String?
+    /// The control socket's file mode (default 0660).
+    public var socketMode: mode_t?
+    /// Limits of the control socket.
+    public var controlLimits = ControlServerLimits()
 
-    public init(configPath: String? = nil, schedulePath: String? = nil, stateDirectory: String? = nil) {
+    public init(
+        configPath: String? = nil, schedulePath: String? = nil, stateDirectory: String? = nil,
+        socketPath: String? = nil, socketMode: mode_t? = nil
+    ) {
         self.configPath = configPath
         self.schedulePath = schedulePath
         self.stateDirectory = stateDirectory
+        self.socketPath = socketPath
+        self.socketMode = socketMode
     }
 }
 
@@ -37,10 +48,19 @@ public final class Daemon: Sendable {
     let logger: Logger
     /// systemd's notification socket; every call is a no-op outside systemd.
     let notifier = Notifier()
+    /// The jobs as the control socket shows them; updated on every successful reload.
+    public let catalog = JobCatalog()
+    /// When the daemon started, for `status`.
+    public let startedAt: Date
+    let clock: SystemClock
+    let socketOptions: ControlSocketOptions
+    let controlLimits: ControlServerLimits
 
     /// Loads everything; throws with every problem worded for the operator (diagnostics with file:line:col).
     public init(options: DaemonOptions, logger: Logger, pausePoint: (@Sendable (String) async -> Void)? = nil) throws {
         self.logger = logger
+        clock = SystemClock()
+        startedAt = clock.now()
         var config: SnapcronConfig
         do {
             if let path = options.configPath {
@@ -54,6 +74,10 @@ public final class Daemon: Sendable {
         if let stateDirectory = options.stateDirectory { config = Self.moving(config, to: stateDirectory) }
         self.config = config
         schedulePath = options.schedulePath ?? config.schedulePath
+        socketOptions = ControlSocketOptions(
+            path: Self.socketPath(options: options, config: config), mode: options.socketMode ?? 0o660,
+            group: config.socketGroup)
+        controlLimits = options.controlLimits
 
         do {
             try FileManager.default.createDirectory(
@@ -70,8 +94,9 @@ public final class Daemon: Sendable {
         backends = try BackendFactory.makeBackends(config)
         let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
         Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
+        catalog.update(schedule.jobs)
         scheduler = SchedulerService(
-            jobs: schedule.jobs, store: store, backends: backends, clock: SystemClock(),
+            jobs: schedule.jobs, store: store, backends: backends, clock: clock,
             limits: ConcurrencyLimits(
                 global: config.maxConcurrentCreates,
                 perBackend: config.backends.compactMapValues(\.maxConcurrent)),
@@ -145,22 +170,7 @@ public final class Daemon: Sendable {
 
     /// Re-reads the schedule and applies it; on any error the running schedule stays and the error is returned.
     public func reload() async -> Result<Int, DaemonStartError> {
-        notifier.reloading()
-        defer { notifier.ready(status: nil) }
-        do {
-            let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
-            Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
-            await scheduler.apply(jobs: schedule.jobs)
-            ProcessMemory.releaseFreedMemory()
-            logger.info(
-                "Schedule reloaded", metadata: ["event": "schedule.loaded", "jobs": "\(schedule.jobs.count)"])
-            return .success(schedule.jobs.count)
-        } catch {
-            logger.error(
-                "Reload failed; the running schedule stays",
-                metadata: ["event": "schedule.reload_failed", "error": "\(error.description)"])
-            return .failure(error)
-        }
+        await reloadSchedule().map(\.jobs.count).mapError { DaemonStartError($0.description) }
     }
 
     /// Runs until SIGTERM or SIGINT; SIGHUP reloads the schedule.
@@ -178,7 +188,12 @@ public final class Daemon: Sendable {
                 logger.info("Ready", metadata: ["event": "daemon.started"])
             },
             status: { notifier.status($0) })
-        let runner = Task { [scheduler] in try await scheduler.run(heartbeat: heartbeat, observer: observer) }
+        // READY=1 comes from the loop once it runs, so the control socket must be up first.
+        let control = await startControlServer()
+        // Above the control socket's requests, so that a flood of them never queues in front of a fire.
+        let runner = Task(priority: .high) { [scheduler] in
+            try await scheduler.run(heartbeat: heartbeat, observer: observer)
+        }
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { [self] signal in
             if signal == SIGHUP {
                 Task { _ = await self.reload() }
@@ -190,7 +205,9 @@ public final class Daemon: Sendable {
             }
         }
         defer { signals.cancel() }
-        try await runner.value
+        let outcome = await runner.result
+        await control?.stop()
+        try outcome.get()
         try? store.checkpoint()
         logger.info("Stopped cleanly")
     }

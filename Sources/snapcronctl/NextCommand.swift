@@ -1,20 +1,25 @@
 import ArgumentParser
+import ControlProtocol
 import CronExpression
 import Foundation
+import SnapcronCore
 
 /// `snapcronctl next EXPR`: normalized form, description and the next fires of an expression. Needs no daemon.
 struct NextCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "next",
-        abstract: "Show the normalized form, a description and the next fire times of a cron expression.",
+        abstract: "Show the next fire times of a job, or of a cron expression with its normalized form.",
         discussion: """
-            Reads nothing but its arguments: works without a daemon. Fires moved or repeated by a \
-            daylight-saving change are marked. Exit status 1 when the expression is invalid.
+            A job name (one word such as web-nightly) asks the running daemon for that job's fires. An \
+            expression (quoted, with spaces, or a macro such as @daily) needs no daemon. Fires moved or \
+            repeated by a daylight-saving change are marked. Exit status 1 when the expression is invalid.
             """
     )
 
-    @Argument(help: "A 5-field cron expression or a macro such as @daily (quote it).")
+    @Argument(help: "A job name, or a 5-field cron expression or a macro such as @daily (quote it).")
     var expression: String
+
+    @OptionGroup var connection: ConnectionOptions
 
     @Option(help: "IANA time zone for the fires (default: the system zone).")
     var zone: String?
@@ -35,7 +40,17 @@ struct NextCommand: ParsableCommand {
         guard (1...10_000).contains(count) else { throw ValidationError("--count must be between 1 and 10000") }
     }
 
+    /// Whether the argument names a job rather than an expression: one word that is a valid job name.
+    var isJobName: Bool {
+        !expression.contains(where: \.isWhitespace) && !expression.hasPrefix("@")
+            && ScheduleFile.isValidJobName(expression)
+    }
+
     func run() throws {
+        if isJobName {
+            try runForJob()
+            return
+        }
         guard let timeZone = zone.map({ CronTimeZone(identifier: $0) }) ?? CronTimeZone.current else {
             throw ValidationError("unknown time zone '\(zone ?? "")' (use an IANA name such as Asia/Taipei)")
         }
@@ -87,5 +102,25 @@ struct NextCommand: ParsableCommand {
         print("next \(fires.count) fire\(fires.count == 1 ? "" : "s"):")
         for fire in fires { print("  " + Output.fireLine(fire, in: timeZone)) }
         if fires.count < count { print("  (no more fires within \(CronExpression.horizonYears) years)") }
+    }
+
+    /// Asks the daemon for the job's fires, in the job's own zone.
+    private func runForJob() throws {
+        if zone != nil || after != nil || job != nil {
+            throw ValidationError("--zone, --after and --job apply to an expression, not to job '\(expression)'")
+        }
+        let (result, raw) = try connection.connect(json: json).call(
+            .next, NextParams(job: expression, count: min(count, 1000)), as: NextResult.self)
+        if json { return Connection.printJSON(raw) }
+        let zone = CronTimeZone(identifier: result.zone) ?? .utc
+        print("job:         \(expression)")
+        print("expression:  \(result.expression)")
+        print("normalized:  \(result.normalized)")
+        print("description: \(result.description)")
+        print("zone:        \(result.zone)")
+        print("next \(result.fires.count) fire\(result.fires.count == 1 ? "" : "s"):")
+        for fire in result.fires {
+            print("  \(CronFormat.iso8601(fire, in: zone))  \(Output.weekdays[zone.localTime(of: fire).weekday])")
+        }
     }
 }

@@ -7,7 +7,12 @@ struct Snapcronctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapcronctl",
         abstract: "Query and drive snapcron, and explain cron schedules.",
-        subcommands: [CheckCommand.self, NextCommand.self]
+        subcommands: [
+            StatusCommand.self, JobsCommand.self, NextCommand.self, HistoryCommand.self, ImagesCommand.self,
+            TriggerCommand.self, PauseCommand.self, ResumeCommand.self, PinCommand.self, UnpinCommand.self,
+            ReloadCommand.self, CheckCommand.self, PruneCommand.self, EditCommand.self, MonitorCommand.self,
+            BenchCommand.self,
+        ]
     )
 
     /// Runs a subcommand like ArgumentParser does, but exits with `ExitCodes.usage` for usage errors.
@@ -24,10 +29,19 @@ struct Snapcronctl: ParsableCommand {
     }
 }
 
-/// Exit codes shared by the subcommands (documented in README.md).
+/// Exit codes shared by the subcommands (documented in README.md). `monitor` uses the monitoring-plugin codes
+/// 0-3 instead.
 enum ExitCodes {
     /// The input (an expression, a schedule file) is invalid.
     static let invalidInput = ExitCode(1)
+    /// The daemon refused or failed the request, or a waited-for run failed.
+    static let failure = ExitCode(1)
     /// The command line is wrong: unknown flag, missing argument, malformed value.
     static let usage = ExitCode(2)
+    /// The daemon is not running, or the connection broke.
+    static let notRunning = ExitCode(3)
+    /// The socket or the method is not permitted to this user.
+    static let notPermitted = ExitCode(4)
+    /// No such job, run or image.
+    static let notFound = ExitCode(5)
 }

@@ -23,11 +23,31 @@ struct Snapcrond: AsyncParsableCommand {
     @Option(help: "The config file (default: /etc/snapcron/snapcron.toml if it exists, else built-in defaults).")
     var config: String?
 
-    @Option(name: .customLong("state-dir"), help: "Where the database and local images live (default: /var/lib/snapcron).")
+    @Option(
+        name: .customLong("state-dir"), help: "Where the database and local images live (default: /var/lib/snapcron).")
     var stateDirectory: String?
+
+    @Option(
+        help:
+            "The control socket (default: $RUNTIME_DIRECTORY/control.sock, else socket_path of the config, /run/snapcron/control.sock)."
+    )
+    var socket: String?
+
+    @Option(
+        name: .customLong("socket-mode"),
+        help:
+            "File mode of the control socket in octal: 660 (default) lets root and the socket's group connect; 666 lets every local user read (changes still need root, snapcrond's user or the group)."
+    )
+    var socketMode: String?
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
+
+    func validate() throws {
+        if let socketMode, UInt16(socketMode, radix: 8).map({ $0 <= 0o777 }) != true {
+            throw ValidationError("--socket-mode: '\(socketMode)' is not an octal file mode such as 660")
+        }
+    }
 
     mutating func run() async throws {
         // The journal with structured fields under systemd, readable lines on stderr otherwise.
@@ -37,7 +57,9 @@ struct Snapcrond: AsyncParsableCommand {
         let daemon: Daemon
         do {
             daemon = try Daemon(
-                options: DaemonOptions(configPath: config, schedulePath: schedule, stateDirectory: stateDirectory),
+                options: DaemonOptions(
+                    configPath: config, schedulePath: schedule, stateDirectory: stateDirectory, socketPath: socket,
+                    socketMode: socketMode.flatMap { mode_t($0, radix: 8) }),
                 logger: logger, pausePoint: TestPausePoint.fromEnvironment())
         } catch {
             FileHandle.standardError.write(Data("snapcrond: \(error)\n".utf8))

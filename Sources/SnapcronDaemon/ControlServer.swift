@@ -1,0 +1,372 @@
+import ControlProtocol
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The limits that keep one client from hurting the others or the scheduler.
+public struct ControlServerLimits: Sendable, Hashable {
+    /// The longest request line, in bytes; a longer one is answered with `lineTooLong` and the connection closed.
+    public var maxLineLength = 1 << 20
+    /// Connections served at once; one more is answered with `unavailable` and closed.
+    public var maxConnections = 256
+    /// A connection with no request for this long is closed.
+    public var idleTimeout: TimeAmount = .seconds(60)
+    /// A request line must be complete this long after its first byte (a very slow client is closed).
+    public var requestTimeout: TimeAmount = .seconds(10)
+    /// Request lines waiting behind the one being answered; more is a client that does not read its answers.
+    public var maxPendingRequests = 32
+
+    public init() {}
+}
+
+/// Where and how the control socket is created.
+public struct ControlSocketOptions: Sendable, Hashable {
+    public var path: String
+    /// File mode of the socket; 0660 lets root and the group connect, 0666 lets every local user read.
+    public var mode: mode_t
+    /// The group the socket file is given; nil keeps the daemon's group.
+    public var group: String?
+
+    public init(path: String, mode: mode_t = 0o660, group: String? = nil) {
+        self.path = path
+        self.mode = mode
+        self.group = group
+    }
+}
+
+/// A start-up failure of the control socket.
+public struct ControlServerError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The control socket: a Unix stream socket speaking JSON-RPC 2.0, one object per line.
+///
+/// Two event-loop threads of its own do all socket I/O; each request runs as a task, so a slow method never stalls
+/// other connections, and only `status` and the changing methods visit the scheduler actor, briefly. Connections are
+/// limited in number, line length, idle time and the time a line may take to arrive.
+public final class ControlServer: Sendable {
+    public let options: ControlSocketOptions
+    public let limits: ControlServerLimits
+    let service: ControlService
+    let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    let connections = NIOLockedValueBox(0)
+
+    public init(
+        options: ControlSocketOptions, limits: ControlServerLimits = ControlServerLimits(), service: ControlService,
+        logger: Logger
+    ) {
+        self.options = options
+        self.limits = limits
+        self.service = service
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
+    }
+
+    /// Connections open now.
+    public var connectionCount: Int { connections.withLockedValue { $0 } }
+
+    /// Creates the socket file (removing a stale one), sets its mode and group, and starts accepting.
+    public func start() async throws {
+        let path = options.path
+        try Self.prepareDirectory(of: path)
+        try Self.removeStaleSocket(at: path)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ControlConnectionHandler(server: self))
+                }
+            }
+        let previousMask = umask(0o177)  // never a moment with a wider mode than asked
+        defer { umask(previousMask) }
+        let channel: any Channel
+        do {
+            channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
+        } catch {
+            throw ControlServerError("cannot listen on \(path): \(error)")
+        }
+        self.channel.withLockedValue { $0 = channel }
+        if let groupName = options.group {
+            if let entry = getgrnam(groupName) {
+                if chown(path, uid_t.max, entry.pointee.gr_gid) != 0 {
+                    logger.warning(
+                        "Cannot give the control socket its group",
+                        metadata: [
+                            "socket": "\(path)", "group": "\(groupName)",
+                            "error": "\(String(cString: strerror(errno)))",
+                        ])
+                }
+            } else {
+                logger.warning(
+                    "Control socket group does not exist; only root and snapcrond's user may change state",
+                    metadata: ["socket": "\(path)", "group": "\(groupName)"])
+            }
+        }
+        guard chmod(path, options.mode) == 0 else {
+            try? await channel.close()
+            throw ControlServerError("cannot set mode of \(path): \(String(cString: strerror(errno)))")
+        }
+        logger.info(
+            "Control socket listening",
+            metadata: ["socket": "\(path)", "mode": "\(String(options.mode, radix: 8))"])
+    }
+
+    /// Stops accepting, closes the socket and removes its file.
+    public func stop() async {
+        let channel = self.channel.withLockedValue { value -> (any Channel)? in
+            defer { value = nil }
+            return value
+        }
+        if let channel {
+            try? await channel.close()
+            unlink(options.path)
+        }
+        try? await group.shutdownGracefully()
+    }
+
+    private static func prepareDirectory(of path: String) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        guard !directory.isEmpty, !FileManager.default.fileExists(atPath: directory) else { return }
+        do {
+            try FileManager.default.createDirectory(
+                atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        } catch {
+            throw ControlServerError("cannot create \(directory) for the control socket: \(error.localizedDescription)")
+        }
+    }
+
+    /// Removes a socket file nobody listens on; refuses when another daemon answers there.
+    private static func removeStaleSocket(at path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else { return }
+        guard (info.st_mode & S_IFMT) == S_IFSOCK else {
+            throw ControlServerError("\(path) exists and is not a socket; remove it or choose another --socket")
+        }
+        let probe = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(probe) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw ControlServerError("socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if connected == 0 {
+            throw ControlServerError("another snapcrond is listening on \(path); stop it or choose another --socket")
+        }
+        unlink(path)
+    }
+
+    /// Counts a new connection in; false when the server is full.
+    func admit() -> Bool {
+        connections.withLockedValue { count in
+            guard count < limits.maxConnections else { return false }
+            count += 1
+            return true
+        }
+    }
+
+    func release() {
+        connections.withLockedValue { $0 -= 1 }
+    }
+}
+
+/// One connection: frames lines, answers them in order, enforces the limits.
+final class ControlConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let server: ControlServer
+    private var framer: LineFramer
+    private var pending: [[UInt8]] = []
+    private var busy = false
+    private var inputClosed = false
+    private var closing = false
+    private var admitted = false
+    private var peer: PeerCredentials?
+    private var idleTimer: Scheduled<Void>?
+    private var lineTimer: Scheduled<Void>?
+
+    init(server: ControlServer) {
+        self.server = server
+        framer = LineFramer(maxLength: server.limits.maxLineLength)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard server.admit() else {
+            fail(
+                context,
+                RPCError(
+                    .unavailable, "snapcrond serves at most \(server.limits.maxConnections) connections; try again"))
+            return
+        }
+        admitted = true
+        if let provider = context.channel as? any SocketOptionProvider {
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            let future: EventLoopFuture<PeerCredentials.UCred> = provider.unsafeGetSocketOption(
+                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+            future.whenSuccess { credentials in
+                loopBound.value.peer = PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
+            }
+        }
+        armIdleTimer(context)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        lineTimer?.cancel()
+        if admitted {
+            admitted = false
+            server.release()
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closing else { return }
+        let buffer = unwrapInboundIn(data)
+        buffer.withUnsafeReadableBytes { framer.append($0) }
+        do {
+            while let line = try framer.nextLine() {
+                if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) { continue }
+                pending.append(line)
+            }
+        } catch {
+            fail(context, RPCError(.lineTooLong, "request line longer than \(server.limits.maxLineLength) bytes"))
+            return
+        }
+        guard pending.count <= server.limits.maxPendingRequests else {
+            fail(
+                context,
+                RPCError(
+                    .unavailable, "more than \(server.limits.maxPendingRequests) requests waiting; read the answers"))
+            return
+        }
+        if framer.hasPartialLine {
+            if lineTimer == nil { armLineTimer(context) }
+        } else {
+            lineTimer?.cancel()
+            lineTimer = nil
+        }
+        armIdleTimer(context)
+        processNext(context)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event as? ChannelEvent == .inputClosed {
+            inputClosed = true
+            lineTimer?.cancel()
+            lineTimer = nil
+            if let last = try? framer.finish(), !last.isEmpty { pending.append(last) }
+            if !busy && pending.isEmpty {
+                closing = true
+                context.close(promise: nil)
+            } else {
+                processNext(context)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        processNext(context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        closing = true
+        context.close(promise: nil)
+    }
+
+    /// Answers the next waiting line, one at a time so that answers keep the order of requests.
+    private func processNext(_ context: ChannelHandlerContext) {
+        guard !busy, !closing, !pending.isEmpty, context.channel.isWritable else { return }
+        busy = true
+        let line = pending.removeFirst()
+        let (service, peer) = (server.service, peer)
+        let promise = context.eventLoop.makePromise(of: Data?.self)
+        // At the default priority, below the scheduler loop's (see `Daemon.run`): its fires run first.
+        promise.completeWithTask { await service.respond(to: line, peer: peer) }
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        promise.futureResult.whenSuccess { response in
+            let (handler, context) = loopBound.value
+            handler.finished(context, response: response)
+        }
+    }
+
+    private func finished(_ context: ChannelHandlerContext, response: Data?) {
+        busy = false
+        guard !closing, context.channel.isActive else { return }
+        if let response {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: response)), promise: nil)
+        }
+        armIdleTimer(context)
+        if inputClosed && pending.isEmpty {
+            closing = true
+            context.close(promise: nil)
+        } else {
+            processNext(context)
+        }
+    }
+
+    /// Writes one error line, then closes.
+    private func fail(_ context: ChannelHandlerContext, _ error: RPCError) {
+        guard !closing else { return }
+        closing = true
+        pending.removeAll()
+        idleTimer?.cancel()
+        lineTimer?.cancel()
+        let line = ResponseWriter.error(id: .null, error)
+        let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: line))).whenComplete { _ in
+            loopBound.value.close(promise: nil)
+        }
+    }
+
+    private func armIdleTimer(_ context: ChannelHandlerContext) {
+        idleTimer?.cancel()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let timeout = server.limits.idleTimeout
+        idleTimer = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = loopBound.value
+            // A request being answered is not idleness; its answer re-arms the timer.
+            guard !handler.busy else { return }
+            handler.fail(context, RPCError(.unavailable, "idle for \(Self.seconds(timeout)); closing"))
+        }
+    }
+
+    private func armLineTimer(_ context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let timeout = server.limits.requestTimeout
+        lineTimer = context.eventLoop.scheduleTask(in: timeout) {
+            let (handler, context) = loopBound.value
+            handler.fail(
+                context, RPCError(.unavailable, "request line not completed within \(Self.seconds(timeout)); closing"))
+        }
+    }
+
+    private static func seconds(_ amount: TimeAmount) -> String {
+        let milliseconds = amount.nanoseconds / 1_000_000
+        return milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms"
+    }
+}

@@ -1,0 +1,124 @@
+import ControlProtocol
+import Foundation
+import Logging
+import SnapcronCore
+import SnapshotBackend
+
+extension Daemon {
+    /// `--socket`, else `$RUNTIME_DIRECTORY/control.sock` (systemd's `RuntimeDirectory=`), else the config's.
+    static func socketPath(options: DaemonOptions, config: SnapcronConfig) -> String {
+        if let path = options.socketPath { return path }
+        if let runtime = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"], !runtime.isEmpty {
+            // systemd may list several directories, separated by colons: the first is ours.
+            return (runtime.split(separator: ":").first.map(String.init) ?? runtime) + "/control.sock"
+        }
+        return config.socketPath
+    }
+
+    /// The control service of this daemon; it reports the schedule's absolute path, for `snapcronctl edit`.
+    public func makeControlService() -> ControlService {
+        let clock = self.clock
+        let environment = ControlEnvironment(
+            store: store, scheduler: scheduler, catalog: catalog, config: config, backends: backends,
+            schedulePath: URL(fileURLWithPath: schedulePath).standardizedFileURL.path, access: ControlAccess(groupName: config.socketGroup), startedAt: startedAt,
+            now: { clock.now() }, reload: { [self] in await self.reloadSchedule() })
+        return ControlService(environment: environment, logger: logger)
+    }
+
+    /// Starts the control socket; on failure logs why and returns nil: scheduling goes on without it.
+    func startControlServer() async -> ControlServer? {
+        let server = ControlServer(
+            options: socketOptions, limits: controlLimits, service: makeControlService(), logger: logger)
+        do {
+            try await server.start()
+            return server
+        } catch {
+            logger.error(
+                "Control socket unavailable; scheduling continues without it",
+                metadata: ["event": "control.failed", "socket": "\(socketOptions.path)", "error": "\(error)"])
+            await server.stop()
+            return nil
+        }
+    }
+
+    /// Re-reads the schedule file and applies it; on errors returns every diagnostic and the running schedule
+    /// stays.
+    public func reloadSchedule() async -> Result<Schedule, DiagnosticList> {
+        // systemd 252 has no notify-reload; these still tell it (and `systemctl status`) what is going on.
+        notifier.reloading()
+        defer { notifier.ready(status: nil) }
+        let text: String
+        if let data = FileManager.default.contents(atPath: schedulePath),
+            let decoded = String(data: data, encoding: .utf8)
+        {
+            text = decoded
+        } else {
+            let problem: DiagnosticList = [
+                .error(
+                    "cannot read schedule: '\(schedulePath)' is missing, unreadable or not UTF-8 text",
+                    file: schedulePath)
+            ]
+            logFailedReload(problem)
+            return .failure(problem)
+        }
+        switch Self.validateSchedule(
+            text: text, file: schedulePath, config: config, backends: backends, now: clock.now())
+        {
+        case .success(let schedule):
+            Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
+            await scheduler.apply(jobs: schedule.jobs)
+            catalog.update(schedule.jobs)
+            ProcessMemory.releaseFreedMemory()
+            logger.info(
+                "Schedule reloaded", metadata: ["event": "schedule.loaded", "jobs": "\(schedule.jobs.count)"])
+            return .success(schedule)
+        case .failure(let diagnostics):
+            logFailedReload(diagnostics)
+            return .failure(diagnostics)
+        }
+    }
+
+    private func logFailedReload(_ diagnostics: DiagnosticList) {
+        logger.error(
+            "Reload failed; the running schedule stays",
+            metadata: ["event": "schedule.reload_failed", "error": "\(diagnostics.description)"])
+    }
+
+    /// Parses schedule text and checks each job's target with its backend, like a load but without applying it.
+    public static func validateSchedule(
+        text: String, file: String, config: SnapcronConfig, backends: [String: any SnapshotBackend], now: Date
+    ) -> Result<Schedule, DiagnosticList> {
+        let schedule: Schedule
+        do {
+            schedule = try ScheduleFile.parse(text: text, file: file, config: config, now: now)
+        } catch {
+            return .failure(error)
+        }
+        var problems = DiagnosticList()
+        for job in schedule.jobs {
+            let columns = checkedTargetColumns(of: job)
+            guard let backend = backends[job.backend] else {
+                problems.append(
+                    .error(
+                        "backend '\(job.backend)' of job '\(job.name)' is not available in this build",
+                        at: job.location, columns: columns))
+                continue
+            }
+            do {
+                try backend.validate(target: job.target)
+            } catch {
+                problems.append(.error("\(job.name): \(error)", at: job.location, columns: columns))
+            }
+        }
+        if problems.hasErrors { return .failure(DiagnosticList(schedule.warnings + problems)) }
+        return .success(schedule)
+    }
+
+    /// The columns of the job's target in its line, for a caret under it.
+    private static func checkedTargetColumns(of job: Job) -> Range<Int> {
+        let text = job.location.text
+        guard let range = text.range(of: job.qualifiedTarget) else { return 1..<2 }
+        let start = text.distance(from: text.startIndex, to: range.lowerBound) + 1
+        return start..<(start + job.qualifiedTarget.count)
+    }
+}

@@ -1,0 +1,33 @@
+import Foundation
+import GRDB
+
+extension SnapcronDatabase {
+    /// The creation time of each job's newest ACTIVE image, by job (for `snapcronctl monitor`).
+    public func newestActiveImageDates() throws -> [String: Date] {
+        try read { db in
+            let rows = try Row.fetchAll(
+                db, sql: "SELECT job, MAX(created_at) AS newest FROM images WHERE state = 'active' GROUP BY job")
+            var result: [String: Date] = [:]
+            for row in rows {
+                let job: String = try row.decode(forColumn: "job")
+                let newest: Int64 = try row.decode(forColumn: "newest")
+                result[job] = Date(epochSeconds: newest)
+            }
+            return result
+        }
+    }
+}
+
+extension SnapcronDatabase {
+    /// ``lastFailure()`` with the statement prepared once per connection: `status` asks on every call.
+    public func lastFailureForStatus() throws -> RunRecord? {
+        try read { db in
+            let statement = try db.cachedStatement(
+                sql: """
+                    SELECT * FROM runs WHERE state IN ('failed', 'timed_out')
+                    ORDER BY finished_at DESC, id DESC LIMIT 1
+                    """)
+            return try Row.fetchOne(statement).map(RunRecord.init(row:))
+        }
+    }
+}

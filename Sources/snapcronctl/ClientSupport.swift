@@ -1,0 +1,167 @@
+import ArgumentParser
+import ControlClient
+import ControlProtocol
+import CronExpression
+import Foundation
+import SnapcronCore
+
+/// `--socket`, shared by every command that talks to the daemon.
+struct ConnectionOptions: ParsableArguments {
+    @Option(
+        help: ArgumentHelp(
+            "The daemon's control socket (default: $RUNTIME_DIRECTORY/control.sock, else socket_path of "
+                + "\(SnapcronConfig.defaultPath), else /run/snapcron/control.sock).",
+            valueName: "path"))
+    var socket: String?
+
+    /// The socket to connect to.
+    var socketPath: String {
+        if let socket { return socket }
+        if let runtime = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"], !runtime.isEmpty {
+            return (runtime.split(separator: ":").first.map(String.init) ?? runtime) + "/control.sock"
+        }
+        return (try? SnapcronConfig.loadIfPresent())?.socketPath ?? "/run/snapcron/control.sock"
+    }
+
+    /// Connects, or prints why not and exits with the matching code.
+    func connect(json: Bool = false) throws -> Connection {
+        do {
+            return Connection(client: try ControlClient(path: socketPath), json: json)
+        } catch {
+            throw Connection.exit(for: error, json: json)
+        }
+    }
+}
+
+/// A connection to the daemon with the CLI's error handling: messages on stderr, distinct exit codes.
+struct Connection {
+    let client: ControlClient
+    let json: Bool
+
+    /// Calls `method`; on a JSON-RPC error prints it (and its diagnostics) and exits with the matching code.
+    func call<Params: ControlParams, Result: Decodable & Sendable>(
+        _ method: ControlMethod, _ params: Params, as type: Result.Type
+    ) throws -> (value: Result, json: JSONValue) {
+        let line: Data
+        do {
+            line = try client.rawCall(method.rawValue, params)
+        } catch {
+            throw Self.exit(for: error, json: json)
+        }
+        let decoder = ControlCoding.decoder
+        guard let raw = try? decoder.decode(RPCResponse<JSONValue>.self, from: line) else {
+            Output.printError(
+                "snapcronctl: unexpected answer from the daemon: \(String(decoding: line.prefix(200), as: UTF8.self))")
+            throw ExitCodes.failure
+        }
+        if let error = raw.error { throw Self.exit(for: ControlClientError.remote(error), json: json) }
+        do {
+            let typed = try decoder.decode(RPCResponse<Result>.self, from: line)
+            guard let value = typed.result else { throw ControlClientError.io("no result") }
+            return (value, raw.result ?? .null)
+        } catch {
+            Output.printError("snapcronctl: cannot read the daemon's answer to \(method.rawValue): \(error)")
+            throw ExitCodes.failure
+        }
+    }
+
+    /// Prints a failure and returns the exit code for it.
+    static func exit(for error: any Error, json: Bool) -> ExitCode {
+        guard let error = error as? ControlClientError else {
+            Output.printError("snapcronctl: \(error)")
+            return ExitCodes.failure
+        }
+        switch error {
+        case .notRunning:
+            Output.printError("snapcronctl: \(error)")
+            return ExitCodes.notRunning
+        case .permissionDenied:
+            Output.printError("snapcronctl: \(error)")
+            return ExitCodes.notPermitted
+        case .io(let message):
+            Output.printError("snapcronctl: \(message)")
+            return ExitCodes.notRunning
+        case .remote(let rpc):
+            if json, let data = try? ControlCoding.encoder.encode(["error": rpc]) {
+                print(String(decoding: data, as: UTF8.self))
+            }
+            for diagnostic in rpc.data?.diagnostics ?? [] { Output.printError(diagnostic.rendered) }
+            Output.printError("snapcronctl: \(rpc.message)")
+            switch rpc.code {
+            case .notPermitted: return ExitCodes.notPermitted
+            case .notFound: return ExitCodes.notFound
+            case .invalidParams, .invalidRequest, .methodNotFound, .parseError: return ExitCodes.usage
+            default: return ExitCodes.failure
+            }
+        }
+    }
+
+    /// Prints a result as one line of JSON with sorted keys.
+    static func printJSON(_ value: JSONValue) {
+        guard let data = try? ControlCoding.encoder.encode(value) else { return }
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// Aligned columns for people.
+struct Table {
+    var headers: [String]
+    var rows: [[String]] = []
+
+    init(_ headers: String...) { self.headers = headers }
+
+    mutating func add(_ cells: String...) { rows.append(cells) }
+
+    /// The table as text: a header line, then one line per row, columns two spaces apart.
+    func render() -> String {
+        var widths = headers.map(\.count)
+        for row in rows {
+            for (index, cell) in row.enumerated() where index < widths.count {
+                widths[index] = max(widths[index], cell.count)
+            }
+        }
+        func line(_ cells: [String]) -> String {
+            cells.enumerated().map { index, cell in
+                index == cells.count - 1 ? cell : cell.padding(toLength: widths[index], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }
+        return ([line(headers)] + rows.map(line)).joined(separator: "\n")
+    }
+}
+
+/// Times and durations for people.
+enum Human {
+    static let zone = CronTimeZone.current
+
+    /// `2026-01-31 02:00:00+08:00`, in the local zone.
+    static func time(_ date: Date?) -> String {
+        guard let date else { return "-" }
+        return CronFormat.iso8601(date, in: zone).replacingOccurrences(of: "T", with: " ")
+    }
+
+    /// `3d4h`, `12m30s`, `45s`.
+    static func duration(_ seconds: TimeInterval) -> String {
+        var rest = Int(max(0, seconds.rounded()))
+        let units: [(String, Int)] = [("d", 86_400), ("h", 3600), ("m", 60), ("s", 1)]
+        var parts: [String] = []
+        for (name, size) in units where rest >= size || (parts.isEmpty && size == 1) {
+            parts.append("\(rest / size)\(name)")
+            rest %= size
+            if parts.count == 2 { break }
+        }
+        return parts.joined()
+    }
+
+    /// `1.2 GiB`.
+    static func size(_ bytes: Int64?) -> String {
+        guard let bytes else { return "-" }
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        return unit == 0 ? "\(bytes) B" : String(format: "%.1f %@", value, units[unit])
+    }
+}
