@@ -87,18 +87,20 @@ public final class ControlServer: Sendable {
                     try channel.pipeline.syncOperations.addHandler(ControlConnectionHandler(server: self))
                 }
             }
-        let previousMask = umask(0o177)  // never a moment with a wider mode than asked
-        defer { umask(previousMask) }
+        // Bind under a temporary name, give it its group and mode, then rename it into place: clients never see
+        // the socket with a wider mode than asked. (Not umask: it is process-wide, and other threads create
+        // files at the same moment.)
+        let temporary = path + ".\(getpid()).new"
+        unlink(temporary)
         let channel: any Channel
         do {
-            channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
+            channel = try await bootstrap.bind(unixDomainSocketPath: temporary).get()
         } catch {
             throw ControlServerError("cannot listen on \(path): \(error)")
         }
-        self.channel.withLockedValue { $0 = channel }
         if let groupName = options.group {
             if let entry = getgrnam(groupName) {
-                if chown(path, uid_t.max, entry.pointee.gr_gid) != 0 {
+                if chown(temporary, uid_t.max, entry.pointee.gr_gid) != 0 {
                     logger.warning(
                         "Cannot give the control socket its group",
                         metadata: [
@@ -112,10 +114,13 @@ public final class ControlServer: Sendable {
                     metadata: ["socket": "\(path)", "group": "\(groupName)"])
             }
         }
-        guard chmod(path, options.mode) == 0 else {
+        guard chmod(temporary, options.mode) == 0, rename(temporary, path) == 0 else {
+            let reason = String(cString: strerror(errno))
             try? await channel.close()
-            throw ControlServerError("cannot set mode of \(path): \(String(cString: strerror(errno)))")
+            unlink(temporary)
+            throw ControlServerError("cannot set up \(path): \(reason)")
         }
+        self.channel.withLockedValue { $0 = channel }
         logger.info(
             "Control socket listening",
             metadata: ["socket": "\(path)", "mode": "\(String(options.mode, radix: 8))"])
