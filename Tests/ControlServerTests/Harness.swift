@@ -146,7 +146,7 @@ extension Harness {
         case .socket:
             let path = socketPath
             return try await blocking {
-                let client = try ControlClient(path: path, timeout: 10)
+                let client = try ControlClient(path: path, timeout: 30)
                 try client.send(Data((line + "\n").utf8))
                 return String(decoding: try client.receiveLine(), as: UTF8.self)
             }

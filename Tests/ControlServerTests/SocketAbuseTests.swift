@@ -47,7 +47,7 @@ import Testing
     /// A status call on a fresh connection: the server still answers.
     private static func stillAnswers(_ path: String) async throws {
         let status = try await blocking {
-            try ControlClient(path: path, timeout: 10).call(.status, NoParams(), as: StatusResult.self)
+            try ControlClient(path: path, timeout: 30).call(.status, NoParams(), as: StatusResult.self)
         }
         #expect(status.jobs == 3)
     }
@@ -58,7 +58,7 @@ import Testing
         try await withServer(limits) { h in
             let path = h.socketPath
             let lines = try await blocking {
-                let client = try ControlClient(path: path, timeout: 10)
+                let client = try ControlClient(path: path, timeout: 30)
                 // More than the limit, without a newline: refused as soon as the limit is passed.
                 try? client.send(Data(repeating: UInt8(ascii: "x"), count: 64 * 1024))
                 return Self.readToEnd(client)
@@ -73,7 +73,7 @@ import Testing
         try await withServer { h in
             let path = h.socketPath
             let answers = try await blocking {
-                let client = try ControlClient(path: path, timeout: 10)
+                let client = try ControlClient(path: path, timeout: 30)
                 var garbage = Data((0..<512).map { UInt8(truncatingIfNeeded: $0 &* 37) }.filter { $0 != 10 })
                 garbage.append(10)
                 try client.send(garbage)
@@ -93,7 +93,7 @@ import Testing
         try await withServer(limits) { h in
             let path = h.socketPath
             let (lines, elapsed) = try await blocking {
-                let client = try ControlClient(path: path, timeout: 10)
+                let client = try ControlClient(path: path, timeout: 30)
                 let start = Date()
                 let lines = Self.readToEnd(client)
                 return (lines, Date().timeIntervalSince(start))
@@ -111,7 +111,7 @@ import Testing
         try await withServer(limits) { h in
             let path = h.socketPath
             let lines = try await blocking {
-                let client = try ControlClient(path: path, timeout: 10)
+                let client = try ControlClient(path: path, timeout: 30)
                 // One byte every 100 ms: never idle, but the line never completes in time.
                 for byte in Array(Self.status.utf8).prefix(12) {
                     guard (try? client.send(Data([byte]))) != nil else { break }
@@ -128,7 +128,7 @@ import Testing
         try await withServer { h in
             let path = h.socketPath
             let lines = try await blocking {
-                let client = try ControlClient(path: path, timeout: 10)
+                let client = try ControlClient(path: path, timeout: 30)
                 // Two requests, the last without its newline, then end of input (as `nc -N` or `socat` send).
                 try client.send(Data((Self.status + "\n" + #"{"jsonrpc":"2.0","id":2,"method":"jobs"}"#).utf8))
                 client.shutdownWrite()
@@ -144,10 +144,10 @@ import Testing
             let path = h.socketPath
             try await blocking {
                 for _ in 0..<20 {
-                    let client = try ControlClient(path: path, timeout: 10)
+                    let client = try ControlClient(path: path, timeout: 30)
                     try client.send(Data(#"{"jsonrpc":"2.0","id":1,"meth"#.utf8))
                     client.close()
-                    let asking = try ControlClient(path: path, timeout: 10)
+                    let asking = try ControlClient(path: path, timeout: 30)
                     try asking.send(Data((#"{"jsonrpc":"2.0","id":1,"method":"jobs"}"# + "\n").utf8))
                     asking.close()  // gone before the answer
                 }
@@ -163,9 +163,9 @@ import Testing
         try await withServer(limits) { h in
             let path = h.socketPath
             let refused = try await blocking {
-                let held = try (0..<4).map { _ in try ControlClient(path: path, timeout: 10) }
+                let held = try (0..<4).map { _ in try ControlClient(path: path, timeout: 30) }
                 for client in held { _ = try client.call(.status, NoParams(), as: StatusResult.self) }
-                let extra = try ControlClient(path: path, timeout: 10)
+                let extra = try ControlClient(path: path, timeout: 30)
                 let lines = Self.readToEnd(extra)
                 for client in held { client.close() }
                 return lines
@@ -180,7 +180,7 @@ import Testing
         try await withServer { h in
             let path = h.socketPath
             let ids = try await blocking {
-                let client = try ControlClient(path: path, timeout: 10)
+                let client = try ControlClient(path: path, timeout: 30)
                 var batch = ""
                 for id in 1...20 {
                     let method = id % 2 == 0 ? "jobs" : "status"
