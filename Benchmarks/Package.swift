@@ -21,6 +21,7 @@ let package = Package(
                 .product(name: "SnapcronStore", package: "snapcron"),
                 .product(name: "SnapcronTestKit", package: "snapcron"),
                 .product(name: "CronExpression", package: "snapcron"),
+                .product(name: "SnapshotBackend", package: "snapcron"),
             ]
         ),
     ]

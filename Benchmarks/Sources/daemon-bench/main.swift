@@ -4,6 +4,7 @@ import Logging
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
+import SnapshotBackend
 
 // daemon-bench: the scheduler with many jobs. Prints one JSON line per measure:
 //   startup    parse a 100,000-job schedule and start the scheduler until it sleeps; resident memory after
@@ -116,6 +117,51 @@ for storage in ["memory", "wal-file"] {
     emit([
         "measure": "per_fire", "store": storage, "fires": count, "succeeded": succeeded,
         "total_s": elapsed, "us_per_fire": elapsed / Double(count) * 1e6, "loop_wakes": wakes,
+    ])
+    task.cancel()
+    try? FileManager.default.removeItem(at: directory)
+}
+
+// MARK: the scheduler's own cost per fire
+
+/// A backend whose create never returns: what remains is the scheduler's work for a fire (pop the queue, compute
+/// the next fire, claim the fire, take a slot, mark the run creating: two store transactions) and nothing else.
+struct StallingBackend: SnapshotBackend {
+    let name = "fake"
+    func create(target: String, name: String, description: String, logger: Logger) async throws -> ImageRef {
+        try await Task.sleep(for: .seconds(86_400))
+        throw CancellationError()
+    }
+    func status(_ image: ImageRef, logger: Logger) async throws -> ImageState { .queued }
+    func list(target: String, logger: Logger) async throws -> [ImageInfo] { [] }
+    func delete(_ image: ImageRef, logger: Logger) async throws {}
+    func validate(target: String) throws {}
+}
+
+for storage in ["memory", "wal-file"] {
+    let count = 10_000
+    let text = schedule(jobs: count) { _ in "30 * * * *" }
+    let jobs = try ScheduleFile.parse(text: text, file: "bench", config: config, now: start2030, systemZone: .utc).jobs
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("daemon-bench-claim-\(getpid())")
+    try? FileManager.default.removeItem(at: directory)
+    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+    let store =
+        storage == "memory" ? try SnapcronDatabase.inMemory() : try SnapcronDatabase(path: directory.path + "/state.db")
+    let clock = ManualClock(now: start2030)
+    let service = SchedulerService(
+        jobs: jobs, store: store, backends: ["fake": StallingBackend()], clock: clock,
+        limits: ConcurrencyLimits(global: 100_000), logger: logger)
+    let task = Task { try await service.run() }
+    await service.waitUntilIdle()
+    let began = ContinuousClock.now
+    clock.advance(to: start2030.addingTimeInterval(1800))
+    while try store.runs(state: .creating, limit: count * 2).count < count {
+        try await Task.sleep(for: .milliseconds(5))
+    }
+    let elapsed = seconds(ContinuousClock.now - began)
+    emit([
+        "measure": "scheduler_per_fire", "store": storage, "fires": count,
+        "total_s": elapsed, "us_per_fire": elapsed / Double(count) * 1e6,
     ])
     task.cancel()
     try? FileManager.default.removeItem(at: directory)
