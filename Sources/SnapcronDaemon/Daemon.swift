@@ -188,8 +188,13 @@ public final class Daemon: Sendable {
                 logger.info("Ready", metadata: ["event": "daemon.started"])
             },
             status: { notifier.status($0) })
-        // READY=1 comes from the loop once it runs, so the control socket must be up first.
+        // READY=1 comes from the loop once it runs, so the control socket must be up first. Under systemd a
+        // daemon without its socket would leave `systemctl reload` (snapcronctl reload) unable to work: fail the
+        // start instead. Run by hand, it keeps scheduling and says why the socket is missing.
         let control = await startControlServer()
+        if control == nil && notifier.isActive {
+            throw DaemonStartError("the control socket \(socketOptions.path) could not be opened (see the log)")
+        }
         // Above the control socket's requests, so that a flood of them never queues in front of a fire.
         let runner = Task(priority: .high) { [scheduler] in
             try await scheduler.run(heartbeat: heartbeat, observer: observer)
