@@ -325,3 +325,19 @@ enum OptionParser {
         return duration
     }
 }
+
+extension JobOptions {
+    /// The retention rules and every option that differs from its default, in schedule-file syntax, e.g.
+    /// `keep=5 timeout=30m`.
+    public var scheduleText: String {
+        let builtIn = JobOptions()
+        var parts = [retention.description]
+        if timeout != builtIn.timeout { parts.append("timeout=\(timeout.optionDescription)") }
+        if deadline != builtIn.deadline { parts.append("deadline=\(deadline.optionDescription)") }
+        if jitter != builtIn.jitter { parts.append("jitter=\(jitter.optionDescription)") }
+        if overlap != builtIn.overlap { parts.append("overlap=\(overlap)") }
+        if retries != builtIn.retries { parts.append("retries=\(retries)") }
+        if paused { parts.append("paused=yes") }
+        return parts.joined(separator: " ")
+    }
+}

@@ -48,20 +48,7 @@ public final class JobCatalog: Sendable {
         JobInfo(
             name: job.name, expression: job.expressionText, normalized: job.expression.normalized,
             description: job.expression.englishDescription, zone: job.zone.identifier, backend: job.backend,
-            target: job.target, options: optionText(job.options), paused: job.options.paused, nextFire: nil,
+            target: job.target, options: job.options.scheduleText, paused: job.options.paused, nextFire: nil,
             line: job.location.number)
-    }
-
-    /// The retention rules and every option that differs from its default, e.g. `keep=5 timeout=30m`.
-    static func optionText(_ options: JobOptions) -> String {
-        let builtIn = JobOptions()
-        var parts = [options.retention.description]
-        if options.timeout != builtIn.timeout { parts.append("timeout=\(options.timeout.optionDescription)") }
-        if options.deadline != builtIn.deadline { parts.append("deadline=\(options.deadline.optionDescription)") }
-        if options.jitter != builtIn.jitter { parts.append("jitter=\(options.jitter.optionDescription)") }
-        if options.overlap != builtIn.overlap { parts.append("overlap=\(options.overlap)") }
-        if options.retries != builtIn.retries { parts.append("retries=\(options.retries)") }
-        if options.paused { parts.append("paused=yes") }
-        return parts.joined(separator: " ")
     }
 }

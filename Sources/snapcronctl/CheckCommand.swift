@@ -98,7 +98,7 @@ struct CheckCommand: ParsableCommand {
             print("  description: \(job.expression.englishDescription)")
             print("  zone:        \(job.zone.identifier)")
             print("  target:      \(job.qualifiedTarget)")
-            print("  options:     \(Self.optionText(job.options))")
+            print("  options:     \(job.options.scheduleText)")
             if fires.isEmpty {
                 print("  next fires:  none within \(CronExpression.horizonYears) years")
             }
@@ -177,18 +177,5 @@ struct CheckCommand: ParsableCommand {
         if let within = retention.keepWithin { values["keep-within"] = within.optionDescription }
         for (period, count) in retention.tiers { values[period.optionName] = count }
         return values
-    }
-
-    /// The retention rules and every option that differs from its default, e.g. `keep=5 timeout=30m`.
-    static func optionText(_ options: JobOptions) -> String {
-        let builtIn = JobOptions()
-        var parts = [options.retention.description]
-        if options.timeout != builtIn.timeout { parts.append("timeout=\(options.timeout.optionDescription)") }
-        if options.deadline != builtIn.deadline { parts.append("deadline=\(options.deadline.optionDescription)") }
-        if options.jitter != builtIn.jitter { parts.append("jitter=\(options.jitter.optionDescription)") }
-        if options.overlap != builtIn.overlap { parts.append("overlap=\(options.overlap)") }
-        if options.retries != builtIn.retries { parts.append("retries=\(options.retries)") }
-        if options.paused { parts.append("paused=yes") }
-        return parts.joined(separator: " ")
     }
 }
