@@ -177,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "TWCCBackendTests",
             dependencies: [
-                "TWCCBackend", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", logging,
+                "TWCCBackend", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", "SnapcronStore", logging,
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
