@@ -160,18 +160,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The systemd sandbox as the end-to-end tests drive it (scripts/systemd-sandbox), shared by both suites.
+        .target(name: "SystemdSandbox", path: "Tests/SystemdSandbox", swiftSettings: swiftSettings),
         .testTarget(name: "SnapcronSystemdTests", dependencies: ["SnapcronSystemd", logging], swiftSettings: swiftSettings),
         // Boots systemd 252 in private namespaces (scripts/systemd-sandbox); needs root.
         .testTarget(
             name: "SystemdIntegrationTests",
-            dependencies: ["snapcron-notify-probe", "SnapcronSystemd"],
+            dependencies: ["snapcron-notify-probe", "SnapcronSystemd", "SystemdSandbox"],
             swiftSettings: swiftSettings
         ),
         // Installs the shipped unit and the built binaries with the Makefile into a booted systemd
         // (scripts/systemd-sandbox) and drives snapcrond through systemctl and the journal; needs root.
         .testTarget(
             name: "ServiceIntegrationTests",
-            dependencies: ["snapcrond", "snapcronctl", "SnapcronStore", "SnapcronSystemd"],
+            dependencies: ["snapcrond", "snapcronctl", "SnapcronStore", "SnapcronSystemd", "SystemdSandbox"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -6,12 +6,10 @@ extension SnapcronDatabase {
     public func images(job: String, includeDeleted: Bool = false) throws -> [ImageRecord] {
         try read { db in
             try Row.fetchAll(
-                db,
-                sql: """
+                db.cachedStatement(sql: """
                     SELECT * FROM images WHERE job = ? AND (? OR state <> 'deleted')
                     ORDER BY created_at DESC, id DESC
-                    """,
-                arguments: [job, includeDeleted]
+                    """), arguments: [job, includeDeleted]
             ).map(ImageRecord.init(row:))
         }
     }
@@ -26,9 +24,7 @@ extension SnapcronDatabase {
     public func setPinned(id: String, backend: String, _ pinned: Bool) throws -> ImageRecord {
         try write { db in
             _ = try fetchExistingImage(db, id: id, backend: backend)
-            try db.execute(
-                sql: "UPDATE images SET pinned = ? WHERE backend = ? AND id = ?",
-                arguments: [pinned, backend, id])
+            try db.cachedStatement(sql: "UPDATE images SET pinned = ? WHERE backend = ? AND id = ?").execute(arguments: [pinned, backend, id])
             return try fetchImage(db, id: id, backend: backend)!
         }
     }
@@ -44,13 +40,11 @@ extension SnapcronDatabase {
             guard !image.pinned else {
                 throw SnapcronStoreError(.illegalTransition, "image \(id) at backend \(backend) is pinned")
             }
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE images SET state = 'deleted', deleted_at = ?, updated_at = ?, delete_reason = ?,
                         keep_reason = NULL
                     WHERE backend = ? AND id = ?
-                    """,
-                arguments: [now.epochSeconds, now.epochSeconds, reason, backend, id])
+                    """).execute(arguments: [now.epochSeconds, now.epochSeconds, reason, backend, id])
             return try fetchImage(db, id: id, backend: backend)!
         }
     }
@@ -85,9 +79,7 @@ extension SnapcronDatabase {
                     }
                     (keepReason, deleteReason) = (nil, reason)
                 }
-                try db.execute(
-                    sql: "UPDATE images SET keep_reason = ?, delete_reason = ? WHERE backend = ? AND id = ?",
-                    arguments: [keepReason, deleteReason, key.backend, key.id])
+                try db.cachedStatement(sql: "UPDATE images SET keep_reason = ?, delete_reason = ? WHERE backend = ? AND id = ?").execute(arguments: [keepReason, deleteReason, key.backend, key.id])
                 return try fetchImage(db, id: key.id, backend: key.backend)!
             }
         }
@@ -109,12 +101,10 @@ extension SnapcronDatabase {
                 throw SnapcronStoreError(
                     .illegalTransition, "image \(id) at backend \(backend) is deleted; cannot become \(state.rawValue)")
             }
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
                     WHERE backend = ? AND id = ?
-                    """,
-                arguments: [state.rawValue, sizeBytes, now.epochSeconds, backend, id])
+                    """).execute(arguments: [state.rawValue, sizeBytes, now.epochSeconds, backend, id])
             return try fetchImage(db, id: id, backend: backend)!
         }
     }
@@ -122,7 +112,8 @@ extension SnapcronDatabase {
     // MARK: - Helpers
 
     func fetchImage(_ db: Database, id: String, backend: String) throws -> ImageRecord? {
-        try Row.fetchOne(db, sql: "SELECT * FROM images WHERE backend = ? AND id = ?", arguments: [backend, id])
+        try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT * FROM images WHERE backend = ? AND id = ?"), arguments: [backend, id])
             .map(ImageRecord.init(row:))
     }
 
@@ -158,7 +149,7 @@ extension SnapcronDatabase {
     /// The jobs that have at least one image not deleted: the only ones retention can have work for.
     public func jobsWithImages() throws -> Set<String> {
         try read { db in
-            Set(try String.fetchAll(db, sql: "SELECT DISTINCT job FROM images WHERE state <> 'deleted'"))
+            Set(try String.fetchAll(db.cachedStatement(sql: "SELECT DISTINCT job FROM images WHERE state <> 'deleted'")))
         }
     }
 }

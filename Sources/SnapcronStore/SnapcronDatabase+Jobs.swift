@@ -5,7 +5,8 @@ extension SnapcronDatabase {
     /// The stored state of job `name`; nil until it was claimed, missed, skipped or paused once.
     public func jobState(name: String) throws -> JobStateRecord? {
         try read { db in
-            try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE name = ?", arguments: [name])
+            try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT * FROM jobs WHERE name = ?"), arguments: [name])
                 .map(JobStateRecord.init(row:))
         }
     }
@@ -13,7 +14,7 @@ extension SnapcronDatabase {
     /// The states of all jobs the store knows, by name.
     public func allJobStates() throws -> [JobStateRecord] {
         try read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM jobs ORDER BY name").map(JobStateRecord.init(row:))
+            try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM jobs ORDER BY name")).map(JobStateRecord.init(row:))
         }
     }
 
@@ -21,13 +22,12 @@ extension SnapcronDatabase {
     @discardableResult
     public func setPaused(name: String, _ paused: Bool, now: Date) throws -> JobStateRecord {
         try write { db in
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     INSERT INTO jobs (name, paused, updated_at) VALUES (?, ?, ?)
                     ON CONFLICT (name) DO UPDATE SET paused = excluded.paused, updated_at = excluded.updated_at
-                    """,
-                arguments: [name, paused, now.epochSeconds])
-            return try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE name = ?", arguments: [name])
+                    """).execute(arguments: [name, paused, now.epochSeconds])
+            return try Row.fetchOne(
+                db.cachedStatement(sql: "SELECT * FROM jobs WHERE name = ?"), arguments: [name])
                 .map(JobStateRecord.init(row:))!
         }
     }
@@ -39,15 +39,13 @@ extension SnapcronDatabase {
 
     /// Moves the job's last handled fire forward (never back: fires may be recorded out of order).
     func advanceLastScheduled(_ db: Database, job: String, to scheduledAt: Date, now: Date) throws {
-        try db.execute(
-            sql: """
+        try db.cachedStatement(sql: """
                 INSERT INTO jobs (name, paused, last_scheduled_at, updated_at) VALUES (?, 0, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET
                     last_scheduled_at = MAX(COALESCE(last_scheduled_at, excluded.last_scheduled_at),
                                             excluded.last_scheduled_at),
                     updated_at = excluded.updated_at
-                """,
-            arguments: [job, scheduledAt.epochSeconds, now.epochSeconds])
+                """).execute(arguments: [job, scheduledAt.epochSeconds, now.epochSeconds])
     }
 }
 

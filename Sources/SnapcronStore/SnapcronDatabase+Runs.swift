@@ -66,13 +66,11 @@ extension SnapcronDatabase {
     public func markCreating(runID: Int64, now: Date) throws -> RunRecord {
         try write { db in
             _ = try fetchRunForTransition(db, runID: runID, to: .creating)
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE runs SET state = 'creating', attempts = attempts + 1,
                         started_at = COALESCE(started_at, ?), next_poll_at = NULL
                     WHERE id = ?
-                    """,
-                arguments: [now.epochSeconds, runID])
+                    """).execute(arguments: [now.epochSeconds, runID])
             return try fetchRun(db, id: runID)!
         }
     }
@@ -95,19 +93,15 @@ extension SnapcronDatabase {
                 throw SnapcronStoreError(
                     .conflict, "image \(imageID) at backend \(backend) is already recorded for \(owner)")
             }
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE runs SET state = 'waiting', image_id = ?, next_poll_at = ?, error = NULL
                     WHERE id = ?
-                    """,
-                arguments: [imageID, nextPollAt.epochSeconds, runID])
-            try db.execute(
-                sql: """
+                    """).execute(arguments: [imageID, nextPollAt.epochSeconds, runID])
+            try db.cachedStatement(sql: """
                     INSERT INTO images (backend, id, job, target, name, description, created_at, updated_at, state,
                                         pinned, run_id)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'queued', 0, ?)
-                    """,
-                arguments: [
+                    """).execute(arguments: [
                     backend, imageID, run.job, target, name, description, now.epochSeconds, now.epochSeconds, runID,
                 ])
             return try fetchRun(db, id: runID)!
@@ -133,15 +127,11 @@ extension SnapcronDatabase {
             guard run.state == .waiting else {
                 throw Self.illegalTransition(run, to: .waiting, because: "only a waiting run is polled")
             }
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
                     WHERE backend = ? AND id = ?
-                    """,
-                arguments: [imageState.rawValue, sizeBytes, now.epochSeconds, run.backend, run.imageID])
-            try db.execute(
-                sql: "UPDATE runs SET next_poll_at = ? WHERE id = ?",
-                arguments: [nextPollAt?.epochSeconds, runID])
+                    """).execute(arguments: [imageState.rawValue, sizeBytes, now.epochSeconds, run.backend, run.imageID])
+            try db.cachedStatement(sql: "UPDATE runs SET next_poll_at = ? WHERE id = ?").execute(arguments: [nextPollAt?.epochSeconds, runID])
             return try fetchRun(db, id: runID)!
         }
     }
@@ -154,12 +144,10 @@ extension SnapcronDatabase {
         }
         return try write { db in
             let run = try fetchRunForTransition(db, runID: runID, to: state)
-            try db.execute(
-                sql: """
+            try db.cachedStatement(sql: """
                     UPDATE runs SET state = ?, error = ?, finished_at = ?, next_poll_at = NULL
                     WHERE id = ?
-                    """,
-                arguments: [state.rawValue, error, now.epochSeconds, runID])
+                    """).execute(arguments: [state.rawValue, error, now.epochSeconds, runID])
             if let imageID = run.imageID, let backend = run.backend {
                 // timed_out and cancelled leave the image as last polled: it may still become active.
                 let imageState: StoredImageState? =
@@ -169,12 +157,10 @@ extension SnapcronDatabase {
                     default: nil
                     }
                 if let imageState {
-                    try db.execute(
-                        sql: """
+                    try db.cachedStatement(sql: """
                             UPDATE images SET state = ?, updated_at = ?
                             WHERE backend = ? AND id = ? AND state NOT IN ('gone', 'deleted')
-                            """,
-                        arguments: [imageState.rawValue, now.epochSeconds, backend, imageID])
+                            """).execute(arguments: [imageState.rawValue, now.epochSeconds, backend, imageID])
                 }
             }
             return try fetchRun(db, id: runID)!
@@ -196,9 +182,7 @@ extension SnapcronDatabase {
                 default:
                     throw Self.illegalTransition(run, to: .claimed, because: "only a create or a poll can be retried")
                 }
-            try db.execute(
-                sql: "UPDATE runs SET state = ?, error = ?, next_poll_at = ? WHERE id = ?",
-                arguments: [next.rawValue, error, nextAttemptAt.epochSeconds, runID])
+            try db.cachedStatement(sql: "UPDATE runs SET state = ?, error = ?, next_poll_at = ? WHERE id = ?").execute(arguments: [next.rawValue, error, nextAttemptAt.epochSeconds, runID])
             return try fetchRun(db, id: runID)!
         }
     }
@@ -231,12 +215,10 @@ extension SnapcronDatabase {
     public func runningCount(target: String, excluding runID: Int64? = nil) throws -> Int {
         try read { db in
             try Int.fetchOne(
-                db,
-                sql: """
+                db.cachedStatement(sql: """
                     SELECT COUNT(*) FROM runs
                     WHERE state IN ('claimed', 'creating', 'waiting') AND target = ? AND id IS NOT ?
-                    """,
-                arguments: [target, runID]) ?? 0
+                    """), arguments: [target, runID]) ?? 0
         }
     }
 
@@ -293,14 +275,12 @@ extension SnapcronDatabase {
         now: Date
     ) throws -> RunRecord? {
         let finishedAt = state.isTerminal ? now.epochSeconds : nil
-        try db.execute(
-            sql: """
+        try db.cachedStatement(sql: """
                 INSERT INTO runs (job, scheduled_at, trigger, state, attempts, image_name, backend, target,
                                   claimed_at, finished_at, error)
                 VALUES (?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (job, scheduled_at) DO NOTHING
-                """,
-            arguments: [
+                """).execute(arguments: [
                 job, scheduledAt.epochSeconds, trigger.rawValue, state.rawValue, imageName, backend, target,
                 now.epochSeconds, finishedAt, error,
             ])
@@ -324,7 +304,8 @@ extension SnapcronDatabase {
     }
 
     private func fetchRuns(_ db: Database, sql: String, arguments: StatementArguments = []) throws -> [RunRecord] {
-        try Row.fetchAll(db, sql: sql, arguments: arguments).map(RunRecord.init(row:))
+        try Row.fetchAll(
+                db.cachedStatement(sql: sql), arguments: arguments).map(RunRecord.init(row:))
     }
 
     static func runNotFound(_ id: Int64, file: String = #fileID, line: Int = #line) -> SnapcronStoreError {

@@ -24,7 +24,7 @@ struct NotifyProbeTests {
 
             // Then `systemctl start` waited for it, and the service is up with the status sent
             #expect(elapsed >= .milliseconds(1500), "systemctl start returned after \(elapsed), before READY=1")
-            let properties = try sandbox.properties(of: Self.unit, "ActiveState", "SubState", "StatusText")
+            let properties = try sandbox.properties("ActiveState", "SubState", "StatusText", of: Self.unit)
             #expect(properties["ActiveState"] == "active")
             #expect(properties["SubState"] == "running")
             #expect(properties["StatusText"] == Self.status)
@@ -38,7 +38,7 @@ struct NotifyProbeTests {
             // journald may still be writing what the probe sent just before READY=1
             var entries: [[String: String]] = []
             try sandbox.wait("an entry for every event kind") {
-                entries = try sandbox.journal(unit: Self.unit).filter { $0["MESSAGE_ID"] != nil && $0["_PID"] != "1" }
+                entries = try sandbox.journal("-u", Self.unit).filter { $0["MESSAGE_ID"] != nil && $0["_PID"] != "1" }
                 return entries.count >= SnapcronEvent.all.count
             }
             #expect(Set(entries.compactMap { $0["MESSAGE_ID"] }) == Set(SnapcronEvent.all.map(\.messageID)))
@@ -73,7 +73,7 @@ struct NotifyProbeTests {
     @Test func missedWatchdogPingsGetTheServiceKilledAndRestarted() throws {
         try withProbe { sandbox in
             try sandbox.exec("systemctl", "start", Self.unit)
-            let firstPID = try sandbox.properties(of: Self.unit, "MainPID")["MainPID"]
+            let firstPID = try sandbox.properties("MainPID", of: Self.unit)["MainPID"]
 
             // When the probe stops pinging (SIGUSR1)
             try sandbox.exec("systemctl", "kill", "--kill-whom=main", "--signal=SIGUSR1", Self.unit)
@@ -81,17 +81,17 @@ struct NotifyProbeTests {
             // Then systemd kills it for the watchdog, waits RestartSec= and starts it again
             var properties: [String: String] = [:]
             try sandbox.wait("the watchdog to kill the probe", timeout: .seconds(15)) {
-                properties = try sandbox.properties(of: Self.unit, "SubState", "Result", "NRestarts")
+                properties = try sandbox.properties("SubState", "Result", "NRestarts", of: Self.unit)
                 return properties["SubState"] == "auto-restart"
             }
             #expect(properties["Result"] == "watchdog")
             try sandbox.wait("the probe to be restarted", timeout: .seconds(10)) {
-                properties = try sandbox.properties(of: Self.unit, "SubState", "NRestarts", "MainPID")
+                properties = try sandbox.properties("SubState", "NRestarts", "MainPID", of: Self.unit)
                 return properties["SubState"] == "running"
             }
             #expect(properties["NRestarts"] == "1")
             #expect(properties["MainPID"] != firstPID)
-            let messages = try sandbox.journal(unit: Self.unit).compactMap { $0["MESSAGE"] }
+            let messages = try sandbox.journal("-u", Self.unit).compactMap { $0["MESSAGE"] }
             #expect(messages.contains { $0.contains("Watchdog timeout") })
             #expect(messages.contains { $0.contains("Failed with result 'watchdog'") })
         }
@@ -100,19 +100,19 @@ struct NotifyProbeTests {
     @Test func stopSendsStoppingAndExitsCleanly() throws {
         try withProbe { sandbox in
             try sandbox.exec("systemctl", "start", Self.unit)
-            let mainPID = try #require(sandbox.properties(of: Self.unit, "MainPID")["MainPID"])
+            let mainPID = try #require(sandbox.properties("MainPID", of: Self.unit)["MainPID"])
             // At debug level systemd logs every notification it accepts: the proof that STOPPING=1 arrived.
             try sandbox.exec("systemctl", "log-level", "debug")
 
             try sandbox.exec("systemctl", "stop", Self.unit)
 
-            let properties = try sandbox.properties(of: Self.unit, "ActiveState", "Result", "ExecMainStatus")
+            let properties = try sandbox.properties("ActiveState", "Result", "ExecMainStatus", of: Self.unit)
             #expect(properties["ActiveState"] == "inactive")
             #expect(properties["Result"] == "success")
             #expect(properties["ExecMainStatus"] == "0")
             var entries: [[String: String]] = []
             try sandbox.wait("STOPPING=1 and a clean exit in the journal") {
-                entries = try sandbox.journal(unit: Self.unit)
+                entries = try sandbox.journal("-u", Self.unit)
                 let systemd = entries.filter { $0["_PID"] == "1" }.compactMap { $0["MESSAGE"] }
                 return systemd.contains { $0.contains("notification message from PID \(mainPID) (STOPPING=1)") }
                     && systemd.contains { $0.contains("Main process exited, code=exited, status=0/SUCCESS") }
@@ -133,9 +133,11 @@ struct NotifyProbeTests {
             try body(sandbox)
         } catch {
             try? sandbox.stop()
+            sandbox.remove()
             throw error
         }
         try sandbox.stop()
+        sandbox.remove()
     }
 
     private static func unitFile(readyDelayMilliseconds: Int) -> String {
