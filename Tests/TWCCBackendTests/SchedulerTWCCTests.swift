@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
@@ -17,6 +18,8 @@ import Testing
         let store: SnapcronDatabase
         let clock: ManualClock
         let task: Task<Void, any Error>
+        /// Every log line the scheduler wrote (what the journal gets, with its metadata).
+        let log: NIOLockedValueBox<[String]>
 
         /// Moves the clock from wake-up to wake-up until `end`, letting every HTTP call finish in between.
         func run(until end: Date) async {
@@ -37,10 +40,10 @@ import Testing
         let store = try SnapcronDatabase.inMemory()
         let clock = ManualClock(now: start)
         let backend = try makeBackend(standIn)
+        let (logger, log) = CapturingLogHandler.logger()
         let service = SchedulerService(
-            jobs: jobs, store: store, backends: ["twcc": backend], clock: clock,
-            logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
-        return Rig(service: service, store: store, clock: clock, task: Task { try await service.run() })
+            jobs: jobs, store: store, backends: ["twcc": backend], clock: clock, logger: logger)
+        return Rig(service: service, store: store, clock: clock, task: Task { try await service.run() }, log: log)
     }
 
     @Test func scheduledJobsReachActiveAndRetentionDeletesExactlyTheOldestOfOurs() async throws {
@@ -74,6 +77,9 @@ import Testing
             let run = try #require(try rig.store.runs(job: "db", limit: 10).first)
             #expect(run.state == .failed)
             #expect(run.error?.contains("snapshot of volume failed") == true, "\(run.error ?? "")")
+            let entry = rig.log.withLockedValue { $0 }.first { $0.contains("Run failed") }
+            #expect(entry?.hasPrefix("error ") == true, "\(entry ?? "no 'Run failed' line")")
+            #expect(entry?.contains("\"event\": run.failed") == true && entry?.contains("snapshot of volume failed") == true)
         }
     }
 
@@ -86,6 +92,9 @@ import Testing
             let run = try #require(try rig.store.runs(job: "db", limit: 10).first)
             #expect(run.state == .timedOut)
             #expect(run.error?.contains("contact support") == true, "\(run.error ?? "")")
+            let entry = rig.log.withLockedValue { $0 }.first { $0.contains("Run timed out") }
+            #expect(entry?.hasPrefix("critical ") == true, "\(entry ?? "no 'Run timed out' line")")
+            #expect(entry?.contains("\"event\": run.timed_out") == true && entry?.contains("contact support") == true)
         }
     }
 }
