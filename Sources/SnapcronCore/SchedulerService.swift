@@ -364,6 +364,9 @@ public actor SchedulerService {
     }
 
     private func processDueFires(now: Date) {
+        var batch: [(entry: JobEntry, scheduled: Date, trigger: RunTrigger)] = []
+        var targetsClaimedThisTick: Set<String> = []
+        defer { fire(batch: batch, now: now) }
         while let top = queue.first, top.due <= now {
             _ = queue.popFirst()
             guard let entry = jobs[top.job], entry.generation == top.generation else { continue }
@@ -396,7 +399,14 @@ public actor SchedulerService {
                     reason: "\(Self.format(lateness)) late, past deadline=\(job.options.deadline.optionDescription)")
             } else {
                 let late = lateness - jitter(for: job, scheduled: newest) > pacing.lateness || fires.count > 1
-                fire(entry, scheduled: newest, trigger: late ? .catchUp : .schedule, now: now)
+                let trigger: RunTrigger = late ? .catchUp : .schedule
+                if admit(
+                    entry, scheduled: newest, trigger: trigger, now: now,
+                    targetsClaimedThisTick: targetsClaimedThisTick)
+                {
+                    batch.append((entry, newest, trigger))
+                    targetsClaimedThisTick.insert(Self.targetKey(job.backend, job.target))
+                }
             }
             entry.lastHandled = newest
             jobs[job.name] = entry
@@ -424,41 +434,85 @@ public actor SchedulerService {
     /// Claims one fire and queues its run, unless the job is paused or its target is busy.
     @discardableResult
     private func fire(_ entry: JobEntry, scheduled: Date, trigger: RunTrigger, now: Date) -> RunRecord? {
-        let job = entry.job
-        let metadata: Logger.Metadata = ["job": "\(job.name)", "scheduled": "\(Self.iso(scheduled))"]
-        if trigger != .manual && entry.paused {
-            skip(job: job, scheduled: scheduled, trigger: trigger, now: now, reason: "job is paused")
-            return nil
-        }
-        if trigger != .manual, job.options.overlap == .skip, let busy = unfinishedRun(backend: job.backend, target: job.target) {
-            skip(
-                job: job, scheduled: scheduled, trigger: trigger, now: now,
-                reason: "run \(busy) of \(job.qualifiedTarget) is still unfinished (overlap=skip)")
+        guard admit(entry, scheduled: scheduled, trigger: trigger, now: now, targetsClaimedThisTick: []) else {
             return nil
         }
         do {
-            guard
-                let record = try store.claimRun(
-                    job: job.name, scheduledAt: scheduled, trigger: trigger,
-                    imageName: Self.imageName(job: job.name, scheduled: scheduled), backend: job.backend,
-                    target: job.target, now: now)
-            else {
-                logger.info("Fire already claimed", metadata: metadata)
-                return nil
-            }
-            track(record, job: job, now: now)
-            logger.info(
-                "Run fired",
-                metadata: metadata.merging(
-                    [
-                        "event": "run.fired", "run": "\(record.id)", "target": "\(job.qualifiedTarget)",
-                        "state": "claimed", "trigger": "\(trigger.rawValue)",
-                    ], uniquingKeysWith: { a, _ in a }))
-            return record
+            let record = try store.claimRun(
+                job: entry.job.name, scheduledAt: scheduled, trigger: trigger,
+                imageName: Self.imageName(job: entry.job.name, scheduled: scheduled), backend: entry.job.backend,
+                target: entry.job.target, now: now)
+            return claimed(record, job: entry.job, scheduled: scheduled, trigger: trigger, now: now)
         } catch {
-            logger.error("Store write failed", metadata: metadata.merging(["error": "\(error)"]) { a, _ in a })
+            logger.error("Store write failed", metadata: ["job": "\(entry.job.name)", "error": "\(error)"])
             return nil
         }
+    }
+
+    /// Claims the fires of one tick in one store transaction (10,000 jobs due in the same minute are one commit,
+    /// not 10,000).
+    private func fire(batch: [(entry: JobEntry, scheduled: Date, trigger: RunTrigger)], now: Date) {
+        guard !batch.isEmpty else { return }
+        let claims = batch.map { item in
+            SnapcronDatabase.Claim(
+                job: item.entry.job.name, scheduledAt: item.scheduled, trigger: item.trigger,
+                imageName: Self.imageName(job: item.entry.job.name, scheduled: item.scheduled),
+                backend: item.entry.job.backend, target: item.entry.job.target)
+        }
+        do {
+            let records = try store.claimRuns(claims, now: now)
+            for (item, record) in zip(batch, records) {
+                claimed(record, job: item.entry.job, scheduled: item.scheduled, trigger: item.trigger, now: now)
+            }
+        } catch {
+            logger.error("Store write failed", metadata: ["fires": "\(batch.count)", "error": "\(error)"])
+        }
+    }
+
+    /// Whether a fire may be claimed: not when its job is paused or its target busy (both recorded as skipped).
+    private func admit(
+        _ entry: JobEntry, scheduled: Date, trigger: RunTrigger, now: Date, targetsClaimedThisTick: Set<String>
+    ) -> Bool {
+        let job = entry.job
+        if trigger != .manual && entry.paused {
+            skip(job: job, scheduled: scheduled, trigger: trigger, now: now, reason: "job is paused")
+            return false
+        }
+        guard trigger != .manual, job.options.overlap == .skip else { return true }
+        if let busy = unfinishedRun(backend: job.backend, target: job.target) {
+            skip(
+                job: job, scheduled: scheduled, trigger: trigger, now: now,
+                reason: "run \(busy) of \(job.qualifiedTarget) is still unfinished (overlap=skip)")
+            return false
+        }
+        if targetsClaimedThisTick.contains(Self.targetKey(job.backend, job.target)) {
+            skip(
+                job: job, scheduled: scheduled, trigger: trigger, now: now,
+                reason: "another fire of \(job.qualifiedTarget) starts at the same time (overlap=skip)")
+            return false
+        }
+        return true
+    }
+
+    /// Tracks a claimed run and logs it; nil (already claimed, e.g. before a restart) is logged and dropped.
+    @discardableResult
+    private func claimed(_ record: RunRecord?, job: Job, scheduled: Date, trigger: RunTrigger, now: Date)
+        -> RunRecord?
+    {
+        let metadata: Logger.Metadata = ["job": "\(job.name)", "scheduled": "\(Self.iso(scheduled))"]
+        guard let record else {
+            logger.info("Fire already claimed", metadata: metadata)
+            return nil
+        }
+        track(record, job: job, now: now)
+        logger.info(
+            "Run fired",
+            metadata: metadata.merging(
+                [
+                    "event": "run.fired", "run": "\(record.id)", "target": "\(job.qualifiedTarget)",
+                    "state": "claimed", "trigger": "\(trigger.rawValue)",
+                ], uniquingKeysWith: { a, _ in a }))
+        return record
     }
 
     private func skip(job: Job, scheduled: Date, trigger: RunTrigger, now: Date, reason: String) {
@@ -572,6 +626,8 @@ public actor SchedulerService {
     }
 
     private func processDueRuns(now: Date) {
+        var creates: [Int64] = []
+        defer { beginCreates(creates, now: now) }
         while let timer = runTimers.first, timer.due <= now {
             _ = runTimers.popFirst()
             guard let run = runs[timer.run] else { continue }  // finished meanwhile
@@ -582,7 +638,9 @@ public actor SchedulerService {
                 continue
             }
             switch run.phase {
-            case .createDue(let at) where at <= now: beginCreate(timer.run, now: now)
+            case .createDue(let at) where at <= now:
+                runs[timer.run]?.phase = .creating  // taken; a second timer of the run must not add it again
+                creates.append(timer.run)
             case .pollDue(let at) where at <= now: beginPoll(timer.run, now: now)
             default: break  // a stale timer: the run moved on
             }
@@ -602,18 +660,34 @@ public actor SchedulerService {
         finish(id, state: .timedOut, error: message, now: now)
     }
 
-    private func beginCreate(_ id: Int64, now: Date) {
+    /// Moves the runs whose create is due to `creating` in one store transaction, then starts their creates.
+    private func beginCreates(_ ids: [Int64], now: Date) {
+        guard !ids.isEmpty else { return }
+        let records: [RunRecord?]
+        do {
+            records = try store.markCreating(runIDs: ids, now: now)
+        } catch {
+            logger.error("Store write failed", metadata: ["runs": "\(ids.count)", "error": "\(error)"])
+            // Put them back to be tried at the next turn rather than leave them stuck in `creating` here.
+            for id in ids { schedule(id, .createDue(now), at: now.addingTimeInterval(1)) }
+            return
+        }
+        for (id, record) in zip(ids, records) {
+            guard let record else {
+                finish(id, state: .failed, error: "run \(id) could not start: its row is gone or moved on", now: now)
+                continue
+            }
+            beginCreate(id, record: record, now: now)
+        }
+    }
+
+    private func beginCreate(_ id: Int64, record: RunRecord, now: Date) {
         guard var run = runs[id] else { return }
         guard let backend = backends[run.backend] else {
             finish(id, state: .failed, error: "backend '\(run.backend)' is not configured", now: now)
             return
         }
-        do {
-            run.record = try store.markCreating(runID: id, now: now)
-        } catch {
-            logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
-            return
-        }
+        run.record = record
         if run.startedAt == nil {
             run.startedAt = run.record.startedAt ?? now
             runTimers.push(RunTimer(due: run.startedAt!.addingTimeInterval(run.timeout), run: id))

@@ -25,6 +25,40 @@ extension SnapcronDatabase {
         }
     }
 
+    /// One fire to claim in ``claimRuns(_:now:)``.
+    public struct Claim: Sendable, Hashable {
+        public var job: String
+        public var scheduledAt: Date
+        public var trigger: RunTrigger
+        public var imageName: String
+        public var backend: String
+        public var target: String
+
+        public init(
+            job: String, scheduledAt: Date, trigger: RunTrigger, imageName: String, backend: String, target: String
+        ) {
+            self.job = job
+            self.scheduledAt = scheduledAt
+            self.trigger = trigger
+            self.imageName = imageName
+            self.backend = backend
+            self.target = target
+        }
+    }
+
+    /// Claims many fires in one transaction (the scheduler's tick): the result has one entry per claim, nil where
+    /// that fire was already claimed. Each claim behaves as ``claimRun(job:scheduledAt:trigger:imageName:backend:target:now:)``.
+    public func claimRuns(_ claims: [Claim], now: Date) throws -> [RunRecord?] {
+        guard !claims.isEmpty else { return [] }
+        return try write { db in
+            try claims.map { claim in
+                try insertRun(
+                    db, job: claim.job, scheduledAt: claim.scheduledAt, trigger: claim.trigger, state: .claimed,
+                    imageName: claim.imageName, backend: claim.backend, target: claim.target, error: nil, now: now)
+            }
+        }
+    }
+
     /// Records a fire that was not run because the daemon was down past its deadline; nil if already handled.
     ///
     /// The slot is claimed, so the fire is never run later.
@@ -72,6 +106,30 @@ extension SnapcronDatabase {
                     WHERE id = ?
                     """).execute(arguments: [now.epochSeconds, runID])
             return try fetchRun(db, id: runID)!
+        }
+    }
+
+    /// Moves many runs to `creating` in one transaction (the scheduler's tick). A run that may not move (gone,
+    /// or in another state) is left as it is and gets nil; the others move as with ``markCreating(runID:now:)``.
+    public func markCreating(runIDs: [Int64], now: Date) throws -> [RunRecord?] {
+        guard !runIDs.isEmpty else { return [] }
+        return try write { db in
+            try runIDs.map { runID in
+                guard var run = try fetchRun(db, id: runID), run.state.allowsTransition(to: .creating) else {
+                    return nil
+                }
+                try db.cachedStatement(sql: """
+                        UPDATE runs SET state = 'creating', attempts = attempts + 1,
+                            started_at = COALESCE(started_at, ?), next_poll_at = NULL
+                        WHERE id = ?
+                        """).execute(arguments: [now.epochSeconds, runID])
+                // What the row now holds, without reading it back.
+                run.state = .creating
+                run.attempts += 1
+                run.startedAt = run.startedAt ?? Date(timeIntervalSince1970: TimeInterval(now.epochSeconds))
+                run.nextPollAt = nil
+                return run
+            }
         }
     }
 
