@@ -1,6 +1,14 @@
 import CronExpression
 import Foundation
 
+/// An immutable, shared `JobOptions`, compared by value.
+final class OptionsBox: Sendable, Hashable {
+    let value: JobOptions
+    init(_ value: JobOptions) { self.value = value }
+    static func == (lhs: OptionsBox, rhs: OptionsBox) -> Bool { lhs === rhs || lhs.value == rhs.value }
+    func hash(into hasher: inout Hasher) { hasher.combine(value) }
+}
+
 /// One job of the schedule file: when it fires, what it snapshots, and its options.
 public struct Job: Sendable, Hashable {
     /// The unique name (`[a-z0-9][a-z0-9-]*`, at most 63 characters); also the seed of `H` fields.
@@ -14,7 +22,16 @@ public struct Job: Sendable, Hashable {
     public var backend: String
     /// The backend's ID of the thing to snapshot, the part of the target after the first `:`.
     public var target: String
-    public var options: JobOptions
+    /// The job's options. Held in a shared box: they are ~200 bytes, most jobs of a large schedule have the same
+    /// ones, and the daemon keeps every job twice (the scheduler and the control socket's catalog).
+    public var options: JobOptions {
+        get { optionsBox.value }
+        set { optionsBox = OptionsBox(newValue) }
+    }
+    private var optionsBox: OptionsBox
+
+    var sharedOptions: OptionsBox { optionsBox }
+    mutating func share(_ box: OptionsBox) { if box.value == optionsBox.value { optionsBox = box } }
     /// Where the job is defined, for diagnostics about it.
     public var location: SourceLine
 
@@ -28,7 +45,7 @@ public struct Job: Sendable, Hashable {
         self.zone = zone
         self.backend = backend
         self.target = target
-        self.options = options
+        self.optionsBox = OptionsBox(options)
         self.location = location
     }
 
@@ -142,6 +159,8 @@ struct ScheduleParser {
     var defaults = OptionDefaults()
     var jobs: [Job] = []
     var diagnostics = DiagnosticList()
+    /// One box per distinct set of options, shared by the jobs that have it.
+    var optionBoxes: [JobOptions: OptionsBox] = [:]
     /// Where each job name was first defined, for the duplicate note.
     var nameLocations: [String: (line: SourceLine, columns: Range<Int>)] = [:]
 
@@ -387,9 +406,11 @@ struct ScheduleParser {
             contentsOf: optionErrors.sorted { ($0.columns?.lowerBound ?? 0) < ($1.columns?.lowerBound ?? 0) })
 
         guard diagnostics.errorCount == errorsBefore, let expression, let backend else { return }
-        let job = Job(
+        var job = Job(
             name: name, expressionText: expressionText, expression: expression, zone: zone, backend: backend.name,
             target: targetID, options: options, location: line)
+        // Jobs with equal options share one box.
+        if let shared = optionBoxes[options] { job.share(shared) } else { optionBoxes[options] = job.sharedOptions }
         jobs.append(job)
         let columns = expressionWords.first!.columns.lowerBound..<expressionWords.last!.columns.upperBound
         diagnostics.append(contentsOf: DSTAdvisory.warnings(for: job, now: now, columns: columns))

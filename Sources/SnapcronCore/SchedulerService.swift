@@ -46,7 +46,7 @@ public struct Heartbeat: Sendable {
 extension Job {
     /// The job without the text of its schedule line: the scheduler holds every job for the daemon's lifetime,
     /// and the line text (needed only for load-time diagnostics) was a tenth of its memory with 100,000 jobs.
-    var withoutSourceText: Job {
+    public var withoutSourceText: Job {
         var job = self
         job.location.text = ""
         return job
