@@ -136,36 +136,17 @@ public final class Daemon: Sendable {
     static func loadSchedule(
         path: String, config: SnapcronConfig, backends: [String: any SnapshotBackend]
     ) throws(DaemonStartError) -> Schedule {
-        let schedule: Schedule
-        do {
-            schedule = try ScheduleFile.load(path: path, config: config, now: Date())
-        } catch {
-            throw DaemonStartError(error.description)
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
+        else {
+            throw DaemonStartError(
+                DiagnosticList([
+                    .error("cannot read schedule: '\(path)' is missing, unreadable or not UTF-8 text", file: path)
+                ]).description)
         }
-        var problems = DiagnosticList()
-        for job in schedule.jobs {
-            guard let backend = backends[job.backend] else {
-                problems.append(
-                    .error(
-                        "backend '\(job.backend)' of job '\(job.name)' is not available in this build",
-                        at: job.location, columns: targetColumns(of: job)))
-                continue
-            }
-            do {
-                try backend.validate(target: job.target)
-            } catch {
-                problems.append(.error("\(job.name): \(error)", at: job.location, columns: targetColumns(of: job)))
-            }
+        switch validateSchedule(text: text, file: path, config: config, backends: backends, now: Date()) {
+        case .success(let schedule): return schedule
+        case .failure(let diagnostics): throw DaemonStartError(diagnostics.description)
         }
-        if problems.hasErrors { throw DaemonStartError(problems.description) }
-        return schedule
-    }
-
-    private static func targetColumns(of job: Job) -> Range<Int> {
-        let text = job.location.text
-        guard let range = text.range(of: job.qualifiedTarget) else { return 1..<2 }
-        let start = text.distance(from: text.startIndex, to: range.lowerBound) + 1
-        return start..<(start + job.qualifiedTarget.count)
     }
 
     /// Re-reads the schedule and applies it; on any error the running schedule stays and the error is returned.
