@@ -28,16 +28,7 @@ public struct JournalLogHandler: LogHandler {
     }
 
     public func log(event: LogEvent) {
-        var merged = metadata
-        if let provided = metadataProvider?.get() {
-            merged.merge(provided) { _, new in new }
-        }
-        if let error = event.error {
-            merged["error"] = "\(error)"
-        }
-        if let explicit = event.metadata {
-            merged.merge(explicit) { _, new in new }
-        }
+        let merged = event.mergedMetadata(handler: metadata, provider: metadataProvider)
         let fields = JournalFields.fields(
             level: event.level,
             message: event.message.description,
