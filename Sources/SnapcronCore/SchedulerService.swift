@@ -417,17 +417,8 @@ public actor SchedulerService {
     }
 
     private func recordMissed(job: String, scheduled: Date, now: Date, reason: String) {
-        do {
-            if try store.recordMissed(job: job, scheduledAt: scheduled, now: now, reason: reason) != nil {
-                logger.warning(
-                    "Run missed",
-                    metadata: [
-                        "event": "run.missed", "job": "\(job)", "scheduled": "\(Self.iso(scheduled))",
-                        "state": "missed", "error": "\(reason)",
-                    ])
-            }
-        } catch {
-            logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
+        recordWithoutRun(job: job, scheduled: scheduled, state: .missed, reason: reason, level: .warning) {
+            try self.store.recordMissed(job: job, scheduledAt: scheduled, now: now, reason: reason)
         }
     }
 
@@ -516,19 +507,28 @@ public actor SchedulerService {
     }
 
     private func skip(job: Job, scheduled: Date, trigger: RunTrigger, now: Date, reason: String) {
+        recordWithoutRun(job: job.name, scheduled: scheduled, state: .skipped, reason: reason, level: .notice) {
+            try self.store.recordSkipped(
+                job: job.name, scheduledAt: scheduled, trigger: trigger, now: now, reason: reason)
+        }
+    }
+
+    /// Writes a fire that gets no run (missed or skipped) and logs it once; nil from the store means it was
+    /// already recorded.
+    private func recordWithoutRun(
+        job: String, scheduled: Date, state: RunState, reason: String, level: Logger.Level,
+        _ write: () throws -> RunRecord?
+    ) {
         do {
-            if try store.recordSkipped(job: job.name, scheduledAt: scheduled, trigger: trigger, now: now, reason: reason)
-                != nil
-            {
-                logger.notice(
-                    "Run skipped",
-                    metadata: [
-                        "event": "run.skipped", "job": "\(job.name)", "scheduled": "\(Self.iso(scheduled))",
-                        "state": "skipped", "error": "\(reason)",
-                    ])
-            }
+            guard try write() != nil else { return }
+            logger.log(
+                level: level, "Run \(state.rawValue)",
+                metadata: [
+                    "event": "run.\(state.rawValue)", "job": "\(job)", "scheduled": "\(Self.iso(scheduled))",
+                    "state": "\(state.rawValue)", "error": "\(reason)",
+                ])
         } catch {
-            logger.error("Store write failed", metadata: ["job": "\(job.name)", "error": "\(error)"])
+            logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
         }
     }
 

@@ -5,19 +5,6 @@ import Testing
 
 /// Every error path, in-process and over a real socket.
 @Suite(.serialized) struct ErrorTests {
-    private func withHarness(_ transport: Transport, _ body: (Harness) async throws -> Void) async throws {
-        let harness = try Harness()
-        if transport == .socket { try await harness.listen() }
-        await harness.startScheduler()
-        do {
-            try await body(harness)
-        } catch {
-            await harness.stop()
-            throw error
-        }
-        await harness.stop()
-    }
-
     private func error(_ line: String, _ h: Harness, _ transport: Transport, peer: PeerCredentials? = .root)
         async throws -> (RequestID, RPCError)
     {
@@ -28,7 +15,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func badRequestsGetTheirJSONRPCError(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             let cases: [(String, RPCErrorCode, String)] = [
                 ("{\"jsonrpc\":\"2.0\",", .parseError, "not valid JSON"),
                 ("\u{7f}ELF\u{02}\u{01}\u{01}", .parseError, "not valid JSON"),
@@ -84,7 +71,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func errorsKeepTheRequestID(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             let (id, _) = try await error(#"{"jsonrpc":"2.0","id":"abc","method":"nope"}"#, h, transport)
             #expect(id == .string("abc"))
             let (unknown, _) = try await error("garbage", h, transport)
@@ -93,7 +80,7 @@ import Testing
     }
 
     @Test func aNotificationIsCarriedOutButNotAnswered() async throws {
-        try await withHarness(.inProcess) { h in
+        try await Harness.with(.inProcess) { h in
             let answer = try await h.send(
                 #"{"jsonrpc":"2.0","method":"pause","params":{"job":"web"}}"#, via: .inProcess)
             #expect(answer == nil)
@@ -118,7 +105,7 @@ import Testing
     }
 
     @Test func strangersMayReadButNotChange() async throws {
-        try await withHarness(.inProcess) { h in
+        try await Harness.with(.inProcess) { h in
             _ = try await h.call(.status, NoParams(), as: StatusResult.self, via: .inProcess, peer: .nobody)
             _ = try await h.call(.jobs, NoParams(), as: JobsResult.self, via: .inProcess, peer: .nobody)
             _ = try await h.call(

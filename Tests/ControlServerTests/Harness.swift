@@ -128,6 +128,22 @@ final class Harness: @unchecked Sendable {  // set up once, then only read
 }
 
 /// How a test reaches the service: in-process, or as a client of the real socket.
+extension Harness {
+    /// A harness on `transport` with its scheduler running, stopped after `body` whatever happens.
+    static func with(_ transport: Transport, _ body: (Harness) async throws -> Void) async throws {
+        let harness = try Harness()
+        if transport == .socket { try await harness.listen() }
+        await harness.startScheduler()
+        do {
+            try await body(harness)
+        } catch {
+            await harness.stop()
+            throw error
+        }
+        await harness.stop()
+    }
+}
+
 enum Transport: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case inProcess
     case socket

@@ -6,22 +6,9 @@ import Testing
 
 /// Every method, in-process and over a real socket: the same test body for both.
 @Suite(.serialized) struct MethodTests {
-    private func withHarness(_ transport: Transport, _ body: (Harness) async throws -> Void) async throws {
-        let harness = try Harness()
-        if transport == .socket { try await harness.listen() }
-        await harness.startScheduler()
-        do {
-            try await body(harness)
-        } catch {
-            await harness.stop()
-            throw error
-        }
-        await harness.stop()
-    }
-
     @Test(arguments: Transport.allCases)
     func statusJobsAndNextDescribeTheSchedule(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             let status = try await h.call(.status, NoParams(), as: StatusResult.self, via: transport)
             #expect(status.version == SnapcronVersion.current)
             #expect(status.jobs == 3)
@@ -52,7 +39,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func triggerRunsAJobAndHistoryImagesAndRunShowIt(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             let trigger = try await h.call(.trigger, JobParams(job: "web"), as: TriggerResult.self, via: transport)
             #expect(trigger.job == "web" && trigger.state == "claimed")
             await h.scheduler.waitUntilIdle()
@@ -83,7 +70,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func pauseAndResumeArePersisted(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             let paused = try await h.call(.pause, JobParams(job: "web"), as: PauseResult.self, via: transport)
             #expect(paused == PauseResult(job: "web", paused: true))
             #expect(try h.store.jobState(name: "web")?.paused == true)
@@ -110,7 +97,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func pinProtectsAnImageFromPrune(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             var ids: [String] = []
             for second in [0, 2, 4] {
                 let run = try await h.call(.trigger, JobParams(job: "web"), as: TriggerResult.self, via: transport)
@@ -138,7 +125,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func reloadAppliesAValidScheduleAndRefusesABrokenOne(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             try (Harness.schedule + "@daily   extra   fake:vm-extra\n").write(
                 toFile: h.schedulePath, atomically: true, encoding: .utf8)
             let reload = try await h.call(.reload, NoParams(), as: ReloadResult.self, via: transport)
@@ -165,7 +152,7 @@ import Testing
 
     @Test(arguments: Transport.allCases)
     func checkValidatesTextWithoutApplyingIt(_ transport: Transport) async throws {
-        try await withHarness(transport) { h in
+        try await Harness.with(transport) { h in
             let good = try await h.call(
                 .check, CheckParams(text: "@hourly  one  fake:vm-1\n"), as: CheckResult.self, via: transport)
             #expect(good.valid && good.jobs == 1 && good.errors.isEmpty)
