@@ -147,7 +147,7 @@ let package = Package(
             name: "ControlServerTests",
             dependencies: [
                 "SnapcronDaemon", "ControlProtocol", "ControlClient", "SnapcronCore", "SnapcronStore",
-                "SnapcronTestKit", "SnapshotBackend", logging,
+                "SnapcronTestKit", "SnapshotBackend", logging, nioCore,
             ],
             swiftSettings: swiftSettings
         ),

@@ -29,10 +29,10 @@ until [ -S "$work/control.sock" ]; do
 done
 for method in status jobs; do
     for clients in 1 50; do
-        # About 400 samples for status and 200-500 for jobs, so that p99 is not the maximum.
+        # About 400 samples for status and 200-1,000 for jobs, so that p99 is not the maximum.
         case "$method/$clients" in
             status/1) requests=1000 ;; status/*) requests=40 ;;
-            jobs/1) requests=200 ;; jobs/*) requests=10 ;;
+            jobs/1) requests=200 ;; jobs/*) requests=20 ;;
         esac
         "$bin/snapcronctl" bench --socket "$work/control.sock" --method "$method" --clients "$clients" \
             --requests "$requests" --json

@@ -38,7 +38,8 @@ public final class ControlClient {
     private var descriptor: Int32
     private var framer: LineFramer
     private var nextID: Int64 = 1
-    private static let readSize = 64 * 1024
+    /// As much as a Unix socket holds at once (its send buffer is about 208 KB): a 3 MB answer in few reads.
+    private static let readSize = 256 * 1024
 
     /// Connects to the socket at `path`; `timeout` bounds each send and each wait for an answer.
     public init(path: String, timeout: TimeInterval = 60, maxResponseLength: Int = 256 * 1024 * 1024)
@@ -143,7 +144,7 @@ public final class ControlClient {
         var chunk = [UInt8](repeating: 0, count: Self.readSize)
         while true {
             do {
-                if let line = try framer.nextLine() { return Data(line) }
+                if let line = try framer.nextLine({ Data($0) }) { return line }
             } catch {
                 throw .io("answer from \(path) is too long")
             }
@@ -157,7 +158,7 @@ public final class ControlClient {
                 if let rest = try? framer.finish(), !rest.isEmpty { return Data(rest) }
                 throw .io("snapcrond closed the connection without answering")
             }
-            chunk.withUnsafeBytes { framer.append($0.prefix(count)) }
+            chunk.withUnsafeBytes { framer.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
         }
     }
 

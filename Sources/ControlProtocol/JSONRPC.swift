@@ -181,15 +181,23 @@ public struct RPCResponse<Result: Decodable & Sendable>: Decodable, Sendable {
 public enum ResponseWriter {
     /// One response line: `{"jsonrpc":"2.0","id":…,"result":…}` and a newline.
     public static func result(id: RequestID, encodedResult: Data) -> Data {
+        let prefix = resultPrefix(id: id)
         var line = Data()
-        line.reserveCapacity(encodedResult.count + 64)  // one copy of a large result, not one per growth
-        line.append(contentsOf: Array("{\"jsonrpc\":\"2.0\",\"id\":".utf8))
-        line.append(Data(id.jsonText.utf8))
-        line.append(Data(",\"result\":".utf8))
+        line.reserveCapacity(prefix.count + encodedResult.count + resultSuffix.count)
+        line.append(contentsOf: prefix)
         line.append(encodedResult)
-        line.append(Data("}\n".utf8))
+        line.append(contentsOf: resultSuffix)
         return line
     }
+
+    /// What comes before the result in a result line: a server can write a large cached result between this and
+    /// ``resultSuffix`` without copying it.
+    public static func resultPrefix(id: RequestID) -> [UInt8] {
+        Array("{\"jsonrpc\":\"2.0\",\"id\":\(id.jsonText),\"result\":".utf8)
+    }
+
+    /// What follows the result in a result line, with the newline.
+    public static let resultSuffix: [UInt8] = Array("}\n".utf8)
 
     /// One error line; `id` is null when the request's id could not be read.
     public static func error(id: RequestID, _ error: RPCError) -> Data {

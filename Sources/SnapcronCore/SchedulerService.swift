@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SnapcronStore
 import SnapshotBackend
+import Synchronization
 
 /// How many images may be in progress at once: across all backends, and per backend.
 public struct ConcurrencyLimits: Sendable, Hashable {
@@ -119,6 +120,8 @@ public actor SchedulerService {
     private let pausePoint: (@Sendable (String) async -> Void)?
 
     private var jobs: [String: JobEntry] = [:]
+    /// The paused jobs' names, kept beside `jobs` so that readers need no hop onto the actor.
+    private let publishedPausedJobs = Mutex<Set<String>>([])
     private var queue = MinHeap<FireEntry>()
     private var runs: [Int64: ActiveRun] = [:]
     // Indexes over `runs`, so that a tick costs what is due, not what is running.
@@ -209,6 +212,7 @@ public actor SchedulerService {
             generation += 1
             self.jobs[job.name] = JobEntry(job: job.withoutSourceText, generation: generation, paused: job.options.paused)
         }
+        publishedPausedJobs.withLock { $0 = Set(jobs.lazy.filter(\.options.paused).map(\.name)) }
     }
 
     // MARK: The loop
@@ -260,6 +264,7 @@ public actor SchedulerService {
             if let next = firstFire(of: entry, now: now) { entries.append(next) }
         }
         queue.replaceAll(with: entries)
+        publishPausedJobs()
         for record in try store.unfinishedRuns() { resume(record, now: now) }
         // Finish what a previous process may have left half done: a delete cut short by a crash (image gone at
         // the backend but still active in the store, or planned and never sent) is otherwise only redone after
@@ -1003,6 +1008,7 @@ public actor SchedulerService {
             }
         }
         jobs = next
+        publishPausedJobs()
         logger.info("Schedule applied", metadata: ["event": "schedule.loaded", "jobs": "\(newJobs.count)"])
         wakeLoop()
     }
@@ -1030,6 +1036,7 @@ public actor SchedulerService {
         _ = try store.setPaused(name: name, paused, now: clock.now())
         entry.paused = paused
         jobs[name] = entry
+        publishPausedJobs()
     }
 
     /// What the scheduler is doing now.
@@ -1050,6 +1057,15 @@ public actor SchedulerService {
         if let next = queue.first { parts.append("next \(next.job) at \(Self.iso(next.scheduled))") }
         if let failure = lastFailure { parts.append("last failure: \(failure)") }
         return parts.joined(separator: ", ")
+    }
+
+    /// The names of the paused jobs, read without waiting for the actor: the `jobs` control method asks on every
+    /// call, and a flood of them must not queue in front of a fire.
+    public nonisolated var pausedJobs: Set<String> { publishedPausedJobs.withLock { $0 } }
+
+    private func publishPausedJobs() {
+        let names = Set(pausedJobNames())
+        publishedPausedJobs.withLock { $0 = names }
     }
 
     /// The paused jobs' names, sorted; a scan that copies no job, since `status` asks for it often.

@@ -309,9 +309,9 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         busy = true
         let line = pending.removeFirst()
         let (service, peer) = (server.service, peer)
-        let promise = context.eventLoop.makePromise(of: Data?.self)
+        let promise = context.eventLoop.makePromise(of: ControlResponse?.self)
         // At the default priority, below the scheduler loop's (see `Daemon.run`): its fires run first.
-        promise.completeWithTask { await service.respond(to: line, peer: peer) }
+        promise.completeWithTask { await service.response(to: line, peer: peer) }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
             let (handler, context) = loopBound.value
@@ -319,11 +319,13 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         }
     }
 
-    private func finished(_ context: ChannelHandlerContext, response: Data?) {
+    private func finished(_ context: ChannelHandlerContext, response: ControlResponse?) {
         busy = false
         guard !closing, context.channel.isActive else { return }
         if let response {
-            context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: response)), promise: nil)
+            // Parts go out with one writev; a shared `jobs` result is not copied.
+            for part in response.parts { context.write(wrapOutboundOut(part), promise: nil) }
+            context.flush()
         }
         armIdleTimer(context)
         if inputClosed && pending.isEmpty {

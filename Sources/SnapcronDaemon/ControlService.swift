@@ -2,6 +2,7 @@ import ControlProtocol
 import CronExpression
 import Foundation
 import Logging
+import NIOCore
 import NIOConcurrencyHelpers
 import SnapcronCore
 import SnapcronStore
@@ -43,8 +44,8 @@ public struct ControlEnvironment: Sendable {
 /// Answers control requests: parses a line, checks the caller, runs the method, encodes the answer.
 ///
 /// Transport-free, so tests call it in-process and `ControlServer` calls it for each line of a socket. Read
-/// methods read the store and the ``JobCatalog`` directly; only `status` (one short snapshot) and the changing
-/// methods go through the scheduler actor.
+/// methods read the store, the ``JobCatalog`` and the scheduler's published paused set directly; only `status`
+/// (one short snapshot) and the changing methods go through the scheduler actor.
 public final class ControlService: Sendable {
     let environment: ControlEnvironment
     let logger: Logger
@@ -60,14 +61,19 @@ public final class ControlService: Sendable {
 
     /// The response line (with its newline) to one request line; nil for a notification (a request without id).
     public func respond(to line: some Collection<UInt8> & Sendable, peer: PeerCredentials?) async -> Data? {
+        await response(to: line, peer: peer)?.data
+    }
+
+    /// The response to one request line, in parts written back to back; nil for a notification.
+    public func response(to line: some Collection<UInt8> & Sendable, peer: PeerCredentials?) async -> ControlResponse? {
         let request: ParsedRequest
         switch RequestParser.parse(line) {
         case .failure(let failure):
-            return ResponseWriter.error(id: failure.id, failure.error)
+            return ControlResponse(error: failure.error, id: failure.id)
         case .success(let parsed):
             request = parsed
         }
-        let response: Data
+        let response: ControlResponse
         do {
             if request.changesState,
                 let reason = environment.access.refusal(for: peer, method: request.method.rawValue)
@@ -82,32 +88,32 @@ public final class ControlService: Sendable {
                     "Control request",
                     metadata: ["method": "\(request.method.rawValue)", "peer": "\(peer?.description ?? "unknown")"])
             }
-            response = ResponseWriter.result(id: request.responseID, encodedResult: try await handle(request))
+            response = ControlResponse(result: try await handle(request), id: request.responseID)
         } catch let error as RPCError {
-            response = ResponseWriter.error(id: request.responseID, error)
+            response = ControlResponse(error: error, id: request.responseID)
         } catch {
-            response = ResponseWriter.error(id: request.responseID, RPCError(.internalError, "\(error)"))
+            response = ControlResponse(error: RPCError(.internalError, "\(error)"), id: request.responseID)
         }
         return request.id == nil ? nil : response
     }
 
     /// Runs one request and returns its encoded result.
-    func handle(_ request: ParsedRequest) async throws -> Data {
+    func handle(_ request: ParsedRequest) async throws -> ByteBuffer {
         switch request.method {
         case .status:
             _ = try request.decodeParams(NoParams.self)
             return try encode(await status())
         case .jobs:
             _ = try request.decodeParams(NoParams.self)
-            return try await jobs()
-        case .job: return try encode(job(try request.decodeParams(JobParams.self).job, paused: await pausedJobs()))
+            return try jobs()
+        case .job: return try encode(job(try request.decodeParams(JobParams.self).job, paused: pausedJobs()))
         case .next: return try encode(next(try request.decodeParams(NextParams.self)))
         case .history: return try encode(history(try request.decodeParams(HistoryParams.self)))
         case .images: return try encode(images(job: try request.decodeParams(JobParams.self).job))
         case .run: return try encode(run(id: try request.decodeParams(RunParams.self).id))
         case .freshness:
             _ = try request.decodeParams(NoParams.self)
-            return try encode(freshness(paused: await pausedJobs()))
+            return try encode(freshness(paused: pausedJobs()))
         case .trigger: return try encode(await trigger(job: try request.decodeParams(JobParams.self).job))
         case .pause: return try encode(await setPaused(job: try request.decodeParams(JobParams.self).job, true))
         case .resume: return try encode(await setPaused(job: try request.decodeParams(JobParams.self).job, false))
@@ -121,8 +127,8 @@ public final class ControlService: Sendable {
         }
     }
 
-    private func encode(_ value: some Encodable) throws -> Data {
-        try ControlCoding.encoder.encode(value)
+    private func encode(_ value: some Encodable) throws -> ByteBuffer {
+        ByteBuffer(bytes: try ControlCoding.encoder.encode(value))
     }
 
     // MARK: Read methods
@@ -154,12 +160,12 @@ public final class ControlService: Sendable {
         return value
     }
 
-    private func pausedJobs() async -> Set<String> {
-        Set(await environment.scheduler.snapshot().pausedJobs)
-    }
+    private func pausedJobs() -> Set<String> { environment.scheduler.pausedJobs }
 
-    func jobs() async throws -> Data {
-        let paused = Set(await environment.scheduler.snapshot().pausedJobs)
+    /// The encoded `jobs` result, shared between answers: 2.8 MB for 10,000 jobs is written to each client without
+    /// a copy, and its paused set is read without a hop onto the scheduler actor.
+    func jobs() throws -> ByteBuffer {
+        let paused = environment.scheduler.pausedJobs
         let catalog = environment.catalog.snapshot
         let now = environment.now()
         // Under the lock: one caller refreshes, the others then find it fresh (no stampede after a fire).
@@ -471,10 +477,10 @@ struct JobsCache {
     /// The earliest next fire: until then no job's `next_fire` changes.
     private var validUntil = Date.distantPast
     private var computedAt = Date.distantPast
-    private var encoded = Data()
+    private var encoded = ByteBuffer()
 
     /// The `jobs` result for this schedule version, paused set and time.
-    mutating func answer(catalog: JobCatalog.Snapshot, paused: Set<String>, now: Date) throws -> Data {
+    mutating func answer(catalog: JobCatalog.Snapshot, paused: Set<String>, now: Date) throws -> ByteBuffer {
         if catalog.revision == revision, paused == self.paused, now < validUntil, now >= computedAt {
             return encoded
         }
@@ -504,14 +510,38 @@ struct JobsCache {
         self.paused = paused
         validUntil = earliest
         computedAt = now
-        var result = Data("{\"jobs\":[".utf8)
+        var result = ByteBuffer()
         result.reserveCapacity(fragments.reduce(16) { $0 + $1.count + 1 })
+        result.writeString("{\"jobs\":[")
         for (index, fragment) in fragments.enumerated() {
-            if index > 0 { result.append(UInt8(ascii: ",")) }
-            result.append(fragment)
+            if index > 0 { result.writeInteger(UInt8(ascii: ",")) }
+            result.writeBytes(fragment)
         }
-        result.append(contentsOf: Array("]}".utf8))
+        result.writeString("]}")
         encoded = result
         return result
+    }
+}
+
+/// One response line in parts: an envelope around a result that may be shared with other answers.
+public struct ControlResponse: Sendable {
+    /// Written in order, they make one line with its newline.
+    public var parts: [ByteBuffer]
+
+    init(result: ByteBuffer, id: RequestID) {
+        parts = [
+            ByteBuffer(bytes: ResponseWriter.resultPrefix(id: id)), result, ByteBuffer(bytes: ResponseWriter.resultSuffix),
+        ]
+    }
+
+    init(error: RPCError, id: RequestID) {
+        parts = [ByteBuffer(bytes: ResponseWriter.error(id: id, error))]
+    }
+
+    /// The whole line, joined (tests and in-process callers).
+    public var data: Data {
+        var data = Data(capacity: parts.reduce(0) { $0 + $1.readableBytes })
+        for part in parts { data.append(contentsOf: part.readableBytesView) }
+        return data
     }
 }

@@ -20,6 +20,23 @@ import Testing
         #expect(!framer.hasPartialLine)
     }
 
+    @Test func buildsLinesInPlaceFromRawReadsAcrossCompaction() throws {
+        // Reads of 7 bytes (like socket reads) cut lines anywhere; lines taken in place are the same as copied ones.
+        let lines = (0..<200).map { "{\"line\":\($0),\"pad\":\"\(String(repeating: "x", count: $0 % 13))\"}" }
+        let stream = Array(lines.joined(separator: "\n").utf8) + [UInt8(ascii: "\n")]
+        var framer = LineFramer(maxLength: 100)
+        var taken: [String] = []
+        var offset = 0
+        while offset < stream.count {
+            let end = min(stream.count, offset + 7)
+            stream[offset..<end].withUnsafeBytes { framer.append($0) }
+            offset = end
+            while let line = try framer.nextLine({ String(decoding: $0, as: UTF8.self) }) { taken.append(line) }
+        }
+        #expect(taken == lines)
+        #expect(framer.bufferedCount == 0)
+    }
+
     @Test func refusesAnOversizeLineBeforeItEnds() {
         var framer = LineFramer(maxLength: 8)
         framer.append(Array("123456789".utf8))

@@ -1,11 +1,36 @@
 import ControlProtocol
 import Foundation
+import NIOCore
 import SnapcronDaemon
 import SnapcronStore
 import Testing
 
 /// Every method, in-process and over a real socket: the same test body for both.
 @Suite(.serialized) struct MethodTests {
+    @Test func jobsAnswersShareOneEncodedBodyUntilSomethingChanges() async throws {
+        try await Harness.with(.inProcess) { h in
+            func body(_ id: Int) async throws -> (address: UInt, text: String, line: String) {
+                let line = Array("{\"jsonrpc\":\"2.0\",\"id\":\(id),\"method\":\"jobs\"}".utf8)
+                let response = try #require(await h.service.response(to: line, peer: .root))
+                #expect(response.parts.count == 3)
+                let address = response.parts[1].withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+                return (address, String(buffer: response.parts[1]), String(decoding: response.data, as: UTF8.self))
+            }
+            let first = try await body(1)
+            let second = try await body(2)
+            #expect(first.address == second.address, "the cached body is written again, not copied")
+            #expect(first.text == second.text)
+            #expect(first.line.hasPrefix("{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"jobs\":["))
+            #expect(second.line.hasPrefix("{\"jsonrpc\":\"2.0\",\"id\":2,\"result\":"))
+            #expect(first.line.hasSuffix("]}}\n"))
+
+            _ = try await h.call(.pause, JobParams(job: "web"), as: PauseResult.self, via: .inProcess)
+            let paused = try await body(3)
+            #expect(paused.text != first.text, "a pause is seen at once")
+            #expect(paused.text.contains("\"paused\":true"))
+        }
+    }
+
     @Test(arguments: Transport.allCases)
     func statusJobsAndNextDescribeTheSchedule(_ transport: Transport) async throws {
         try await Harness.with(transport) { h in
