@@ -781,20 +781,37 @@ public actor SchedulerService {
         run.phase = .polling
         runs[id] = run
         inFlight += 1
-        let (logger, pausePoint) = (self.logger, self.pausePoint)
+        let (logger, pausePoint, target) = (self.logger, self.pausePoint, run.target)
         Task {
             await pausePoint?("poll")
             let result: Result<ImageState, any Error>
+            var size: Int64?
             do {
-                result = .success(try await backend.status(ImageRef(id: imageID), logger: logger))
+                let state = try await backend.status(ImageRef(id: imageID), logger: logger)
+                result = .success(state)
+                if state == .active { size = await Self.size(of: imageID, target: target, on: backend, logger: logger) }
             } catch {
                 result = .failure(error)
             }
-            self.pollFinished(id, result: result)
+            self.pollFinished(id, result: result, sizeBytes: size)
         }
     }
 
-    private func pollFinished(_ id: Int64, result: Result<ImageState, any Error>) {
+    /// The size of a newly active image for `images`; unknown (nil) when the backend cannot tell, which never
+    /// fails the run.
+    private static func size(
+        of imageID: String, target: String, on backend: any SnapshotBackend, logger: Logger
+    ) async -> Int64? {
+        do {
+            return try await backend.info(of: ImageRef(id: imageID), target: target, logger: logger)?.sizeBytes
+        } catch {
+            logger.notice(
+                "Cannot read the size of a new image", metadata: ["image": "\(imageID)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func pollFinished(_ id: Int64, result: Result<ImageState, any Error>, sizeBytes: Int64? = nil) {
         inFlight -= 1
         defer { wakeLoop() }
         guard var run = runs[id] else { return }
@@ -802,7 +819,7 @@ public actor SchedulerService {
         let timedOut = run.startedAt.map { now >= $0.addingTimeInterval(run.timeout) } ?? false
         switch result {
         case .success(.active):
-            finish(id, state: .succeeded, error: nil, now: now)
+            finish(id, state: .succeeded, error: nil, sizeBytes: sizeBytes, now: now)
         case .success(.error(let reason)):
             finish(id, state: .failed, error: "image \(run.imageID ?? "?") failed at the backend: \(reason)", now: now)
         case .success(.gone):
@@ -841,7 +858,7 @@ public actor SchedulerService {
         }
     }
 
-    private func finish(_ id: Int64, state: RunState, error: String?, now: Date) {
+    private func finish(_ id: Int64, state: RunState, error: String?, sizeBytes: Int64? = nil, now: Date) {
         guard let run = runs.removeValue(forKey: id) else { return }
         runsByTarget[Self.targetKey(run.backend, run.target)]?.remove(id)
         if runsByTarget[Self.targetKey(run.backend, run.target)]?.isEmpty == true {
@@ -852,7 +869,7 @@ public actor SchedulerService {
             slotsByBackend[run.backend, default: 1] -= 1
         }
         do {
-            _ = try store.finishRun(runID: id, state: state, error: error, now: now)
+            _ = try store.finishRun(runID: id, state: state, error: error, sizeBytes: sizeBytes, now: now)
         } catch {
             logger.error("Store write failed", metadata: ["run": "\(id)", "error": "\(error)"])
         }
@@ -862,6 +879,7 @@ public actor SchedulerService {
             "scheduled": "\(Self.iso(run.record.scheduledAt))",
         ]
         if let image = run.imageID { metadata["image"] = "\(image)" }
+        if let sizeBytes { metadata["size_bytes"] = "\(sizeBytes)" }
         if let started = run.startedAt { metadata["duration_ms"] = "\(Int(now.timeIntervalSince(started) * 1000))" }
         if let error { metadata["error"] = "\(error)" }
         switch state {
@@ -1024,7 +1042,8 @@ public actor SchedulerService {
         let now = clock.now()
         let instant = Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))
         guard let record = fire(entry, scheduled: instant, trigger: .manual, now: now) else {
-            throw SchedulerError("job '\(name)' was already triggered this second; try again")
+            throw SchedulerError(
+                "job '\(name)' already has a run for \(Self.iso(instant)) (fired or triggered this second); try again")
         }
         wakeLoop()
         return record

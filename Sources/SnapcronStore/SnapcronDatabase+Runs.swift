@@ -194,9 +194,15 @@ extension SnapcronDatabase {
         }
     }
 
-    /// Moves a run to the terminal `state`; a `succeeded` run's image becomes active, a `failed` one's error.
+    /// Moves a run to the terminal `state`; a `succeeded` run's image becomes active (with its size, when known),
+    /// a `failed` one's error.
     @discardableResult
-    public func finishRun(runID: Int64, state: RunState, error: String?, now: Date) throws -> RunRecord {
+    public func finishRun(
+        runID: Int64, state: RunState, error: String?, sizeBytes: Int64? = nil, now: Date
+    ) throws -> RunRecord {
+        if let sizeBytes, sizeBytes < 0 {
+            throw SnapcronStoreError(.invalidArgument, "image size must not be negative (run \(runID): \(sizeBytes))")
+        }
         guard state.isTerminal else {
             throw SnapcronStoreError(.invalidArgument, "finishRun needs a terminal state, not \(state.rawValue)")
         }
@@ -216,9 +222,9 @@ extension SnapcronDatabase {
                     }
                 if let imageState {
                     try db.cachedStatement(sql: """
-                            UPDATE images SET state = ?, updated_at = ?
+                            UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
                             WHERE backend = ? AND id = ? AND state NOT IN ('gone', 'deleted')
-                            """).execute(arguments: [imageState.rawValue, now.epochSeconds, backend, imageID])
+                            """).execute(arguments: [imageState.rawValue, sizeBytes, now.epochSeconds, backend, imageID])
                 }
             }
             return try fetchRun(db, id: runID)!

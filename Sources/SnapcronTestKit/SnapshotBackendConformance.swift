@@ -186,6 +186,14 @@ public struct SnapshotBackendConformance: Sendable {
             context.expect(entry.map { $0.name == name } ?? true, "listed name is not \(name)")
             let listedState = entry?.state
             context.expect(listedState.map { $0 == .active } ?? true, "listed state is \(listedState!), not active")
+            // `info(of:)` is what the scheduler asks for the size: it may not know, but must not contradict list.
+            if let info = try await backend.info(of: image, target: targetA, logger: logger) {
+                context.expect(info.id == image, "info(of: \(image)) describes \(info.id)")
+                context.expect(info.sizeBytes.map { $0 >= 0 } ?? true, "info(of: \(image)) has a negative size")
+                context.expect(
+                    entry == nil || info.sizeBytes == entry?.sizeBytes,
+                    "info(of:) size \(String(describing: info.sizeBytes)) differs from list's")
+            }
 
         case .createIsIdempotentByName:
             let first = try await create(targetA, "retry", &context)

@@ -32,6 +32,12 @@ public protocol SnapshotBackend: Sendable {
     /// The images of `target` that this backend holds, in any state but `.gone`.
     func list(target: String, logger: Logger) async throws -> [ImageInfo]
 
+    /// What the backend knows of one image of `target` (its size, above all); nil when it does not know.
+    ///
+    /// Asked once when an image becomes active. The default looks the image up in ``list(target:logger:)``; a
+    /// backend with a cheaper single-image call may answer with that.
+    func info(of image: ImageRef, target: String, logger: Logger) async throws -> ImageInfo?
+
     /// Deletes `image`; succeeds when it is already gone.
     func delete(_ image: ImageRef, logger: Logger) async throws
 
@@ -39,4 +45,10 @@ public protocol SnapshotBackend: Sendable {
     ///
     /// Throws a permanent ``SnapshotBackendError`` (operation `validate`) naming what is wrong.
     func validate(target: String) throws
+}
+
+extension SnapshotBackend {
+    public func info(of image: ImageRef, target: String, logger: Logger) async throws -> ImageInfo? {
+        try await list(target: target, logger: logger).first { $0.id == image }
+    }
 }

@@ -82,6 +82,7 @@ import Testing
             let images = try await h.call(.images, JobParams(job: "web"), as: ImagesResult.self, via: transport)
             let image = try #require(images.images.first)
             #expect(image.id == run.imageId && image.state == "active" && !image.pinned)
+            #expect(image.sizeBytes == 1 << 30, "the size the backend lists, recorded when the image became active")
             #expect(image.keptBy?.contains("newest") == true)
 
             let detail = try await h.call(.job, JobParams(job: "web"), as: JobDetailResult.self, via: transport)

@@ -111,6 +111,7 @@ struct ServiceTests {
             #expect(succeeded["SNAPCRON_SCHEDULED"] == iso(fire))
             #expect(succeeded["SNAPCRON_IMAGE"]?.hasPrefix("snapcron-web-") == true)
             #expect(Int(succeeded["SNAPCRON_DURATION_MS"] ?? "") != nil)
+            #expect(succeeded["SNAPCRON_SIZE_BYTES"] == "\(8 << 20)", "the disk's logical size, from the local backend")
             // It ran as the snapcron user, not root
             let uid = try sandbox.exec("id", "-u", "snapcron").trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(succeeded["_UID"] == uid)

@@ -404,6 +404,21 @@ import Testing
         #expect(try sim.store.images(job: "lossy").map(\.id) == ["fake-1"])
     }
 
+    @Test func anActiveImageGetsTheSizeTheBackendListsAndAFailedLookupFailsNothing() async throws {
+        let jobs = try simulationJobs("*/10 * * * *   sized   fake:vm1")
+        let sim = try Simulation(start: utc("2026-06-01T00:00:00Z"))
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T00:15:00Z"))
+        await sim.fake.failAlways(.list, message: "listing is down")
+        await sim.run(until: utc("2026-06-01T00:25:00Z"))
+        await sim.stop()
+        let runs = try sim.runs("sized")
+        #expect(runs.map(\.state) == [.succeeded, .succeeded])
+        let images = try sim.store.images(job: "sized").sorted { $0.createdAt < $1.createdAt }
+        #expect(images.map(\.state) == [.active, .active])
+        #expect(images.map(\.sizeBytes) == [1 << 30, nil], "the fake lists active images at 1 GiB; then list fails")
+    }
+
     // MARK: Limits
 
     @Test func concurrencyLimitsHoldGloballyAndPerBackend() async throws {
@@ -517,6 +532,25 @@ import Testing
         // A manual run is not a fire of the schedule: the 03:00 fire still came, and the last fire is 03:00.
         #expect(try sim.store.lastScheduledAt(job: "m") == utc("2026-06-01T03:00:00Z"))
         await #expect(throws: SchedulerError.self) { try await service.trigger(job: "nope") }
+    }
+
+    @Test func aTriggerInTheSecondOfAScheduledFireIsRefusedWithTheReason() async throws {
+        let jobs = try simulationJobs("0 3 * * *   m   fake:vm1   overlap=allow")
+        let sim = try Simulation(start: utc("2026-06-01T02:59:30Z"))
+        let service = await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T03:00:00Z").addingTimeInterval(0.5))
+        do {
+            _ = try await service.trigger(job: "m")
+            Issue.record("a second run for the same second was accepted")
+        } catch {
+            #expect("\(error)".contains("already has a run for 2026-06-01T03:00:00Z (fired or triggered this second)"))
+        }
+        await sim.run(until: utc("2026-06-01T03:00:01Z").addingTimeInterval(0.5))
+        let later = try await service.trigger(job: "m")
+        #expect(later.scheduledAt == utc("2026-06-01T03:00:01Z"), "a second later it is accepted")
+        await sim.run(until: utc("2026-06-01T03:10:00Z"))
+        await sim.stop()
+        #expect(try sim.runs("m").map(\.trigger) == [.schedule, .manual])
     }
 
     // MARK: Clock steps

@@ -101,6 +101,18 @@ import Testing
         #expect(try db.unfinishedRuns().isEmpty)
     }
 
+    @Test func finishingARunRecordsTheImageSizeAndRefusesANegativeOne() throws {
+        let run = try #require(try db.claim("web", at: 0))
+        _ = try db.markCreating(runID: run.id, now: minute(1))
+        _ = try db.markWaiting(runID: run.id, imageID: "img-9", description: "d", now: minute(2), nextPollAt: minute(3))
+        #expect(throws: SnapcronStoreError.self) {
+            try db.finishRun(runID: run.id, state: .succeeded, error: nil, sizeBytes: -1, now: minute(4))
+        }
+        #expect(try db.run(id: run.id)?.state == .waiting, "the refused call wrote nothing")
+        _ = try db.finishRun(runID: run.id, state: .succeeded, error: nil, sizeBytes: 123_456, now: minute(4))
+        #expect(try db.image(id: "img-9", backend: "fake")?.sizeBytes == 123_456)
+    }
+
     @Test func retriedCreateReusesTheImageName() throws {
         let run = try #require(try db.claim("web", at: 0))
         try db.markCreating(runID: run.id, now: minute(1))

@@ -134,6 +134,10 @@ public struct TWCCBackend: SnapshotBackend {
         }
     }
 
+    /// Nothing to ask: the API reports no image size (an image is as large as the VM's system disk), and a
+    /// lookup through `list` would spend two calls of the rate budget per run for it.
+    public func info(of image: ImageRef, target: String, logger: Logger) async throws -> ImageInfo? { nil }
+
     public func delete(_ image: ImageRef, logger: Logger) async throws {
         var call = CallContext(backend: name, operation: .delete, image: image)
         guard let id = Self.imageID(image) else { return }
