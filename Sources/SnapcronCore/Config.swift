@@ -108,9 +108,13 @@ public struct BackendType: Sendable, Hashable, CustomStringConvertible {
 public struct LocalBackendSettings: Sendable, Hashable {
     /// Where images are stored; defaults to `<state_dir>/images`.
     public var imagesDirectory: String
+    /// Clone with a reflink where the filesystem can; false copies the data so images share no extents with
+    /// the disk.
+    public var reflink: Bool
 
-    public init(imagesDirectory: String) {
+    public init(imagesDirectory: String, reflink: Bool = true) {
         self.imagesDirectory = imagesDirectory
+        self.reflink = reflink
     }
 }
 
@@ -238,7 +242,7 @@ struct ConfigReader {
     static let daemonKeys = ["state_dir", "socket_path", "socket_group", "max_concurrent_creates", "schedule_path"]
     static let commonBackendKeys = ["type", "max_concurrent"]
     static let backendKeys: [String: [String]] = [
-        "local": ["images_dir"],
+        "local": ["images_dir", "reflink"],
         "exec": execKeys,
         "twcc": [
             "base_url", "platform", "project_id", "requests_per_second", "max_requests_in_flight",
@@ -341,7 +345,8 @@ struct ConfigReader {
         case .local:
             let directory =
                 absolutePath(table, "images_dir", at: path) ?? SnapcronConfig.joinPath(stateDirectory, "images")
-            backend.local = LocalBackendSettings(imagesDirectory: directory)
+            backend.local = LocalBackendSettings(
+                imagesDirectory: directory, reflink: boolean(table, "reflink", at: path) ?? true)
         case .exec:
             backend.exec = readExecSettings(table, at: path)
         case .twcc:
@@ -415,6 +420,15 @@ struct ConfigReader {
             return nil
         }
         return string
+    }
+
+    mutating func boolean(_ table: [String: ConfigValue], _ key: String, at path: String) -> Bool? {
+        guard let value = table[key] else { return nil }
+        guard let bool = value.bool else {
+            error("\(path).\(key)", "expected true or false, got \(value)")
+            return nil
+        }
+        return bool
     }
 
     mutating func positiveInteger(_ table: [String: ConfigValue], _ key: String, at path: String) -> Int? {

@@ -57,7 +57,12 @@ public final class Daemon: Sendable {
     let controlLimits: ControlServerLimits
 
     /// Loads everything; throws with every problem worded for the operator (diagnostics with file:line:col).
-    public init(options: DaemonOptions, logger: Logger, pausePoint: (@Sendable (String) async -> Void)? = nil) throws {
+    /// `pausePoint` is called at named points of each run, `copyPoint` on a local copy's thread before each extent
+    /// it copies; crash tests freeze the daemon there (both nil in production).
+    public init(
+        options: DaemonOptions, logger: Logger, pausePoint: (@Sendable (String) async -> Void)? = nil,
+        copyPoint: (@Sendable () -> Void)? = nil
+    ) throws {
         self.logger = logger
         clock = SystemClock()
         startedAt = clock.now()
@@ -91,7 +96,7 @@ public final class Daemon: Sendable {
         } catch {
             throw DaemonStartError("cannot open the state database: \(error)")
         }
-        backends = try BackendFactory.makeBackends(config)
+        backends = try BackendFactory.makeBackends(config, copyPoint: copyPoint)
         let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
         Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
         catalog.update(schedule.jobs)
@@ -221,20 +226,27 @@ final class SignalWatcher: @unchecked Sendable {  // sources are set once in ini
 
 /// Builds the configured backends.
 enum BackendFactory {
-    static func makeBackends(_ config: SnapcronConfig) throws(DaemonStartError) -> [String: any SnapshotBackend] {
+    static func makeBackends(
+        _ config: SnapcronConfig, copyPoint: (@Sendable () -> Void)? = nil
+    ) throws(DaemonStartError) -> [String: any SnapshotBackend] {
         var backends: [String: any SnapshotBackend] = [:]
         for (name, backend) in config.backends {
             switch backend.type {
             case .local:
-                let directory = backend.local?.imagesDirectory ?? config.stateDirectory + "/images"
+                let settings = backend.local ?? LocalBackendSettings(imagesDirectory: config.stateDirectory + "/images")
+                let directory = settings.imagesDirectory
                 do {
                     try FileManager.default.createDirectory(
                         atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
                 } catch {
                     throw DaemonStartError("backend \(name): cannot create \(directory): \(error.localizedDescription)")
                 }
+                var copyHook: LocalBackend.CopyHook?
+                if let copyPoint { copyHook = { _ in copyPoint() } }
                 backends[name] = LocalBackend(
-                    configuration: LocalBackend.Configuration(name: name, imagesDirectory: directory))
+                    configuration: LocalBackend.Configuration(
+                        name: name, imagesDirectory: directory, allowReflink: settings.reflink,
+                        copyHook: copyHook))
             case .exec:
                 guard let settings = backend.exec else { continue }  // the config reader reported why
                 backends[name] = try makeExecBackend(backend, settings: settings)

@@ -60,7 +60,8 @@ struct Snapcrond: AsyncParsableCommand {
                 options: DaemonOptions(
                     configPath: config, schedulePath: schedule, stateDirectory: stateDirectory, socketPath: socket,
                     socketMode: socketMode.flatMap { mode_t($0, radix: 8) }),
-                logger: logger, pausePoint: TestPausePoint.fromEnvironment())
+                logger: logger, pausePoint: TestPausePoint.fromEnvironment(),
+                copyPoint: TestPausePoint.copyPointFromEnvironment())
         } catch {
             FileHandle.standardError.write(Data("snapcrond: \(error)\n".utf8))
             throw ExitCode(1)
@@ -82,6 +83,17 @@ enum TestPausePoint {
             guard reached == point else { return }
             _ = FileManager.default.createFile(atPath: marker, contents: Data(reached.utf8))
             while true { try? await Task.sleep(for: .seconds(3600)) }
+        }
+    }
+
+    /// `SNAPCRON_TEST_PAUSE=copy`: freezes a local copy's thread at its first extent.
+    static func copyPointFromEnvironment() -> (@Sendable () -> Void)? {
+        let environment = ProcessInfo.processInfo.environment
+        guard environment["SNAPCRON_TEST_PAUSE"] == "copy", let marker = environment["SNAPCRON_TEST_PAUSE_FILE"]
+        else { return nil }
+        return {
+            _ = FileManager.default.createFile(atPath: marker, contents: Data("copy".utf8))
+            while true { Thread.sleep(forTimeInterval: 3600) }
         }
     }
 }

@@ -250,14 +250,53 @@ import Glibc
 
         let backend = scratch.backend()
         let image = ImageRef(id: "crashed-1")
-        let state = try await backend.status(image, logger: quiet)
-        #expect(state.errorReason?.hasPrefix("interrupted:") == true, "\(state)")
-        #expect(try await backend.list(target: source, logger: quiet).map(\.state) == [state])
+        let listed = try #require(try await backend.list(target: source, logger: quiet).first)
+        #expect(listed.state.errorReason?.hasPrefix("interrupted:") == true, "\(listed.state)")
 
         #expect(try await backend.create(target: source, name: "crashed-1", description: "", logger: quiet) == image)
         #expect(await backend.awaitCompletion(of: image) == .active)
         #expect(try manifestJSON(folder)["sha256"] as? String == (try sha256sum(source)))
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["data", "manifest.json"])
+    }
+
+    @Test func statusOfAnInterruptedCopyCopiesItAgain() async throws {
+        // The daemon restarted after a kill mid-copy and polls the image it was following.
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let source = scratch.path + "/disk.raw"
+        try writeSparseFile(source, size: 8 << 20, extents: [(Int64(Self.mebibyte), 5000)])
+        let folder = scratch.images + "/crashed-2"
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try writeFile(folder + "/data.partial", "half a disk")
+        try writeFile(
+            folder + "/manifest.json",
+            """
+            {"format": 1, "name": "crashed-2", "description": "nightly", "target": "\(source)", "state": "queued",
+             "created_at": "2023-11-14T22:13:20Z"}
+            """)
+        let backend = scratch.backend()
+        let image = ImageRef(id: "crashed-2")
+        let state = try await backend.status(image, logger: quiet)
+        #expect(state == .queued || state == .saving || state == .active, "\(state)")
+        #expect(await backend.awaitCompletion(of: image) == .active)
+        #expect(try await backend.status(image, logger: quiet) == .active)
+        #expect(try manifestJSON(folder)["sha256"] as? String == (try sha256sum(source)))
+        #expect(try manifestJSON(folder)["description"] as? String == "nightly")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["data", "manifest.json"])
+
+        // When the target is gone by then, the image fails with both reasons.
+        let folder3 = scratch.images + "/crashed-3"
+        try FileManager.default.createDirectory(atPath: folder3, withIntermediateDirectories: true)
+        try writeFile(
+            folder3 + "/manifest.json",
+            """
+            {"format": 1, "name": "crashed-3", "description": "", "target": "\(scratch.path)/missing.raw",
+             "state": "saving", "created_at": "2023-11-14T22:13:20Z"}
+            """)
+        let failed = try await backend.status(ImageRef(id: "crashed-3"), logger: quiet)
+        #expect(failed.errorReason?.hasPrefix("interrupted:") == true, "\(failed)")
+        #expect(failed.errorReason?.contains("copying again failed") == true, "\(failed)")
+        #expect(failed.errorReason?.contains("target does not exist") == true, "\(failed)")
     }
 
     @Test func anotherInstanceSeesALiveCopyAsSaving() async throws {

@@ -84,6 +84,7 @@ func configErrors(_ text: String) -> DiagnosticList {
 
             [backends.disk]
             type = "local"
+            reflink = false
 
             [backends.zfs]
             type = "exec"
@@ -109,7 +110,8 @@ func configErrors(_ text: String) -> DiagnosticList {
         #expect(config.maxConcurrentCreates == 8)
         #expect(config.schedulePath == "/srv/schedule")
         #expect(config.backends.keys.sorted() == ["cloud", "cloud2", "disk", "zfs"])
-        #expect(config.backends["disk"]?.local?.imagesDirectory == "/srv/snapcron/images")
+        #expect(config.backends["disk"]?.local == LocalBackendSettings(imagesDirectory: "/srv/snapcron/images", reflink: false))
+        #expect(SnapcronConfig.default(stateDir: "/x").backends["local"]?.local?.reflink == true)
         let zfs = try #require(config.backends["zfs"])
         #expect(zfs.type == .exec)
         #expect(zfs.maxConcurrent == 1)
@@ -178,7 +180,10 @@ func configErrors(_ text: String) -> DiagnosticList {
             message: "backends.d: unknown key 'image_dir'", note: "did you mean 'images_dir'?"),
         BadConfig(
             name: "key of another type", toml: "[backends.d]\ntype = \"local\"\nrequests_per_second = 3",
-            message: "backends.d: unknown key 'requests_per_second'", note: "known keys are type, max_concurrent, images_dir"),
+            message: "backends.d: unknown key 'requests_per_second'", note: "known keys are type, max_concurrent, images_dir, reflink"),
+        BadConfig(
+            name: "reflink not a boolean", toml: "[backends.d]\ntype = \"local\"\nreflink = \"no\"",
+            message: "backends.d.reflink: expected true or false, got \"no\""),
         BadConfig(
             name: "inline secret", toml: "[backends.c]\ntype = \"twcc\"\napi_key = \"abc\"",
             message: "backends.c.api_key: secrets are never inline",

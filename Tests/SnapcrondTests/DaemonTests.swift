@@ -135,10 +135,14 @@ func minutesAgo(_ minutes: Int) -> Date {
 }
 
 @Suite(.serialized) struct DaemonCrashTests {
-    /// Kill -9 at a pause point of the first run, restart, and check that the run finishes exactly once.
-    @Test(arguments: ["create", "created", "poll"])
+    /// Kill -9 at a pause point of the first run (or inside its local copy), restart, and check that the run
+    /// finishes exactly once, with a complete image.
+    @Test(arguments: ["create", "created", "poll", "copy"])
     func killedDuringARunResumesItWithoutDuplicateOrLoss(_ point: String) async throws {
         let workspace = try DaemonWorkspace()
+        // "copy" stops inside the local copy, which a reflink would skip.
+        try "[daemon]\nstate_dir = \"\(workspace.state)\"\n[backends.local]\ntype = \"local\"\nreflink = false\n"
+            .write(toFile: workspace.config, atomically: true, encoding: .utf8)
         let fire = minutesAgo(60)
         try workspace.writeSchedule(firingAt: fire)
         try workspace.seedLastFire(fire.addingTimeInterval(-86_400))

@@ -19,8 +19,9 @@ import Darwin
 /// extents), hashes the copy with SHA-256, and then atomically writes the `active` manifest.
 ///
 /// Crash safety: the folder is `flock`ed while its copy runs. A `queued` or `saving` manifest whose folder is not
-/// locked belongs to a copy that died with its process; it reports `.error("interrupted: ...")`, and `create`
-/// with the same name copies afresh. An image whose copy failed keeps an `error` manifest and no data.
+/// locked belongs to a copy that died with its process; `list` reports it as `.error("interrupted: ...")`, and
+/// `status` (the daemon following the image after a restart) or `create` with the same name copies it afresh.
+/// An image whose copy failed keeps an `error` manifest and no data.
 ///
 /// Use one backend instance per images directory and process; other instances and processes see live copies as
 /// `queued`/`saving` through the lock.
@@ -221,16 +222,32 @@ public actor LocalBackend: SnapshotBackend {
     }
 
     /// The state of `image`: the live copy's, else its manifest's; `.gone` when there is no such image.
+    ///
+    /// A copy interrupted by the end of its process is started again here: for this backend snapcrond is the
+    /// provider, so the daemon that follows the image after a restart finishes it, as a cloud would have.
     public func status(_ image: ImageRef, logger: Logger) async throws -> ImageState {
         guard Self.isValidImageName(image.id) else { return .gone }
         if let job = jobs[image.id] { return job.progress.state }
         let folder = folderPath(image.id)
+        let manifest: Manifest
         do {
-            guard let manifest = try Manifest.read(in: folder) else { return .gone }
-            return diskState(of: manifest, in: folder)
+            guard let read = try Manifest.read(in: folder) else { return .gone }
+            manifest = read
         } catch {
             return .error("manifest unreadable: \(error)")
         }
+        let state = diskState(of: manifest, in: folder)
+        guard isInterrupted(manifest, in: folder) else { return state }
+        do {
+            _ = try await create(
+                target: manifest.target, name: image.id, description: manifest.description, logger: logger)
+        } catch {
+            return .error("\(state.errorReason ?? "interrupted"); copying again failed: \(error)")
+        }
+        logger.notice(
+            "Copying an interrupted image again",
+            metadata: ["image": "\(image.id)", "target": "\(manifest.target)", "was": "\(manifest.state)"])
+        return jobs[image.id]?.progress.state ?? .queued
     }
 
     /// Every image of `target` in the store, oldest first.
@@ -348,6 +365,11 @@ public actor LocalBackend: SnapshotBackend {
         default:
             return .error("manifest has unknown state '\(manifest.state)'")
         }
+    }
+
+    /// A `queued` or `saving` manifest that no live copy holds: its process ended mid-copy.
+    private nonisolated func isInterrupted(_ manifest: Manifest, in folder: String) -> Bool {
+        (manifest.state == "queued" || manifest.state == "saving") && !Self.isLockedByLiveCopy(folder)
     }
 
     /// Whether some copy (in any process) holds the folder's lock.
