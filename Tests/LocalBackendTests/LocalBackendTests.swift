@@ -232,21 +232,28 @@ import Glibc
         #expect(try await scratch.backend().status(image, logger: quiet) == state)
     }
 
-    @Test func leftoverSavingManifestIsInterruptedAndCreateRecopies() async throws {
-        let scratch = try Scratch()
-        defer { scratch.remove() }
-        let source = scratch.path + "/disk.raw"
-        try writeSparseFile(source, size: 8 << 20, extents: [(Int64(Self.mebibyte), 5000)])
-        // What a process killed mid-copy leaves behind.
-        let folder = scratch.images + "/crashed-1"
+    /// What a process killed mid-copy leaves behind: a `queued`/`saving` manifest nobody locks, part of the data.
+    private func writeLeftover(
+        _ scratch: Scratch, name: String, target: String, state: String, description: String = ""
+    ) throws -> String {
+        let folder = scratch.images + "/" + name
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         try writeFile(folder + "/data.partial", "half a disk")
         try writeFile(
             folder + "/manifest.json",
             """
-            {"format": 1, "name": "crashed-1", "description": "", "target": "\(source)", "state": "saving",
-             "created_at": "2023-11-14T22:13:20Z"}
+            {"format": 1, "name": "\(name)", "description": "\(description)", "target": "\(target)",
+             "state": "\(state)", "created_at": "2023-11-14T22:13:20Z"}
             """)
+        return folder
+    }
+
+    @Test func leftoverSavingManifestIsInterruptedAndCreateRecopies() async throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        let source = scratch.path + "/disk.raw"
+        try writeSparseFile(source, size: 8 << 20, extents: [(Int64(Self.mebibyte), 5000)])
+        let folder = try writeLeftover(scratch, name: "crashed-1", target: source, state: "saving")
 
         let backend = scratch.backend()
         let image = ImageRef(id: "crashed-1")
@@ -265,15 +272,8 @@ import Glibc
         defer { scratch.remove() }
         let source = scratch.path + "/disk.raw"
         try writeSparseFile(source, size: 8 << 20, extents: [(Int64(Self.mebibyte), 5000)])
-        let folder = scratch.images + "/crashed-2"
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try writeFile(folder + "/data.partial", "half a disk")
-        try writeFile(
-            folder + "/manifest.json",
-            """
-            {"format": 1, "name": "crashed-2", "description": "nightly", "target": "\(source)", "state": "queued",
-             "created_at": "2023-11-14T22:13:20Z"}
-            """)
+        let folder = try writeLeftover(
+            scratch, name: "crashed-2", target: source, state: "queued", description: "nightly")
         let backend = scratch.backend()
         let image = ImageRef(id: "crashed-2")
         let state = try await backend.status(image, logger: quiet)
@@ -285,14 +285,7 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["data", "manifest.json"])
 
         // When the target is gone by then, the image fails with both reasons.
-        let folder3 = scratch.images + "/crashed-3"
-        try FileManager.default.createDirectory(atPath: folder3, withIntermediateDirectories: true)
-        try writeFile(
-            folder3 + "/manifest.json",
-            """
-            {"format": 1, "name": "crashed-3", "description": "", "target": "\(scratch.path)/missing.raw",
-             "state": "saving", "created_at": "2023-11-14T22:13:20Z"}
-            """)
+        _ = try writeLeftover(scratch, name: "crashed-3", target: scratch.path + "/missing.raw", state: "saving")
         let failed = try await backend.status(ImageRef(id: "crashed-3"), logger: quiet)
         #expect(failed.errorReason?.hasPrefix("interrupted:") == true, "\(failed)")
         #expect(failed.errorReason?.contains("copying again failed") == true, "\(failed)")
