@@ -15,12 +15,19 @@ public struct ControlServerLimits: Sendable, Hashable {
     public var maxLineLength = 1 << 20
     /// Connections served at once; one more is answered with `unavailable` and closed.
     public var maxConnections = 256
+    /// Of those, the most one user may hold, unless it may change state: one reader cannot take them all.
+    public var maxConnectionsPerUser = 64
+    /// Connections beyond `maxConnections` kept for callers who may change state, so that `systemctl reload`
+    /// (which runs `snapcronctl reload`) works while readers fill the server.
+    public var reservedConnections = 16
     /// A connection with no request for this long is closed.
     public var idleTimeout: TimeAmount = .seconds(60)
     /// A request line must be complete this long after its first byte (a very slow client is closed).
     public var requestTimeout: TimeAmount = .seconds(10)
     /// Request lines waiting behind the one being answered; more is a client that does not read its answers.
     public var maxPendingRequests = 32
+    /// An answer (or an error line) the client does not read for this long: the connection is closed.
+    public var writeTimeout: TimeAmount = .seconds(30)
 
     public init() {}
 }
@@ -58,7 +65,13 @@ public final class ControlServer: Sendable {
     let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
-    let connections = NIOLockedValueBox(0)
+    private let connections = NIOLockedValueBox(ConnectionCount())
+
+    /// Open connections, in all and by user.
+    struct ConnectionCount {
+        var total = 0
+        var byUser: [UInt32: Int] = [:]
+    }
 
     public init(
         options: ControlSocketOptions, limits: ControlServerLimits = ControlServerLimits(), service: ControlService,
@@ -72,7 +85,7 @@ public final class ControlServer: Sendable {
     }
 
     /// Connections open now.
-    public var connectionCount: Int { connections.withLockedValue { $0 } }
+    public var connectionCount: Int { connections.withLockedValue { $0.total } }
 
     /// Creates the socket file (removing a stale one), sets its mode and group, and starts accepting.
     public func start() async throws {
@@ -180,17 +193,38 @@ public final class ControlServer: Sendable {
         unlink(path)
     }
 
-    /// Counts a new connection in; false when the server is full.
-    func admit() -> Bool {
-        connections.withLockedValue { count in
-            guard count < limits.maxConnections else { return false }
-            count += 1
-            return true
+    /// Counts a new connection of `peer` in; nil when admitted, else why not. A peer whose credentials could not
+    /// be read counts as an unprivileged user of its own.
+    func admit(_ peer: PeerCredentials?) -> String? {
+        let privileged = peer.map(service.environment.access.mayChangeState) ?? false
+        let user = peer?.uid ?? UInt32.max
+        return connections.withLockedValue { count -> String? in
+            if privileged {
+                guard count.total < limits.maxConnections + limits.reservedConnections else {
+                    return "snapcrond serves at most \(limits.maxConnections) connections; try again"
+                }
+            } else {
+                guard count.total < limits.maxConnections else {
+                    return "snapcrond serves at most \(limits.maxConnections) connections; try again"
+                }
+                guard count.byUser[user, default: 0] < limits.maxConnectionsPerUser else {
+                    return "snapcrond serves at most \(limits.maxConnectionsPerUser) connections per user; "
+                        + "close some of yours"
+                }
+            }
+            count.total += 1
+            count.byUser[user, default: 0] += 1
+            return nil
         }
     }
 
-    func release() {
-        connections.withLockedValue { $0 -= 1 }
+    func release(_ peer: PeerCredentials?) {
+        let user = peer?.uid ?? UInt32.max
+        connections.withLockedValue { count in
+            count.total -= 1
+            count.byUser[user, default: 1] -= 1
+            if count.byUser[user] == 0 { count.byUser[user] = nil }
+        }
     }
 }
 
@@ -205,10 +239,12 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     private var busy = false
     private var inputClosed = false
     private var closing = false
-    private var admitted = false
+    /// nil until the peer's credentials are read and the server has counted it in (or refused it).
+    private var admitted: Bool?
     private var peer: PeerCredentials?
     private var idleTimer: Scheduled<Void>?
     private var lineTimer: Scheduled<Void>?
+    private var writeTimer: Scheduled<Void>?
 
     init(server: ControlServer) {
         self.server = server
@@ -216,32 +252,49 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        guard server.admit() else {
-            fail(
-                context,
-                RPCError(
-                    .unavailable, "snapcrond serves at most \(server.limits.maxConnections) connections; try again"))
+        armIdleTimer(context)
+        context.fireChannelActive()
+        guard let provider = context.channel as? any SocketOptionProvider else {
+            decideAdmission(context, peer: nil)
+            return
+        }
+        // On the channel's own loop these complete at once, before any request is read.
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let credentials: EventLoopFuture<PeerCredentials.UCred> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
+        let groups: EventLoopFuture<PeerCredentials.GroupList> = provider.unsafeGetSocketOption(
+            level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(PeerCredentials.soPeerGroups))
+        credentials.whenComplete { credentials in
+            groups.whenComplete { groups in
+                let (handler, context) = loopBound.value
+                let peer = (try? credentials.get()).map {
+                    PeerCredentials(
+                        pid: $0.pid, uid: $0.uid, gid: $0.gid, groups: (try? groups.get())?.groups(besides: $0.gid))
+                }
+                handler.decideAdmission(context, peer: peer)
+            }
+        }
+    }
+
+    private func decideAdmission(_ context: ChannelHandlerContext, peer: PeerCredentials?) {
+        guard admitted == nil, !closing else { return }
+        self.peer = peer
+        if let refusal = server.admit(peer) {
+            admitted = false
+            fail(context, RPCError(.unavailable, refusal))
             return
         }
         admitted = true
-        if let provider = context.channel as? any SocketOptionProvider {
-            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            let future: EventLoopFuture<PeerCredentials.UCred> = provider.unsafeGetSocketOption(
-                level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_PEERCRED))
-            future.whenSuccess { credentials in
-                loopBound.value.peer = PeerCredentials(pid: credentials.pid, uid: credentials.uid, gid: credentials.gid)
-            }
-        }
-        armIdleTimer(context)
-        context.fireChannelActive()
+        processNext(context)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         idleTimer?.cancel()
         lineTimer?.cancel()
-        if admitted {
+        writeTimer?.cancel()
+        if admitted == true {
             admitted = false
-            server.release()
+            server.release(peer)
         }
         context.fireChannelInactive()
     }
@@ -250,10 +303,12 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         guard !closing else { return }
         let buffer = unwrapInboundIn(data)
         buffer.withUnsafeReadableBytes { framer.append($0) }
+        var requests = 0
         do {
             while let line = try framer.nextLine() {
                 if line.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) { continue }
                 pending.append(line)
+                requests += 1
             }
         } catch {
             fail(context, RPCError(.lineTooLong, "request line longer than \(server.limits.maxLineLength) bytes"))
@@ -272,7 +327,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
             lineTimer?.cancel()
             lineTimer = nil
         }
-        armIdleTimer(context)
+        // Blank lines keep nothing alive: only requests count as activity.
+        if requests > 0 { armIdleTimer(context) }
         processNext(context)
     }
 
@@ -294,6 +350,16 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable {
+            writeTimer?.cancel()
+            writeTimer = nil
+        } else if writeTimer == nil {
+            // A client that stops reading would hold its connection (and a slot) for ever: it gets this long.
+            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
+            writeTimer = context.eventLoop.scheduleTask(in: server.limits.writeTimeout) {
+                loopBound.value.close(promise: nil)
+            }
+        }
         processNext(context)
         context.fireChannelWritabilityChanged()
     }
@@ -305,7 +371,7 @@ final class ControlConnectionHandler: ChannelInboundHandler {
 
     /// Answers the next waiting line, one at a time so that answers keep the order of requests.
     private func processNext(_ context: ChannelHandlerContext) {
-        guard !busy, !closing, !pending.isEmpty, context.channel.isWritable else { return }
+        guard admitted == true, !busy, !closing, !pending.isEmpty, context.channel.isWritable else { return }
         busy = true
         let line = pending.removeFirst()
         let (service, peer) = (server.service, peer)
@@ -348,6 +414,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         context.writeAndFlush(wrapOutboundOut(ByteBuffer(bytes: line))).whenComplete { _ in
             loopBound.value.close(promise: nil)
         }
+        // The write completes only when the peer reads; one that does not is closed all the same.
+        context.eventLoop.scheduleTask(in: .seconds(1)) { loopBound.value.close(promise: nil) }
     }
 
     private func armIdleTimer(_ context: ChannelHandlerContext) {

@@ -60,6 +60,28 @@ import Testing
     }
 
     @Test(.enabled(if: getuid() == 0, "needs root to run a client as nobody"))
+    func theProcesssOwnSupplementaryGroupCounts() async throws {
+        // Group 4242 is in no user database entry: only the kernel's view of the process (SO_PEERGROUPS) has it,
+        // as with a unit's SupplementaryGroups=.
+        let h = try Harness(access: ControlAccess(ownUID: 0, groupID: 4242, groupName: "snapcron-ops"))
+        try await h.listen(mode: 0o666)
+        await h.startScheduler()
+        let binary = try clientForNobody(in: h.directory)
+        let member = try await ctl(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--groups=4242", binary, "pause", "web", "--socket", h.socketPath])
+        #expect(member.status == 0, "\(member.stderr)")
+        #expect(try h.store.jobState(name: "web")?.paused == true)
+        let stranger = try await ctl(
+            "/usr/bin/setpriv",
+            ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "resume", "web", "--socket", h.socketPath])
+        #expect(stranger.status == 4, "\(stranger.stderr)")
+        #expect(stranger.stderr.contains("members of group 'snapcron-ops'"), "\(stranger.stderr)")
+        #expect(try h.store.jobState(name: "web")?.paused == true)
+        await h.stop()
+    }
+
+    @Test(.enabled(if: getuid() == 0, "needs root to run a client as nobody"))
     func aSocketTheUserMayNotOpenGetsAClearMessage() async throws {
         let h = try Harness()
         try await h.listen(mode: 0o660)

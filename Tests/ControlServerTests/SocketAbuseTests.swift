@@ -160,10 +160,12 @@ import Testing
     @Test func connectionsBeyondTheLimitAreRefusedWithAReason() async throws {
         var limits = ControlServerLimits()
         limits.maxConnections = 4
+        limits.reservedConnections = 2
         try await withServer(limits) { h in
             let path = h.socketPath
             let refused = try await blocking {
-                let held = try (0..<4).map { _ in try ControlClient(path: path, timeout: 30) }
+                // root may change state: it gets the 2 reserved connections beyond the 4.
+                let held = try (0..<6).map { _ in try ControlClient(path: path, timeout: 30) }
                 for client in held { _ = try client.call(.status, NoParams(), as: StatusResult.self) }
                 let extra = try ControlClient(path: path, timeout: 30)
                 let lines = Self.readToEnd(extra)
@@ -173,6 +175,89 @@ import Testing
             #expect(refused.count == 1 && refused[0].contains("at most 4 connections"))
             #expect(await Self.connections(of: h, dropTo: 0))
             try await Self.stillAnswers(path)
+        }
+    }
+
+    @Test func aClientThatStopsReadingIsClosedAfterTheWriteTimeout() async throws {
+        var limits = ControlServerLimits()
+        limits.writeTimeout = .milliseconds(300)
+        try await withServer(limits) { h in
+            let path = h.socketPath
+            let server = try #require(h.server)
+            // 24 answers of ~30 KB each: far more than the socket holds, and the client reads none of them.
+            var batch = ""
+            for id in 1...24 {
+                batch += #"{"jsonrpc":"2.0","id":\#(id),"method":"next","params":{"expression":"* * * * *","count":1000}}"#
+                batch += "\n"
+            }
+            let request = batch
+            let closed = try await blocking {
+                let client = try ControlClient(path: path, timeout: 30)
+                defer { client.close() }
+                try client.send(Data(request.utf8))
+                for _ in 0..<1000 {
+                    if server.connectionCount == 0 { return true }
+                    Thread.sleep(forTimeInterval: 0.01)
+                }
+                return false
+            }
+            #expect(closed, "the stalled connection was not closed")
+            try await Self.stillAnswers(path)
+        }
+    }
+
+    @Test func blankLinesDoNotKeepAConnectionAlive() async throws {
+        var limits = ControlServerLimits()
+        limits.idleTimeout = .milliseconds(300)
+        try await withServer(limits) { h in
+            let path = h.socketPath
+            let server = try #require(h.server)
+            let (openAfter, lines) = try await blocking {
+                let client = try ControlClient(path: path, timeout: 30)
+                // A newline every 100 ms for 1.5 s: no request, so the idle timeout still ends it.
+                for _ in 0..<15 {
+                    try? client.send(Data("\n".utf8))
+                    Thread.sleep(forTimeInterval: 0.1)
+                }
+                return (server.connectionCount, Self.readToEnd(client))
+            }
+            #expect(openAfter == 0, "blank lines kept the connection open")
+            #expect(lines.count == 1 && lines[0].contains("idle"))
+        }
+    }
+
+    @Test(
+        .enabled(if: getuid() == 0, "needs root to connect as nobody"),
+        .enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/python3"), "needs the system python3"))
+    func oneUserCannotTakeEveryConnection() async throws {
+        var limits = ControlServerLimits()
+        limits.maxConnectionsPerUser = 2
+        try await withServer(limits) { h in
+            // nobody holds two connections and asks for a third; root is still served.
+            let script = """
+                import socket, sys
+                held = []
+                for _ in range(3):
+                    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    s.connect(sys.argv[1])
+                    held.append(s)
+                held[2].settimeout(20)
+                print(held[2].makefile().readline().strip())
+                held[0].sendall(b'{"jsonrpc":"2.0","id":1,"method":"status"}\\n')
+                held[0].settimeout(20)
+                print(held[0].makefile().readline()[:40])
+                """
+            let result = try await blocking {
+                try Executables.run(
+                    "/usr/bin/setpriv",
+                    ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3", "-c", script, h.socketPath])
+            }
+            #expect(result.status == 0, "\(result.stderr)")
+            let lines = result.stdout.split(separator: "\n").map(String.init)
+            #expect(lines.count == 2, "\(result.stdout)")
+            #expect(lines.first?.contains("at most 2 connections per user") == true, "\(result.stdout)")
+            #expect(lines.last?.hasPrefix(#"{"jsonrpc":"2.0","id":1,"result""#) == true, "\(result.stdout)")
+            try await Self.stillAnswers(h.socketPath)
         }
     }
 
