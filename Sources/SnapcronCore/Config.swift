@@ -153,8 +153,12 @@ public struct SnapcronConfig: Sendable, Hashable {
     /// The file the configuration came from; `nil` for the embedded default.
     public var file: String?
     public var stateDirectory: String
-    /// The control socket (`[daemon] socket_path`).
-    public var socketPath = "/run/snapcron/control.sock"
+    /// The control socket (`[daemon] socket_path`); see ``controlSocketPath(override:environment:)`` for the
+    /// path actually used.
+    public var socketPath = SnapcronConfig.defaultSocketPath
+    /// Whether the config file names `socket_path` (then it wins over `$RUNTIME_DIRECTORY`).
+    public var socketPathIsExplicit = false
+    public static let defaultSocketPath = "/run/snapcron/control.sock"
     /// The group that may use changing control methods and owns the socket.
     public var socketGroup = "snapcron"
     /// At most this many creates at once across all backends.
@@ -174,6 +178,20 @@ public struct SnapcronConfig: Sendable, Hashable {
         BackendConfig(
             name: "local", type: .local,
             local: LocalBackendSettings(imagesDirectory: joinPath(stateDirectory, "images")))
+    }
+
+    /// The control socket that snapcrond listens on and snapcronctl connects to, the same on both sides: `--socket`,
+    /// else `socket_path` from the config file, else `$RUNTIME_DIRECTORY/control.sock` (under systemd), else the
+    /// default. (A shell has no `$RUNTIME_DIRECTORY`; the daemon's unit does: a config path must win over it, or
+    /// the two would disagree.)
+    public func controlSocketPath(override: String?, environment: [String: String]) -> String {
+        if let override { return override }
+        if socketPathIsExplicit { return socketPath }
+        if let runtime = environment["RUNTIME_DIRECTORY"], !runtime.isEmpty {
+            // systemd may list several directories, separated by colons: the first is ours.
+            return (runtime.split(separator: ":").first.map(String.init) ?? runtime) + "/control.sock"
+        }
+        return socketPath
     }
 
     /// Loads `path`, reporting a missing file as an error.
@@ -285,7 +303,10 @@ struct ConfigReader {
             if let daemon = value.table {
                 rejectUnknownKeys(in: daemon, at: "daemon", known: Self.daemonKeys)
                 if let path = absolutePath(daemon, "state_dir", at: "daemon") { config.stateDirectory = path }
-                if let path = absolutePath(daemon, "socket_path", at: "daemon") { config.socketPath = path }
+                if let path = absolutePath(daemon, "socket_path", at: "daemon") {
+                    config.socketPath = path
+                    config.socketPathIsExplicit = true
+                }
                 if let path = absolutePath(daemon, "schedule_path", at: "daemon") { config.schedulePath = path }
                 if let group = nonEmptyString(daemon, "socket_group", at: "daemon") { config.socketGroup = group }
                 if let limit = positiveInteger(daemon, "max_concurrent_creates", at: "daemon") {

@@ -7,12 +7,7 @@ import SnapshotBackend
 extension Daemon {
     /// `--socket`, else `$RUNTIME_DIRECTORY/control.sock` (systemd's `RuntimeDirectory=`), else the config's.
     static func socketPath(options: DaemonOptions, config: SnapcronConfig) -> String {
-        if let path = options.socketPath { return path }
-        if let runtime = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"], !runtime.isEmpty {
-            // systemd may list several directories, separated by colons: the first is ours.
-            return (runtime.split(separator: ":").first.map(String.init) ?? runtime) + "/control.sock"
-        }
-        return config.socketPath
+        config.controlSocketPath(override: options.socketPath, environment: ProcessInfo.processInfo.environment)
     }
 
     /// The control service of this daemon; it reports the schedule's absolute path, for `snapcronctl edit`.

@@ -106,6 +106,14 @@ func configErrors(_ text: String) -> DiagnosticList {
             """, file: "snapcron.toml")
         #expect(config.stateDirectory == "/srv/snapcron")
         #expect(config.socketPath == "/run/snap.sock")
+        // The same rule on both sides of the socket: --socket, the config's socket_path, $RUNTIME_DIRECTORY, default.
+        let systemd = ["RUNTIME_DIRECTORY": "/run/snapcron:/run/other"]
+        #expect(config.controlSocketPath(override: "/tmp/s.sock", environment: systemd) == "/tmp/s.sock")
+        #expect(config.controlSocketPath(override: nil, environment: systemd) == "/run/snap.sock")
+        let plain = SnapcronConfig.default(stateDir: "/x")
+        #expect(plain.controlSocketPath(override: nil, environment: systemd) == "/run/snapcron/control.sock")
+        #expect(plain.controlSocketPath(override: nil, environment: ["RUNTIME_DIRECTORY": "/run/sc"]) == "/run/sc/control.sock")
+        #expect(plain.controlSocketPath(override: nil, environment: [:]) == SnapcronConfig.defaultSocketPath)
         #expect(config.socketGroup == "ops")
         #expect(config.maxConcurrentCreates == 8)
         #expect(config.schedulePath == "/srv/schedule")
