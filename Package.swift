@@ -205,7 +205,7 @@ let package = Package(
         // Runs the built snapcrond binary against real files and a real database, and kills it.
         .testTarget(
             name: "SnapcrondTests",
-            dependencies: ["snapcrond", "SnapcronStore"],
+            dependencies: ["snapcrond", "SnapcronStore", "SnapcronDaemon", nioConcurrency],
             swiftSettings: swiftSettings
         ),
     ]

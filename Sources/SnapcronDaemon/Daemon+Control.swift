@@ -39,6 +39,10 @@ extension Daemon {
     /// Re-reads the schedule file and applies it; on errors returns every diagnostic and the running schedule
     /// stays.
     public func reloadSchedule() async -> Result<Schedule, DiagnosticList> {
+        await reloads.run { [self] in await reloadNow() }
+    }
+
+    private func reloadNow() async -> Result<Schedule, DiagnosticList> {
         // systemd 252 has no notify-reload; these still tell it (and `systemctl status`) what is going on.
         notifier.reloading()
         defer { notifier.ready(status: nil) }

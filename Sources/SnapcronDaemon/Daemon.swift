@@ -50,6 +50,8 @@ public final class Daemon: Sendable {
     let notifier = Notifier()
     /// The jobs as the control socket shows them; updated on every successful reload.
     public let catalog = JobCatalog()
+    /// Reloads, one at a time: each reads the file and applies it before the next starts.
+    let reloads = SerialTaskQueue()
     /// When the daemon started, for `status`.
     public let startedAt: Date
     let clock: SystemClock

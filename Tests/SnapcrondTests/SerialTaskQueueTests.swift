@@ -1,0 +1,43 @@
+import NIOConcurrencyHelpers
+import Testing
+
+@testable import SnapcronDaemon
+
+@Suite struct SerialTaskQueueTests {
+    @Test func operationsNeverInterleaveEvenWhenTheyAwait() async {
+        let queue = SerialTaskQueue()
+        let events = NIOLockedValueBox<[String]>([])
+        await withTaskGroup(of: Int.self) { group in
+            for index in 0..<40 {
+                group.addTask {
+                    await queue.run {
+                        events.withLockedValue { $0.append("start \(index)") }
+                        // Suspension points in the middle, as a reload has (it awaits the scheduler).
+                        for _ in 0..<3 { await Task.yield() }
+                        try? await Task.sleep(for: .milliseconds(1))
+                        events.withLockedValue { $0.append("end \(index)") }
+                        return index
+                    }
+                }
+            }
+            var results: [Int] = []
+            for await result in group { results.append(result) }
+            #expect(results.sorted() == Array(0..<40))
+        }
+        let log = events.withLockedValue { $0 }
+        #expect(log.count == 80)
+        for pair in stride(from: 0, to: log.count, by: 2) {
+            let index = log[pair].dropFirst("start ".count)
+            #expect(log[pair].hasPrefix("start ") && log[pair + 1] == "end \(index)", "interleaved at \(pair): \(log)")
+        }
+    }
+
+    @Test func laterSubmissionsRunAfterEarlierOnes() async {
+        let queue = SerialTaskQueue()
+        let order = NIOLockedValueBox<[Int]>([])
+        for index in 0..<10 {
+            _ = await queue.run { order.withLockedValue { $0.append(index) } }
+        }
+        #expect(order.withLockedValue { $0 } == Array(0..<10))
+    }
+}
