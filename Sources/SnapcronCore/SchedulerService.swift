@@ -1009,6 +1009,21 @@ public actor SchedulerService {
         let now = clock.now()
         var next: [String: JobEntry] = [:]
         var maxGeneration = jobs.values.map(\.generation).max() ?? 0
+        // A job that comes back after a reload without it keeps the pause the store remembers, as on a restart.
+        var storedPauses: Set<String>?
+        func wasPaused(_ name: String) -> Bool {
+            if let paused = jobs[name]?.paused { return paused }
+            guard started else { return false }  // `prepare` reads the store
+            if storedPauses == nil {
+                do {
+                    storedPauses = Set(try store.allJobStates().filter(\.paused).map(\.name))
+                } catch {
+                    logger.error("Store read failed; re-added jobs start unpaused", metadata: ["error": "\(error)"])
+                    storedPauses = []
+                }
+            }
+            return storedPauses?.contains(name) ?? false
+        }
         for job in newJobs.map(\.withoutSourceText) {
             if let old = jobs[job.name], old.job == job {
                 next[job.name] = old
@@ -1016,9 +1031,17 @@ public actor SchedulerService {
             }
             maxGeneration += 1
             let entry = JobEntry(
-                job: job, generation: maxGeneration, paused: job.options.paused || (jobs[job.name]?.paused ?? false),
+                job: job, generation: maxGeneration, paused: job.options.paused || wasPaused(job.name),
                 lastHandled: jobs[job.name]?.lastHandled)
-            if let old = jobs[job.name], old.job.options.paused && !job.options.paused { entry.paused = false }
+            if let old = jobs[job.name], old.job.options.paused && !job.options.paused {
+                // Taking `paused=yes` off the line resumes the job, for good: also after a restart.
+                entry.paused = false
+                do {
+                    _ = try store.setPaused(name: job.name, false, now: now)
+                } catch {
+                    logger.error("Store write failed", metadata: ["job": "\(job.name)", "error": "\(error)"])
+                }
+            }
             next[job.name] = entry
             let after = max(entry.lastHandled ?? now, now)
             if started, let scheduled = job.expression.nextDate(after: after, in: job.zone) {

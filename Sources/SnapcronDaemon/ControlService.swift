@@ -307,7 +307,14 @@ public final class ControlService: Sendable {
     }
 
     func setPaused(job name: String, _ paused: Bool) async throws -> PauseResult {
-        guard environment.catalog.snapshot.job(named: name) != nil else { throw notFound(job: name) }
+        guard let job = environment.catalog.snapshot.job(named: name) else { throw notFound(job: name) }
+        if !paused && job.options.paused {
+            // The schedule file says so: a resume here would not survive the next start.
+            throw RPCError(
+                .conflict,
+                "job '\(name)' is paused by its schedule line (paused=yes at \(job.location.file):"
+                    + "\(job.location.number)); remove that option and reload to resume it")
+        }
         do {
             try await environment.scheduler.setPaused(job: name, paused)
         } catch let error as SchedulerError {

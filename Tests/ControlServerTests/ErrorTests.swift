@@ -130,6 +130,20 @@ import Testing
         }
     }
 
+    @Test func aJobPausedByItsScheduleLineCannotBeResumedFromTheSocket() async throws {
+        let h = try Harness(schedule: Harness.schedule + "0 4 * * *     held  fake:vm-held  paused=yes\n")
+        await h.startScheduler()
+        let (_, refused) = try await error(
+            #"{"jsonrpc":"2.0","id":1,"method":"resume","params":{"job":"held"}}"#, h, .inProcess)
+        #expect(refused.code == .conflict)
+        #expect(refused.message.contains("paused by its schedule line (paused=yes at \(h.schedulePath):4)"))
+        #expect(refused.message.contains("remove that option and reload"))
+        #expect(h.scheduler.pausedJobs == ["held"])
+        // Pausing it again is harmless.
+        _ = try await h.call(.pause, JobParams(job: "held"), as: PauseResult.self, via: .inProcess)
+        await h.stop()
+    }
+
     @Test func membersOfTheSocketGroupMayChange() async throws {
         let h = try Harness(access: ControlAccess(ownUID: 0, groupID: 65534, groupName: "nogroup"))
         await h.startScheduler()

@@ -502,6 +502,38 @@ import Testing
         #expect(await sim.fake.calls(of: .create).count == 3)
     }
 
+    @Test func pausesSurviveReloadsAndRestartsTheSameWay() async throws {
+        let both = try simulationJobs(
+            """
+            */10 * * * *   a   fake:vm1
+            */10 * * * *   b   fake:vm2   paused=yes
+            """)
+        let sim = try Simulation(start: utc("2026-06-01T00:00:00Z"))
+        let service = await sim.start(both)
+        try await service.setPaused(job: "a", true)
+        try await service.setPaused(job: "b", true)  // also paused by its line
+        // `a` leaves the schedule and comes back: still paused, as a restart would have it.
+        await service.apply(jobs: try simulationJobs("*/10 * * * *   b   fake:vm2   paused=yes"))
+        #expect(service.pausedJobs == ["b"])
+        await service.apply(jobs: both)
+        #expect(service.pausedJobs == ["a", "b"])
+        // `b` loses paused=yes: resumed, and still resumed after a restart.
+        let unpaused = try simulationJobs(
+            """
+            */10 * * * *   a   fake:vm1
+            */10 * * * *   b   fake:vm2
+            """)
+        await service.apply(jobs: unpaused)
+        #expect(service.pausedJobs == ["a"])
+        await sim.stop()
+        let restarted = await sim.start(unpaused)
+        #expect(restarted.pausedJobs == ["a"])
+        await sim.run(until: utc("2026-06-01T00:15:00Z"))
+        await sim.stop()
+        #expect(try sim.runs("b").map(\.state) == [.succeeded])
+        #expect(try sim.runs("a").map(\.state) == [.skipped])
+    }
+
     @Test func manualTriggerRunsNowOnceAndRefusesAnOverlap() async throws {
         let jobs = try simulationJobs(
             """
