@@ -130,6 +130,23 @@ import Testing
         }
     }
 
+    @Test(arguments: Transport.allCases)
+    func aFailingStoreIsAnInternalErrorThatSaysSo(_ transport: Transport) async throws {
+        let h = try Harness()
+        if transport == .socket { try await h.listen() }
+        try h.store.close()
+        for line in [
+            #"{"jsonrpc":"2.0","id":1,"method":"history","params":{"job":"web"}}"#,
+            #"{"jsonrpc":"2.0","id":1,"method":"images","params":{"job":"web"}}"#,
+        ] {
+            let (id, failure) = try await error(line, h, transport)
+            #expect(id == .number(1))
+            #expect(failure.code == .internalError)
+            #expect(failure.message.hasPrefix("the state database failed:"), "\(failure.message)")
+        }
+        await h.stop()
+    }
+
     @Test func aJobPausedByItsScheduleLineCannotBeResumedFromTheSocket() async throws {
         let h = try Harness(schedule: Harness.schedule + "0 4 * * *     held  fake:vm-held  paused=yes\n")
         await h.startScheduler()

@@ -133,6 +133,18 @@ import Testing
             }
             // Retention ran after each success: keep=2 deleted the oldest.
             #expect(try h.store.images(job: "web").map(\.id) == [ids[2], ids[1]])
+            let gone = try await h.send(
+                #"{"jsonrpc":"2.0","id":5,"method":"pin","params":{"image":"\#(ids[0])"}}"#, via: transport)
+            #expect(gone?.contains(#""code":-32003"#) == true && gone?.contains("was deleted") == true, "\(gone ?? "")")
+
+            // history's filters, each with something to find.
+            let since = try await h.call(
+                .history, HistoryParams(job: "web", since: Harness.start.addingTimeInterval(2)), as: HistoryResult.self,
+                via: transport)
+            #expect(since.runs.map(\.imageId) == [ids[2], ids[1]])
+            let succeeded = try await h.call(
+                .history, HistoryParams(state: "succeeded", limit: 1), as: HistoryResult.self, via: transport)
+            #expect(succeeded.runs.map(\.imageId) == [ids[2]])
             let oldest = ids[1]
             let pinned = try await h.call(.pin, PinParams(image: oldest), as: ImageInfo.self, via: transport)
             #expect(pinned.pinned && pinned.job == "web")

@@ -206,6 +206,22 @@ import Testing
         }
     }
 
+    @Test func aClientPilingUpRequestsIsToldAndClosed() async throws {
+        var limits = ControlServerLimits()
+        limits.maxPendingRequests = 4
+        try await withServer(limits) { h in
+            let path = h.socketPath
+            let lines = try await blocking {
+                let client = try ControlClient(path: path, timeout: 30)
+                try client.send(Data(String(repeating: Self.status + "\n", count: 10).utf8))
+                return Self.readToEnd(client)
+            }
+            #expect(lines.last?.contains("more than 4 requests waiting; read the answers") == true, "\(lines)")
+            #expect(await Self.connections(of: h, dropTo: 0))
+            try await Self.stillAnswers(path)
+        }
+    }
+
     @Test func blankLinesDoNotKeepAConnectionAlive() async throws {
         var limits = ControlServerLimits()
         limits.idleTimeout = .milliseconds(300)
