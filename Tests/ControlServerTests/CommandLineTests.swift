@@ -106,6 +106,33 @@ import Testing
         }
     }
 
+    @Test func socketBeforeTheSubcommandIsPassedDownToIt() async throws {
+        try await withServer { h, binary in
+            let before = try await ctl(binary, ["--socket", h.socketPath, "status"])
+            #expect(before.status == 0, "\(before.stderr)")
+            #expect(before.stdout.contains("3 jobs"))
+            let joined = try await ctl(binary, ["--socket=\(h.socketPath)", "jobs", "--json"])
+            #expect(joined.status == 0, "\(joined.stderr)")
+            let both = try await ctl(binary, ["--socket", h.socketPath, "jobs", "--socket", h.socketPath])
+            #expect(both.status == 0, "the same value in both places is fine: \(both.stderr)")
+
+            let other = "/tmp/snapcron-no-such-dir/c.sock"
+            let conflict = try await ctl(binary, ["--socket", h.socketPath, "trigger", "web", "--socket", other])
+            #expect(conflict.status == 2)
+            #expect(
+                conflict.stderr.contains(
+                    "--socket given twice with different values: '\(h.socketPath)' before trigger, '\(other)' after it"),
+                "\(conflict.stderr)")
+            #expect(try h.store.runs().isEmpty, "nothing was triggered")
+            let offline = try await ctl(binary, ["--socket", h.socketPath, "check", h.schedulePath])
+            #expect(offline.status == 2)
+            #expect(offline.stderr.contains("check does not talk to the daemon"), "\(offline.stderr)")
+            let missing = try await ctl(binary, ["--socket"])
+            #expect(missing.status == 2)
+            #expect(missing.stderr.contains("missing value for '--socket <path>'"), "\(missing.stderr)")
+        }
+    }
+
     @Test func monitorReportsLikeANagiosPlugin() async throws {
         try await withServer { h, binary in
             // No job has fired: WARNING for each, exit 1.
