@@ -19,8 +19,8 @@ struct Snapcronctl: ParsableCommand {
         ]
     )
 
-    /// Runs a subcommand like ArgumentParser does, but exits with `ExitCodes.usage` for usage errors, and takes
-    /// `--socket` before the subcommand too.
+    /// Runs a subcommand like ArgumentParser does, but exits with `ExitCodes.usage` for usage errors (`monitor`:
+    /// a `SNAPCRON UNKNOWN` line and 3), and takes `--socket` before the subcommand too.
     static func main() {
         var arguments = Array(CommandLine.arguments.dropFirst())
         do {
@@ -31,6 +31,9 @@ struct Snapcronctl: ParsableCommand {
         } catch {
             // ArgumentParser reports bad flags and `ValidationError` as EX_USAGE (64); ours is 2, like most tools.
             guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            if arguments.first(where: { !$0.hasPrefix("-") }) == MonitorCommand.configuration.commandName {
+                exit(withError: MonitorCommand.unknown(message(for: error)))
+            }
             FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
             exit(withError: ExitCodes.usage)
         }
