@@ -49,7 +49,9 @@ let package = Package(
         .target(name: "TargetRules", dependencies: ["SnapshotBackend"], swiftSettings: swiftSettings),
         .target(
             name: "LocalBackend",
-            dependencies: ["SnapshotBackend", "TargetRules", logging, .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "SnapshotBackend", "TargetRules", logging, .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Sources/Backends/Local",
             swiftSettings: swiftSettings
         ),

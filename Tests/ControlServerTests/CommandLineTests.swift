@@ -119,10 +119,9 @@ import Testing
             let other = "/tmp/snapcron-no-such-dir/c.sock"
             let conflict = try await ctl(binary, ["--socket", h.socketPath, "trigger", "web", "--socket", other])
             #expect(conflict.status == 2)
-            #expect(
-                conflict.stderr.contains(
-                    "--socket given twice with different values: '\(h.socketPath)' before trigger, '\(other)' after it"),
-                "\(conflict.stderr)")
+            let reason =
+                "--socket given twice with different values: '\(h.socketPath)' before trigger, '\(other)' after it"
+            #expect(conflict.stderr.contains(reason), "\(conflict.stderr)")
             #expect(try h.store.runs().isEmpty, "nothing was triggered")
             let offline = try await ctl(binary, ["--socket", h.socketPath, "check", h.schedulePath])
             #expect(offline.status == 2)
@@ -149,7 +148,9 @@ import Testing
     func monitorReportsUsageErrorsAsUnknown(_ arguments: [String], _ expected: String) async throws {
         try await withServer { h, binary in
             var commandLines = [["--socket", h.socketPath, "monitor"] + arguments]
-            if !arguments.contains("--socket") { commandLines.append(["monitor"] + arguments + ["--socket", h.socketPath]) }
+            if !arguments.contains("--socket") {
+                commandLines.append(["monitor"] + arguments + ["--socket", h.socketPath])
+            }
             for commandLine in commandLines {
                 let result = try await ctl(binary, commandLine)
                 #expect(result.status == 3, "\(commandLine): \(result.stdout)\(result.stderr)")
