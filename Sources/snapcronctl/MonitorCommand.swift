@@ -10,10 +10,10 @@ struct MonitorCommand: ParsableCommand {
         commandName: "monitor", abstract: "Check image freshness like a Nagios/Icinga plugin (exit 0/1/2/3).",
         discussion: """
             Prints one status line and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN (daemon unreachable, bad \
-            argument, --warn longer than --crit). A job \
-            is WARNING when its newest ACTIVE image is older than --warn and CRITICAL when older than --crit; by \
-            default 1.5 and 3 times the job's period (the longest gap between its next fires). A job without an \
-            ACTIVE image is CRITICAL, or WARNING if it never fired yet. Paused jobs are not checked.
+            argument, --warn longer than --crit). A job is WARNING when its newest ACTIVE image is older than \
+            --warn and CRITICAL when older than --crit; by default 1.5 and 3 times the job's period (the longest \
+            gap between its next fires). A job without an ACTIVE image is CRITICAL, or WARNING if it never fired \
+            yet. Paused jobs are not checked.
             """)
 
     @OptionGroup var connection: ConnectionOptions
