@@ -44,9 +44,14 @@ let package = Package(
         // timerfd/eventfd, which Glibc's Swift module does not export.
         .target(name: "CLinuxShims"),
         .target(name: "SnapshotBackend", dependencies: [logging], swiftSettings: swiftSettings),
+        // The target syntax of each backend type, pure: the backends apply it, and so does `snapcronctl check`
+        // without linking them.
+        .target(name: "TargetRules", dependencies: ["SnapshotBackend"], swiftSettings: swiftSettings),
         .target(
             name: "LocalBackend",
-            dependencies: ["SnapshotBackend", logging, .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "SnapshotBackend", "TargetRules", logging, .product(name: "Crypto", package: "swift-crypto"),
+            ],
             path: "Sources/Backends/Local",
             swiftSettings: swiftSettings
         ),
@@ -54,14 +59,15 @@ let package = Package(
         .target(name: "CExecShims"),
         .target(
             name: "ExecBackend",
-            dependencies: ["SnapshotBackend", "CExecShims", logging],
+            dependencies: ["SnapshotBackend", "TargetRules", "CExecShims", logging],
             path: "Sources/Backends/Exec",
             swiftSettings: swiftSettings
         ),
         .target(
             name: "TWCCBackend",
             dependencies: [
-                "SnapshotBackend", logging, .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                "SnapshotBackend", "TargetRules", logging,
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Sources/Backends/TWCC",
@@ -89,7 +95,7 @@ let package = Package(
         .target(
             name: "SnapcronCore",
             dependencies: [
-                "CronExpression", "CLinuxShims", "SnapshotBackend", "SnapcronStore", logging,
+                "CronExpression", "CLinuxShims", "SnapshotBackend", "TargetRules", "SnapcronStore", logging,
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings
@@ -205,7 +211,7 @@ let package = Package(
         // Runs the built snapcrond binary against real files and a real database, and kills it.
         .testTarget(
             name: "SnapcrondTests",
-            dependencies: ["snapcrond", "SnapcronStore", "SnapcronDaemon", nioConcurrency],
+            dependencies: ["snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", nioConcurrency],
             swiftSettings: swiftSettings
         ),
     ]

@@ -108,6 +108,9 @@ public final class ControlClient {
     }
 
     /// Sends one request and returns the response line as the daemon sent it (for `--json` and tests).
+    ///
+    /// When the daemon hangs up during the send after writing a JSON-RPC error (a refusal at its connection
+    /// limit), throws that error as ``ControlClientError/remote(_:)`` rather than the broken pipe.
     public func rawCall(_ method: String, _ params: some Encodable & Sendable) throws(ControlClientError) -> Data {
         let id = nextID
         nextID += 1
@@ -118,13 +121,22 @@ public final class ControlClient {
             throw .io("cannot encode the request: \(error)")
         }
         request.append(UInt8(ascii: "\n"))
-        try send(request)
+        if let failure = write(request) {
+            // A daemon that refuses a connection (at its limit) writes why, then hangs up: the reason beats EPIPE.
+            if failure == EPIPE || failure == ECONNRESET, let reason = pendingError() { throw .remote(reason) }
+            throw sendError(failure)
+        }
         return try receiveLine()
     }
 
     /// Writes raw bytes (tests use it to send garbage).
     public func send(_ data: Data) throws(ControlClientError) {
-        let failure: Int32? = data.withUnsafeBytes { raw in
+        if let failure = write(data) { throw sendError(failure) }
+    }
+
+    /// Writes all of `data`; returns the `errno` of a failed write.
+    private func write(_ data: Data) -> Int32? {
+        data.withUnsafeBytes { raw in
             var offset = 0
             while offset < raw.count {
                 let written = Glibc.send(descriptor, raw.baseAddress! + offset, raw.count - offset, Int32(MSG_NOSIGNAL))
@@ -136,7 +148,18 @@ public final class ControlClient {
             }
             return nil
         }
-        if let failure { throw .io("cannot send to \(path): \(String(cString: strerror(failure)))") }
+    }
+
+    private func sendError(_ code: Int32) -> ControlClientError {
+        .io("cannot send to \(path): \(String(cString: strerror(code)))")
+    }
+
+    /// The JSON-RPC error the daemon sent before it hung up, if such a line is waiting to be read.
+    private func pendingError() -> RPCError? {
+        guard let line = try? receiveLine(),
+            let response = try? ControlCoding.decoder.decode(RPCResponse<JSONValue>.self, from: line)
+        else { return nil }
+        return response.error
     }
 
     /// Reads the next line the daemon sends.

@@ -26,9 +26,17 @@ public struct ParsedRequest: Sendable {
             throw RPCError(.invalidParams, "params of \(method.rawValue) must be an object, not \(params!.typeName)")
         }
         if object.isEmpty, let none = NoParams() as? P { return none }  // the common case costs no decoding
-        if let unknown = object.keys.sorted().first(where: { !P.members.contains($0) }) {
-            let expected = P.members.isEmpty ? "it takes none" : "expected: " + P.members.joined(separator: ", ")
+        let names = P.members.map(\.name)
+        if let unknown = object.keys.sorted().first(where: { !names.contains($0) }) {
+            let expected = names.isEmpty ? "it takes none" : "expected: " + names.joined(separator: ", ")
             throw RPCError(.invalidParams, "unknown parameter '\(unknown)' for \(method.rawValue) (\(expected))")
+        }
+        // Types first: the decoder's own errors for 1e20, 1.5 or a bad time do not say which parameter.
+        for member in P.members {
+            guard let value = object[member.name], value != .null, !member.type.accepts(value) else { continue }
+            throw RPCError(
+                .invalidParams,
+                "\(method.rawValue): parameter '\(member.name)' must be \(member.type) (got \(Self.preview(value)))")
         }
         do {
             let data = try ControlCoding.encoder.encode(JSONValue.object(object))
@@ -63,12 +71,19 @@ public struct ParsedRequest: Sendable {
 
     private static func typeName(_ type: Any.Type) -> String {
         switch type {
-        case is String.Type: "a string"
-        case is Bool.Type: "a boolean"
-        case is Int.Type, is Int64.Type: "an integer"
-        case is Date.Type: "an ISO 8601 time such as 2026-01-31T02:00:00Z"
+        case is String.Type: ParamType.string.description
+        case is Bool.Type: ParamType.boolean.description
+        case is Int.Type, is Int64.Type: ParamType.integer.description
+        case is Date.Type: ParamType.time.description
         default: "a \(type)"
         }
+    }
+
+    /// A value as JSON, cut to 40 characters: enough to recognise it in an error.
+    static func preview(_ value: JSONValue) -> String {
+        guard let data = try? ControlCoding.encoder.encode(value) else { return value.typeName }
+        let text = String(decoding: data, as: UTF8.self)
+        return text.count > 40 ? text.prefix(39) + "…" : text
     }
 
     private static func snakeCase(_ name: String) -> String {

@@ -84,6 +84,9 @@ extension Daemon {
     }
 
     /// Parses schedule text and checks each job's target with its backend, like a load but without applying it.
+    ///
+    /// The targets go through the same check as in `snapcronctl check` (``Schedule/checkingTargets(with:)``), so
+    /// both report the same diagnostics.
     public static func validateSchedule(
         text: String, file: String, config: SnapcronConfig, backends: [String: any SnapshotBackend], now: Date
     ) -> Result<Schedule, DiagnosticList> {
@@ -93,31 +96,7 @@ extension Daemon {
         } catch {
             return .failure(error)
         }
-        var problems = DiagnosticList()
-        for job in schedule.jobs {
-            let columns = checkedTargetColumns(of: job)
-            guard let backend = backends[job.backend] else {
-                problems.append(
-                    .error(
-                        "backend '\(job.backend)' of job '\(job.name)' is not available in this build",
-                        at: job.location, columns: columns))
-                continue
-            }
-            do {
-                try backend.validate(target: job.target)
-            } catch {
-                problems.append(.error("\(job.name): \(error)", at: job.location, columns: columns))
-            }
-        }
-        if problems.hasErrors { return .failure(DiagnosticList(schedule.warnings + problems)) }
-        return .success(schedule)
-    }
-
-    /// The columns of the job's target in its line, for a caret under it.
-    private static func checkedTargetColumns(of job: Job) -> Range<Int> {
-        let text = job.location.text
-        guard let range = text.range(of: job.qualifiedTarget) else { return 1..<2 }
-        let start = text.distance(from: text.startIndex, to: range.lowerBound) + 1
-        return start..<(start + job.qualifiedTarget.count)
+        return schedule.checkingTargets(
+            with: backends.mapValues { backend in { target in try backend.validate(target: target) } })
     }
 }

@@ -235,7 +235,8 @@ enum BackendFactory {
         for (name, backend) in config.backends {
             switch backend.type {
             case .local:
-                let settings = backend.local ?? LocalBackendSettings(imagesDirectory: config.stateDirectory + "/images")
+                // The same settings as the target rule of `snapcronctl check` (SnapcronConfig.targetValidators).
+                let settings = config.localSettings(of: backend)
                 let directory = settings.imagesDirectory
                 do {
                     try FileManager.default.createDirectory(

@@ -9,10 +9,10 @@ struct CheckCommand: ParsableCommand {
         commandName: "check",
         abstract: "Validate a schedule file and show each job's next fire times.",
         discussion: """
-            Reads the config and the schedule file only: works without a daemon. Prints every error and warning \
-            of both files compiler-style on stderr, then, for a valid schedule, each job with its zone, \
-            normalized expression, description, target and next fires. Exit status 0 when valid (warnings \
-            allowed), 1 when a file has errors, 2 for a usage error.
+            Reads the config and the schedule file only: works without a daemon. Checks each target by the rules \
+            its backend applies on reload. Prints every error and warning of both files compiler-style on stderr, \
+            then, for a valid schedule, each job with its zone, normalized expression, description, target and \
+            next fires. Exit status 0 when valid (warnings allowed), 1 when a file has errors, 2 for a usage error.
             """
     )
 
@@ -68,7 +68,8 @@ struct CheckCommand: ParsableCommand {
         }
     }
 
-    /// Loads the config, then the schedule; returns the schedule path shown to the user and the outcome.
+    /// Loads the config, then the schedule, and checks its targets; returns the schedule path shown to the user and
+    /// the outcome.
     private func load(now: Date) -> (String, Result<Schedule, DiagnosticList>) {
         let settings: SnapcronConfig
         do {
@@ -83,7 +84,9 @@ struct CheckCommand: ParsableCommand {
         }
         let path = file ?? settings.schedulePath
         do {
-            return (path, .success(try ScheduleFile.load(path: path, config: settings, now: now)))
+            let schedule = try ScheduleFile.load(path: path, config: settings, now: now)
+            // The targets by the rules the daemon's backends apply on reload, from the config alone.
+            return (path, schedule.checkingTargets(with: settings.targetValidators))
         } catch {
             return (path, .failure(error))
         }

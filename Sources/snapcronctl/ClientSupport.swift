@@ -5,22 +5,20 @@ import CronExpression
 import Foundation
 import SnapcronCore
 
-/// `--socket`, shared by every command that talks to the daemon.
+/// `--socket`, shared by every command that talks to the daemon; it may also come before the subcommand
+/// (``LeadingOptions``).
 struct ConnectionOptions: ParsableArguments {
     @Option(
         help: ArgumentHelp(
-            "The daemon's control socket (default: $RUNTIME_DIRECTORY/control.sock, else socket_path of "
-                + "\(SnapcronConfig.defaultPath), else /run/snapcron/control.sock).",
+            "The daemon's control socket (default: socket_path of \(SnapcronConfig.defaultPath), else "
+                + "$RUNTIME_DIRECTORY/control.sock, else \(SnapcronConfig.defaultSocketPath)).",
             valueName: "path"))
     var socket: String?
 
-    /// The socket to connect to.
+    /// The socket to connect to: the daemon's own rule (``SnapcronConfig/controlSocketPath(override:environment:)``).
     var socketPath: String {
-        if let socket { return socket }
-        if let runtime = ProcessInfo.processInfo.environment["RUNTIME_DIRECTORY"], !runtime.isEmpty {
-            return (runtime.split(separator: ":").first.map(String.init) ?? runtime) + "/control.sock"
-        }
-        return (try? SnapcronConfig.loadIfPresent())?.socketPath ?? "/run/snapcron/control.sock"
+        let config = (try? SnapcronConfig.loadIfPresent()) ?? SnapcronConfig.default()
+        return config.controlSocketPath(override: socket, environment: ProcessInfo.processInfo.environment)
     }
 
     /// Connects, or prints why not and exits with the matching code.
@@ -30,6 +28,74 @@ struct ConnectionOptions: ParsableArguments {
         } catch {
             throw Connection.exit(for: error, json: json)
         }
+    }
+}
+
+/// A subcommand that talks to the daemon through ``ConnectionOptions``.
+protocol ConnectsToDaemon: ParsableCommand {
+    var connection: ConnectionOptions { get set }
+}
+
+extension StatusCommand: ConnectsToDaemon {}
+extension JobsCommand: ConnectsToDaemon {}
+extension NextCommand: ConnectsToDaemon {}
+extension HistoryCommand: ConnectsToDaemon {}
+extension ImagesCommand: ConnectsToDaemon {}
+extension TriggerCommand: ConnectsToDaemon {}
+extension PauseCommand: ConnectsToDaemon {}
+extension ResumeCommand: ConnectsToDaemon {}
+extension PinCommand: ConnectsToDaemon {}
+extension UnpinCommand: ConnectsToDaemon {}
+extension ReloadCommand: ConnectsToDaemon {}
+extension PruneCommand: ConnectsToDaemon {}
+extension EditCommand: ConnectsToDaemon {}
+extension MonitorCommand: ConnectsToDaemon {}
+extension BenchCommand: ConnectsToDaemon {}
+
+/// The ``ConnectionOptions`` given before the subcommand (`snapcronctl --socket PATH status`), passed down to it.
+struct LeadingOptions {
+    var socket: String?
+
+    /// Removes the connection options in front of the subcommand from `arguments` and returns them.
+    static func take(from arguments: inout [String]) throws(ValidationError) -> LeadingOptions {
+        var options = LeadingOptions()
+        while let first = arguments.first {
+            let value: String
+            if first == "--socket" {
+                guard arguments.count > 1, !arguments[1].hasPrefix("-") else {
+                    throw ValidationError("missing value for '--socket <path>' before the subcommand")
+                }
+                value = arguments[1]
+                arguments.removeFirst(2)
+            } else if first.hasPrefix("--socket=") {
+                value = String(first.dropFirst("--socket=".count))
+                arguments.removeFirst()
+            } else {
+                break
+            }
+            if let earlier = options.socket, earlier != value {
+                throw ValidationError("--socket given twice before the subcommand: '\(earlier)' and '\(value)'")
+            }
+            options.socket = value
+        }
+        return options
+    }
+
+    /// Gives the options to `command`; a command that does not talk to the daemon, or a different value given
+    /// after the subcommand, is a usage error.
+    func pass(to command: inout any ParsableCommand) throws(ValidationError) {
+        guard let socket else { return }
+        let name = type(of: command).configuration.commandName ?? "snapcronctl"
+        guard var client = command as? any ConnectsToDaemon else {
+            if command is Snapcronctl { throw ValidationError("--socket '\(socket)' needs a subcommand after it") }
+            throw ValidationError("--socket '\(socket)' given, but \(name) does not talk to the daemon")
+        }
+        if let after = client.connection.socket, after != socket {
+            throw ValidationError(
+                "--socket given twice with different values: '\(socket)' before \(name), '\(after)' after it")
+        }
+        client.connection.socket = socket
+        command = client
     }
 }
 

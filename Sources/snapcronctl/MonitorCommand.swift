@@ -9,10 +9,11 @@ struct MonitorCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "monitor", abstract: "Check image freshness like a Nagios/Icinga plugin (exit 0/1/2/3).",
         discussion: """
-            Prints one status line and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN (daemon unreachable). A job \
-            is WARNING when its newest ACTIVE image is older than --warn and CRITICAL when older than --crit; by \
-            default 1.5 and 3 times the job's period (the longest gap between its next fires). A job without an \
-            ACTIVE image is CRITICAL, or WARNING if it never fired yet. Paused jobs are not checked.
+            Prints one status line and exits 0 OK, 1 WARNING, 2 CRITICAL or 3 UNKNOWN (daemon unreachable, bad \
+            argument, --warn longer than --crit). A job is WARNING when its newest ACTIVE image is older than \
+            --warn and CRITICAL when older than --crit; by default 1.5 and 3 times the job's period (the longest \
+            gap between its next fires). A job without an ACTIVE image is CRITICAL, or WARNING if it never fired \
+            yet. Paused jobs are not checked.
             """)
 
     @OptionGroup var connection: ConnectionOptions
@@ -20,15 +21,29 @@ struct MonitorCommand: ParsableCommand {
     @Option(help: "Critical age, e.g. 50h (default: 3 x the job's period).") var crit: String?
     @Option(name: .customLong("job"), help: "Check only this job (repeatable).") var jobs: [String] = []
 
+    /// Usage errors reach `Snapcronctl.main`, which reports them as UNKNOWN (``unknown(_:)``).
     func validate() throws {
+        var ages: [String: TimeInterval] = [:]
         for (name, value) in [("--warn", warn), ("--crit", crit)] {
             guard let value else { continue }
             do {
-                _ = try Duration(parsingOption: value)
+                ages[name] = try Duration(parsingOption: value).timeInterval
             } catch {
                 throw ValidationError("\(name): \(error.description)")
             }
         }
+        if let warnAge = ages["--warn"], let critAge = ages["--crit"], warnAge > critAge {
+            throw ValidationError("--warn \(warn!) is longer than --crit \(crit!); a job must turn WARNING first")
+        }
+    }
+
+    /// Prints the UNKNOWN line, as one line, and returns exit code 3: how a monitoring plugin reports that it could
+    /// not check (a bad argument included; 2 would read as CRITICAL).
+    static func unknown(_ reason: String) -> ExitCode {
+        let line = reason.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
+            .filter { !$0.isEmpty }.joined(separator: " ")
+        print("SNAPCRON UNKNOWN - \(line)")
+        return ExitCode(State.unknown.rawValue)
     }
 
     /// The monitoring-plugin states, in rising severity.
@@ -47,8 +62,7 @@ struct MonitorCommand: ParsableCommand {
             result = try ControlClient(path: connection.socketPath, timeout: 30)
                 .call(.freshness, NoParams(), as: FreshnessResult.self)
         } catch {
-            print("SNAPCRON UNKNOWN - \(error)")
-            throw ExitCode(State.unknown.rawValue)
+            throw Self.unknown("\(error)")
         }
         let warnAge = warn.flatMap { try? Duration(parsingOption: $0).timeInterval }
         let critAge = crit.flatMap { try? Duration(parsingOption: $0).timeInterval }
@@ -56,8 +70,7 @@ struct MonitorCommand: ParsableCommand {
         if !jobs.isEmpty {
             let missing = jobs.filter { name in !entries.contains { $0.job == name } }
             if !missing.isEmpty {
-                print("SNAPCRON UNKNOWN - no job named \(missing.map { "'\($0)'" }.joined(separator: ", "))")
-                throw ExitCode(State.unknown.rawValue)
+                throw Self.unknown("no job named \(missing.map { "'\($0)'" }.joined(separator: ", "))")
             }
             entries = entries.filter { jobs.contains($0.job) }
         }

@@ -7,6 +7,10 @@ struct Snapcronctl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapcronctl",
         abstract: "Query and drive snapcron, and explain cron schedules.",
+        discussion: """
+            --socket PATH may also come before the subcommand (snapcronctl --socket PATH status); given both \
+            before and after it, the two must agree.
+            """,
         subcommands: [
             StatusCommand.self, JobsCommand.self, NextCommand.self, HistoryCommand.self, ImagesCommand.self,
             TriggerCommand.self, PauseCommand.self, ResumeCommand.self, PinCommand.self, UnpinCommand.self,
@@ -15,14 +19,21 @@ struct Snapcronctl: ParsableCommand {
         ]
     )
 
-    /// Runs a subcommand like ArgumentParser does, but exits with `ExitCodes.usage` for usage errors.
+    /// Runs a subcommand like ArgumentParser does, but exits with `ExitCodes.usage` for usage errors (`monitor`:
+    /// a `SNAPCRON UNKNOWN` line and 3), and takes `--socket` before the subcommand too.
     static func main() {
+        var arguments = Array(CommandLine.arguments.dropFirst())
         do {
-            var command = try parseAsRoot()
+            let leading = try LeadingOptions.take(from: &arguments)
+            var command = try parseAsRoot(arguments)
+            try leading.pass(to: &command)
             try command.run()
         } catch {
             // ArgumentParser reports bad flags and `ValidationError` as EX_USAGE (64); ours is 2, like most tools.
             guard exitCode(for: error) == .validationFailure else { exit(withError: error) }
+            if arguments.first(where: { !$0.hasPrefix("-") }) == MonitorCommand.configuration.commandName {
+                exit(withError: MonitorCommand.unknown(message(for: error)))
+            }
             FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
             exit(withError: ExitCodes.usage)
         }

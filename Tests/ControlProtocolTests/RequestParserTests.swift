@@ -52,29 +52,83 @@ import Testing
         #expect(failure("{oops")?.id == RequestID.null)
     }
 
-    @Test(arguments: [
-        (#"{"jsonrpc":"2.0","id":1,"method":"trigger","params":{"job":5}}"#, "parameter 'job' must be a string"),
-        (#"{"jsonrpc":"2.0","id":1,"method":"trigger","params":{}}"#, "missing parameter 'job'"),
-        (#"{"jsonrpc":"2.0","id":1,"method":"trigger","params":{"jbo":"web"}}"#, "unknown parameter 'jbo'"),
-        (#"{"jsonrpc":"2.0","id":1,"method":"trigger","params":[1]}"#, "must be an object"),
-        (#"{"jsonrpc":"2.0","id":1,"method":"history","params":{"limit":"ten"}}"#, "'limit' must be an integer"),
-        (#"{"jsonrpc":"2.0","id":1,"method":"history","params":{"since":"yesterday"}}"#, "ISO8601"),
-        (
-            #"{"jsonrpc":"2.0","id":1,"method":"prune","params":{"job":"a","dry_run":"yes"}}"#,
-            "'dry_run' must be a boolean"
-        ),
-    ])
-    func refusesBadParamsWithTheName(_ line: String, _ message: String) throws {
-        let parsed = try request(line)
-        let parameters: [any ControlParams.Type] = [JobParams.self, HistoryParams.self, PruneParams.self]
-        let type = parameters[parsed.method == .trigger ? 0 : parsed.method == .history ? 1 : 2]
+    /// The parameter type of each method these tests call.
+    private static let parameterTypes: [ControlMethod: any ControlParams.Type] = [
+        .trigger: JobParams.self, .next: NextParams.self, .history: HistoryParams.self, .run: RunParams.self,
+        .pin: PinParams.self, .check: CheckParams.self, .prune: PruneParams.self,
+    ]
+
+    /// The `invalidParams` message for `params` of `method`, or nil when they decode.
+    private func paramsError(_ method: ControlMethod, _ params: String) throws -> String? {
+        let parsed = try request(#"{"jsonrpc":"2.0","id":1,"method":"\#(method.rawValue)","params":\#(params)}"#)
+        let type = try #require(Self.parameterTypes[method])
         do {
             _ = try parsed.decodeParams(type)
-            Issue.record("no error for \(line)")
+            return nil
         } catch {
             #expect(error.code == .invalidParams)
-            #expect(error.message.contains(message), "\(error.message)")
+            return error.message
         }
+    }
+
+    @Test(arguments: [
+        (ControlMethod.trigger, #"{"job":5}"#, "trigger: parameter 'job' must be a string (got 5)"),
+        (.trigger, "{}", "trigger: missing parameter 'job'"),
+        (.trigger, #"{"job":null}"#, "trigger: parameter 'job' must be a string"),
+        (.trigger, #"{"jbo":"web"}"#, "unknown parameter 'jbo' for trigger (expected: job)"),
+        (.trigger, "[1]", "params of trigger must be an object, not an array"),
+        (.history, #"{"limit":"ten"}"#, #"history: parameter 'limit' must be an integer (got "ten")"#),
+        (.history, #"{"limit":1e20}"#, "history: parameter 'limit' must be an integer (got 1e+20)"),
+        (.history, #"{"limit":-1e300}"#, "history: parameter 'limit' must be an integer (got -1e+300)"),
+        (.next, #"{"count":1.5}"#, "next: parameter 'count' must be an integer (got 1.5)"),
+        (.run, #"{"id":"7"}"#, #"run: parameter 'id' must be an integer (got "7")"#),
+        (
+            .history, #"{"since":"yesterday"}"#,
+            #"history: parameter 'since' must be an RFC 3339 time such as 2026-11-29T09:00:00Z (got "yesterday")"#
+        ),
+        (
+            .history, #"{"since":1795942800}"#,
+            "history: parameter 'since' must be an RFC 3339 time such as 2026-11-29T09:00:00Z (got 1795942800)"
+        ),
+        (
+            .check, #"{"text":["0 3 * * * web local:/a","0 4 * * * db local:/b"]}"#,
+            #"check: parameter 'text' must be a string (got ["0 3 * * * web local:/a","0 4 * * * db…)"#
+        ),
+        (.prune, #"{"job":"a","dry_run":"yes"}"#, #"prune: parameter 'dry_run' must be a boolean (got "yes")"#),
+    ])
+    func refusesBadParamsWithTheNameAndTheExpectedType(_ method: ControlMethod, _ params: String, _ message: String)
+        throws
+    {
+        let actual = try paramsError(method, params)
+        #expect(actual == message, "\(actual ?? "decoded")")
+    }
+
+    /// Every member of every method, given a value of each wrong type, is named with its type.
+    @Test func everyWrongTypeNamesTheParameterAndItsType() throws {
+        let wrongValues: [ParamType: [String]] = [
+            .string: ["5", "true", "[1]", #"{"a":1}"#],
+            .integer: ["1.5", "1e20", #""7""#, "true", "[]"],
+            .boolean: [#""yes""#, "1", "{}"],
+            .time: [#""yesterday""#, #""2026-11-29 09:00:00""#, "1795942800", "false"],
+        ]
+        for (method, type) in Self.parameterTypes {
+            for member in type.members {
+                for value in try #require(wrongValues[member.type]) {
+                    let message = try paramsError(method, #"{"\#(member.name)":\#(value)}"#)
+                    let expected = "\(method.rawValue): parameter '\(member.name)' must be \(member.type) (got "
+                    #expect(
+                        message?.hasPrefix(expected) == true, "\(method) \(member.name)=\(value): \(message ?? "ok")")
+                }
+            }
+        }
+    }
+
+    @Test func acceptsTimesWithAnOffsetAndNullForOptionalMembers() throws {
+        let parsed = try request(
+            #"{"jsonrpc":"2.0","id":1,"method":"history","params":{"since":"2026-11-29T17:00:00+08:00","limit":null}}"#)
+        let params = try parsed.decodeParams(HistoryParams.self)
+        #expect(params.since == Date(timeIntervalSince1970: 1_795_942_800))
+        #expect(params.limit == nil)
     }
 
     @Test func pruneWithDryRunOnlyReads() throws {

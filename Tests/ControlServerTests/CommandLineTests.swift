@@ -128,6 +128,69 @@ import Testing
         }
     }
 
+    @Test func socketBeforeTheSubcommandIsPassedDownToIt() async throws {
+        try await withServer { h, binary in
+            let before = try await ctl(binary, ["--socket", h.socketPath, "status"])
+            #expect(before.status == 0, "\(before.stderr)")
+            #expect(before.stdout.contains("3 jobs"))
+            let joined = try await ctl(binary, ["--socket=\(h.socketPath)", "jobs", "--json"])
+            #expect(joined.status == 0, "\(joined.stderr)")
+            let both = try await ctl(binary, ["--socket", h.socketPath, "jobs", "--socket", h.socketPath])
+            #expect(both.status == 0, "the same value in both places is fine: \(both.stderr)")
+
+            let other = "/tmp/snapcron-no-such-dir/c.sock"
+            let conflict = try await ctl(binary, ["--socket", h.socketPath, "trigger", "web", "--socket", other])
+            #expect(conflict.status == 2)
+            let reason =
+                "--socket given twice with different values: '\(h.socketPath)' before trigger, '\(other)' after it"
+            #expect(conflict.stderr.contains(reason), "\(conflict.stderr)")
+            #expect(try h.store.runs().isEmpty, "nothing was triggered")
+            let offline = try await ctl(binary, ["--socket", h.socketPath, "check", h.schedulePath])
+            #expect(offline.status == 2)
+            #expect(offline.stderr.contains("check does not talk to the daemon"), "\(offline.stderr)")
+            let missing = try await ctl(binary, ["--socket"])
+            #expect(missing.status == 2)
+            #expect(missing.stderr.contains("missing value for '--socket <path>'"), "\(missing.stderr)")
+        }
+    }
+
+    /// Nagios reads exit 2 as CRITICAL: every bad argument is UNKNOWN (3), one line, and asks the daemon nothing.
+    @Test(arguments: [
+        (["--warn", "bogus"], "SNAPCRON UNKNOWN - --warn: unknown unit 'bogus' in 'bogus' (use s, m, h, d, w)\n"),
+        (["--crit", "2x"], "SNAPCRON UNKNOWN - --crit: "),
+        (
+            ["--warn", "3h", "--crit", "2h"],
+            "SNAPCRON UNKNOWN - --warn 3h is longer than --crit 2h; a job must turn WARNING first\n"
+        ),
+        (["--bogus"], "SNAPCRON UNKNOWN - Unknown option '--bogus'\n"),
+        (["--warn"], "SNAPCRON UNKNOWN - Missing value for '--warn <warn>'\n"),
+        (["extra"], "SNAPCRON UNKNOWN - Unexpected argument 'extra'\n"),
+        (["--socket", "/tmp/snapcron-other.sock"], "SNAPCRON UNKNOWN - --socket given twice with different values"),
+    ])
+    func monitorReportsUsageErrorsAsUnknown(_ arguments: [String], _ expected: String) async throws {
+        try await withServer { h, binary in
+            var commandLines = [["--socket", h.socketPath, "monitor"] + arguments]
+            if !arguments.contains("--socket") {
+                commandLines.append(["monitor"] + arguments + ["--socket", h.socketPath])
+            }
+            for commandLine in commandLines {
+                let result = try await ctl(binary, commandLine)
+                #expect(result.status == 3, "\(commandLine): \(result.stdout)\(result.stderr)")
+                #expect(result.stdout.hasPrefix(expected), "\(commandLine): \(result.stdout)")
+                #expect(result.stdout.filter { $0 == "\n" }.count == 1, "one line: \(result.stdout)")
+            }
+        }
+    }
+
+    @Test func monitorAcceptsWarnEqualToCrit() async throws {
+        try await withServer { h, binary in
+            let result = try await ctl(binary, ["monitor", "--warn", "2h", "--crit", "2h", "--socket", h.socketPath])
+            // No job has fired: each is WARNING whatever the thresholds.
+            #expect(result.status == 1, "\(result.stdout)")
+            #expect(result.stdout.hasPrefix("SNAPCRON WARNING - "))
+        }
+    }
+
     @Test func monitorReportsLikeANagiosPlugin() async throws {
         try await withServer { h, binary in
             // No job has fired: WARNING for each, exit 1.

@@ -30,6 +30,18 @@ import Testing
                     "limit must be 1-10000"
                 ),
                 (
+                    #"{"jsonrpc":"2.0","id":4,"method":"history","params":{"limit":1e20}}"#, .invalidParams,
+                    "history: parameter 'limit' must be an integer (got 1e+20)"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"next","params":{"job":"web","count":1.5}}"#, .invalidParams,
+                    "next: parameter 'count' must be an integer (got 1.5)"
+                ),
+                (
+                    #"{"jsonrpc":"2.0","id":4,"method":"history","params":{"since":"yesterday"}}"#, .invalidParams,
+                    "history: parameter 'since' must be an RFC 3339 time such as 2026-11-29T09:00:00Z"
+                ),
+                (
                     #"{"jsonrpc":"2.0","id":4,"method":"history","params":{"state":"exploded"}}"#, .invalidParams,
                     "unknown state"
                 ),

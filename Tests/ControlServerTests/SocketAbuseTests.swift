@@ -277,6 +277,35 @@ import Testing
         }
     }
 
+    @Test func aClientRefusedAtTheLimitGetsTheReasonEvenWhenItsRequestCannotBeSent() async throws {
+        var limits = ControlServerLimits()
+        limits.maxConnections = 2
+        limits.reservedConnections = 0  // root would get these
+        try await withServer(limits) { h in
+            let path = h.socketPath
+            let outcome = try await blocking { () -> Result<Data, ControlClientError> in
+                let held = try (0..<2).map { _ in try ControlClient(path: path, timeout: 30) }
+                for client in held { _ = try client.call(.status, NoParams(), as: StatusResult.self) }
+                // More than the socket buffers hold: the send is still going when the server hangs up.
+                let extra = try ControlClient(path: path, timeout: 30)
+                let padding = ["padding": String(repeating: "x", count: 8 << 20)]
+                defer { for client in held { client.close() } }
+                do throws(ControlClientError) {
+                    return .success(try extra.rawCall("status", padding))
+                } catch {
+                    return .failure(error)
+                }
+            }
+            guard case .failure(.remote(let error)) = outcome else {
+                Issue.record("expected the server's refusal, got \(outcome)")
+                return
+            }
+            #expect(error.code == .unavailable)
+            #expect(error.message == "snapcrond serves at most 2 connections; try again")
+            #expect(await Self.connections(of: h, dropTo: 0))
+        }
+    }
+
     @Test func pipelinedRequestsAreAnsweredInOrder() async throws {
         try await withServer { h in
             let path = h.socketPath

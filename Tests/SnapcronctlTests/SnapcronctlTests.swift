@@ -202,6 +202,22 @@ final class TemporaryDirectory {
         #expect(result.stderr.contains("\(schedule):2:11: error: unknown backend 'local' (configured: zfs)"))
     }
 
+    @Test func targetsAreCheckedByTheRulesOfTheirBackendLikeReloadDoes() throws {
+        let schedule = try directory.write("schedule", "@daily ok local:/a\n@daily web local:/tmp/../x/disk.img\n")
+        let result = try Snapcronctl.run(["check", schedule, "--config", config])
+        #expect(result.status == 1)
+        #expect(
+            result.stderr.contains(
+                """
+                \(schedule):2:12: error: web: local validate failed for /tmp/../x/disk.img: \
+                target must not contain '.' or '..' components (permanent)
+                2 | @daily web local:/tmp/../x/disk.img
+                  |            ^~~~~~~~~~~~~~~~~~~~~~~~
+                """), "\(result.stderr)")
+        #expect(result.stderr.hasSuffix("\(schedule): 1 error\n"))
+        #expect(result.stdout.isEmpty)
+    }
+
     @Test func badNowIsAUsageError() throws {
         let schedule = try directory.write("schedule", "@daily web local:/a\n")
         let result = try Snapcronctl.run(["check", schedule, "--config", config, "--now", "yesterday"])

@@ -1,6 +1,7 @@
 import Foundation
 public import Logging
 public import SnapshotBackend
+import TargetRules
 
 /// A backend that runs configured commands (argv templates, never a shell) which speak JSON on stdout.
 ///
@@ -160,19 +161,9 @@ public struct ExecBackend: SnapshotBackend {
     // MARK: - SnapshotBackend
 
     /// Accepts a non-empty target without control characters that does not start with `-` (it is passed as an
-    /// argument) and, when configured, matches `target_pattern` as a whole.
+    /// argument) and, when configured, matches `target_pattern` as a whole (``TargetRule/exec(pattern:)``).
     public func validate(target: String) throws {
-        func invalid(_ message: String) -> SnapshotBackendError {
-            .permanent(backend: name, .validate, target: target, message)
-        }
-        guard !target.isEmpty else { throw invalid("target is empty") }
-        guard !target.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-            throw invalid("target contains a control character")
-        }
-        guard !target.hasPrefix("-") else { throw invalid("target must not start with '-'") }
-        if let targetPattern, let regex = try? Regex(targetPattern), (try? regex.wholeMatch(in: target)) == nil {
-            throw invalid("target does not match target_pattern \(targetPattern)")
-        }
+        try TargetRule.exec(pattern: targetPattern).validate(target, backend: name)
     }
 
     /// Runs the create command, after looking `name` up with the list command when there is one.

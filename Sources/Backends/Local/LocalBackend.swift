@@ -1,6 +1,7 @@
 import Foundation
 public import Logging
 public import SnapshotBackend
+import TargetRules
 
 #if canImport(Glibc)
 import Glibc
@@ -101,28 +102,9 @@ public actor LocalBackend: SnapshotBackend {
 
     // MARK: - SnapshotBackend
 
-    /// Accepts an absolute path that is not inside the image store and does not contain it.
+    /// Accepts an absolute path that is not inside the image store and does not contain it (``TargetRule/local``).
     public nonisolated func validate(target: String) throws {
-        func invalid(_ message: String) -> SnapshotBackendError {
-            .permanent(backend: name, .validate, target: target, message)
-        }
-        guard !target.isEmpty else { throw invalid("target is empty; expected an absolute path") }
-        guard target.hasPrefix("/") else { throw invalid("target must be an absolute path") }
-        guard !target.utf8.contains(0), !target.utf8.contains(UInt8(ascii: "\n")) else {
-            throw invalid("target contains a NUL or newline character")
-        }
-        let components = target.split(separator: "/", omittingEmptySubsequences: true)
-        if components.contains("..") || components.contains(".") {
-            throw invalid("target must not contain '.' or '..' components")
-        }
-        let path = "/" + components.joined(separator: "/")
-        let store = imagesDirectory
-        if path == store || path.hasPrefix(store + "/") {
-            throw invalid("target lies inside the image store \(store)")
-        }
-        if path == "/" || store.hasPrefix(path + "/") {
-            throw invalid("target contains the image store \(store)")
-        }
+        try TargetRule.local(imagesDirectory: imagesDirectory).validate(target, backend: name)
     }
 
     /// Starts a copy of `target` as image `name` and returns at once with the image `queued`.

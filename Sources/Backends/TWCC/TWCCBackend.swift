@@ -3,6 +3,7 @@ import Foundation
 public import Logging
 import NIOHTTP1
 public import SnapshotBackend
+import TargetRules
 
 /// Images of TWCC VCS instances through the TWCC VCS REST API (see `docs/twcc-api.md`).
 ///
@@ -48,16 +49,9 @@ public struct TWCCBackend: SnapshotBackend {
         try Self.checkTarget(target, call: CallContext(backend: name, operation: .validate, target: target))
     }
 
+    /// A VCS site id or name (``TargetRule/twcc``), refused as a permanent error of `call`.
     private static func checkTarget(_ target: String, call: CallContext) throws {
-        guard !target.isEmpty else { throw call.permanent("empty target (expected a VCS site id or name)") }
-        guard target.count <= 128,
-            target.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) })
-        else {
-            throw call.permanent("'\(target)' is not a VCS site id or name (letters, digits, '-', '_', '.')")
-        }
-        if target.allSatisfy(\.isNumber), Int(target).map({ $0 <= 0 }) ?? true {
-            throw call.permanent("'\(target)' is not a VCS site id")
-        }
+        if let problem = TargetRule.twcc.problem(with: target) { throw call.permanent(problem) }
     }
 
     public func create(target: String, name imageName: String, description: String, logger: Logger) async throws

@@ -1,0 +1,64 @@
+import TargetRules
+
+/// Checks the targets of one backend: a live backend's `validate(target:)` in the daemon, the ``TargetRule`` of its
+/// type in `snapcronctl check`. Throws what is wrong, worded for the operator.
+public typealias TargetValidator = @Sendable (_ target: String) throws -> Void
+
+extension SnapcronConfig {
+    /// The settings of a `local` backend; without its own, images go to `<state_dir>/images`.
+    public func localSettings(of backend: BackendConfig) -> LocalBackendSettings {
+        backend.local ?? LocalBackendSettings(imagesDirectory: Self.joinPath(stateDirectory, "images"))
+    }
+
+    /// Each configured backend's target check by name, from the config alone: the rule of its type with its
+    /// settings. The backends the daemon builds from the same settings apply the same rules.
+    public var targetValidators: [String: TargetValidator] {
+        var validators: [String: TargetValidator] = [:]
+        for (name, backend) in backends {
+            let rule: TargetRule
+            switch backend.type {
+            case .local: rule = .local(imagesDirectory: localSettings(of: backend).imagesDirectory)
+            case .exec: rule = .exec(pattern: backend.exec?.targetPattern)
+            case .twcc: rule = .twcc
+            default: continue  // reported as not available when a job uses it
+            }
+            validators[name] = { target in try rule.validate(target, backend: name) }
+        }
+        return validators
+    }
+}
+
+extension Schedule {
+    /// Checks each job's target with the validator of its backend, as `reload` and `snapcronctl check` both do.
+    ///
+    /// Returns the schedule when every target passes; otherwise its warnings and one error per refused target,
+    /// pointing at the target like a compiler (`schedule:3:18: error: web: local validate failed for ...`).
+    public func checkingTargets(with validators: [String: TargetValidator]) -> Result<Schedule, DiagnosticList> {
+        var problems = DiagnosticList()
+        for job in jobs {
+            let columns = Self.targetColumns(of: job)
+            guard let validate = validators[job.backend] else {
+                problems.append(
+                    .error(
+                        "backend '\(job.backend)' of job '\(job.name)' is not available in this build",
+                        at: job.location, columns: columns))
+                continue
+            }
+            do {
+                try validate(job.target)
+            } catch {
+                problems.append(.error("\(job.name): \(error)", at: job.location, columns: columns))
+            }
+        }
+        if problems.hasErrors { return .failure(DiagnosticList(warnings + problems)) }
+        return .success(self)
+    }
+
+    /// The columns of the job's `BACKEND:ID` in its line, for a caret under it.
+    static func targetColumns(of job: Job) -> Range<Int> {
+        let text = job.location.text
+        guard let range = text.range(of: job.qualifiedTarget) else { return 1..<2 }
+        let start = text.distance(from: text.startIndex, to: range.lowerBound) + 1
+        return start..<(start + job.qualifiedTarget.count)
+    }
+}
