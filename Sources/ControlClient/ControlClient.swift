@@ -36,7 +36,7 @@ public final class ControlClient {
     /// The socket path this client is connected to.
     public let path: String
     private var descriptor: Int32
-    private var framer: LineFramer
+    private let inbox: ReceiveBuffer
     private var nextID: Int64 = 1
     /// As much as a Unix socket holds at once (its send buffer is about 208 KB): a 3 MB answer in few reads.
     private static let readSize = 256 * 1024
@@ -46,7 +46,7 @@ public final class ControlClient {
         throws(ControlClientError)
     {
         self.path = path
-        framer = LineFramer(maxLength: maxResponseLength)
+        inbox = ReceiveBuffer(maxLineLength: maxResponseLength, readSize: Self.readSize)
         descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard descriptor >= 0 else { throw .io("socket: \(String(cString: strerror(errno)))") }
         var address = sockaddr_un()
@@ -164,24 +164,22 @@ public final class ControlClient {
 
     /// Reads the next line the daemon sends.
     public func receiveLine() throws(ControlClientError) -> Data {
-        var chunk = [UInt8](repeating: 0, count: Self.readSize)
         while true {
             do {
-                if let line = try framer.nextLine({ Data($0) }) { return line }
+                if let line = try inbox.nextLine() { return line }
             } catch {
                 throw .io("answer from \(path) is too long")
             }
-            let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+            let count = inbox.receive(from: descriptor)
             if count < 0 {
                 if errno == EINTR { continue }
                 if errno == EAGAIN || errno == EWOULDBLOCK { throw .io("no answer from \(path) in time") }
                 throw .io("cannot read from \(path): \(String(cString: strerror(errno)))")
             }
             if count == 0 {
-                if let rest = try? framer.finish(), !rest.isEmpty { return Data(rest) }
+                if let rest = try? inbox.finish(), !rest.isEmpty { return rest }
                 throw .io("snapcrond closed the connection without answering")
             }
-            chunk.withUnsafeBytes { framer.append(UnsafeRawBufferPointer(rebasing: $0[..<count])) }
         }
     }
 

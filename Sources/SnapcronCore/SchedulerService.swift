@@ -1085,7 +1085,7 @@ public actor SchedulerService {
     public func snapshot() -> SchedulerSnapshot {
         let next = queue.first.flatMap { top in jobs[top.job].map { _ in (job: top.job, at: top.scheduled) } }
         return SchedulerSnapshot(
-            jobCount: jobs.count, pausedJobs: pausedJobNames(),
+            jobCount: jobs.count, pausedJobs: pausedJobs.sorted(),  // the published set: no scan of every job
             runningRuns: runs.values.sorted { $0.record.id < $1.record.id }.map {
                 SchedulerSnapshot.RunningRun(
                     id: $0.record.id, job: $0.job, phase: $0.phase.name, imageID: $0.imageID, startedAt: $0.startedAt)
@@ -1105,18 +1105,13 @@ public actor SchedulerService {
     /// call, and a flood of them must not queue in front of a fire.
     public nonisolated var pausedJobs: Set<String> { publishedPausedJobs.withLock { $0 } }
 
+    /// Publishes the paused set after a change: a scan that copies no job.
     private func publishPausedJobs() {
-        let names = Set(pausedJobNames())
-        publishedPausedJobs.withLock { $0 = names }
-    }
-
-    /// The paused jobs' names, sorted; a scan that copies no job, since `status` asks for it often.
-    private func pausedJobNames() -> [String] {
-        var names: [String] = []
+        var names: Set<String> = []
         for index in jobs.indices where jobs.values[index].paused {
-            names.append(jobs.keys[index])
+            names.insert(jobs.keys[index])
         }
-        return names.sorted()
+        publishedPausedJobs.withLock { $0 = names }
     }
 
     /// The jobs as loaded, by name.
