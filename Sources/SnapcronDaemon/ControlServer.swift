@@ -194,9 +194,10 @@ public final class ControlServer: Sendable {
     }
 
     /// Counts a new connection of `peer` in; nil when admitted, else why not. A peer whose credentials could not
-    /// be read counts as an unprivileged user of its own.
+    /// be read counts as an unprivileged user of its own. Runs on an event loop: the user database is not asked.
     func admit(_ peer: PeerCredentials?) -> String? {
-        let privileged = peer.map(service.environment.access.mayChangeState) ?? false
+        let access = service.environment.access
+        let privileged = peer.map { access.mayChangeState($0, userDatabase: false) } ?? false
         let user = peer?.uid ?? UInt32.max
         return connections.withLockedValue { count -> String? in
             if privileged {
