@@ -36,18 +36,19 @@ extension Schedule {
     public func checkingTargets(with validators: [String: TargetValidator]) -> Result<Schedule, DiagnosticList> {
         var problems = DiagnosticList()
         for job in jobs {
-            let columns = Self.targetColumns(of: job)
+            // The caret's columns only for a refused target: a string search per job costs start-up time.
             guard let validate = validators[job.backend] else {
                 problems.append(
                     .error(
                         "backend '\(job.backend)' of job '\(job.name)' is not available in this build",
-                        at: job.location, columns: columns))
+                        at: job.location, columns: Self.targetColumns(of: job)))
                 continue
             }
             do {
                 try validate(job.target)
             } catch {
-                problems.append(.error("\(job.name): \(error)", at: job.location, columns: columns))
+                problems.append(
+                    .error("\(job.name): \(error)", at: job.location, columns: Self.targetColumns(of: job)))
             }
         }
         if problems.hasErrors { return .failure(DiagnosticList(warnings + problems)) }
