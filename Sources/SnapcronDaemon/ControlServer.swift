@@ -15,10 +15,10 @@ public struct ControlServerLimits: Sendable, Hashable {
     public var maxLineLength = 1 << 20
     /// Connections served at once; one more is answered with `unavailable` and closed.
     public var maxConnections = 256
-    /// Of those, the most one user may hold, unless it may change state: one reader cannot take them all.
+    /// Of those, the most one user other than root and the daemon's own may hold: one client cannot take them all.
     public var maxConnectionsPerUser = 64
-    /// Connections beyond `maxConnections` kept for callers who may change state, so that `systemctl reload`
-    /// (which runs `snapcronctl reload`) works while readers fill the server.
+    /// Connections beyond `maxConnections` kept for root and the daemon's own user, so that `systemctl reload`
+    /// (which runs `snapcronctl reload` as root) works while other clients fill the server.
     public var reservedConnections = 16
     /// A connection with no request for this long is closed.
     public var idleTimeout: TimeAmount = .seconds(60)
@@ -193,11 +193,13 @@ public final class ControlServer: Sendable {
         unlink(path)
     }
 
-    /// Counts a new connection of `peer` in; nil when admitted, else why not. A peer whose credentials could not
-    /// be read counts as an unprivileged user of its own. Runs on an event loop: the user database is not asked.
+    /// Counts a new connection of `peer` in; nil when admitted, else why not. root and the daemon's own user are
+    /// not held to the per-user cap and get the reserved connections; a peer whose credentials could not be read
+    /// counts as a user of its own.
     func admit(_ peer: PeerCredentials?) -> String? {
-        let access = service.environment.access
-        let privileged = peer.map { access.mayChangeState($0, userDatabase: false) } ?? false
+        // Not the socket's group: with mode 0660 every client is in it, and the reserve would be no reserve.
+        let ownUID = service.environment.access.ownUID
+        let privileged = peer.map { $0.uid == 0 || $0.uid == ownUID } ?? false
         let user = peer?.uid ?? UInt32.max
         return connections.withLockedValue { count -> String? in
             if privileged {
@@ -246,6 +248,10 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     private var idleTimer: Scheduled<Void>?
     private var lineTimer: Scheduled<Void>?
     private var writeTimer: Scheduled<Void>?
+    /// Whether a slice of an answer went out since the write timer was armed: a slow reader is still reading.
+    private var wroteSinceWriteTimer = false
+    /// Large answers are written in slices of this size (views of the same storage), each reporting progress.
+    private static let writeSlice = 256 * 1024
 
     init(server: ControlServer) {
         self.server = server
@@ -355,14 +361,28 @@ final class ControlConnectionHandler: ChannelInboundHandler {
             writeTimer?.cancel()
             writeTimer = nil
         } else if writeTimer == nil {
-            // A client that stops reading would hold its connection (and a slot) for ever: it gets this long.
-            let loopBound = NIOLoopBound(context, eventLoop: context.eventLoop)
-            writeTimer = context.eventLoop.scheduleTask(in: server.limits.writeTimeout) {
-                loopBound.value.close(promise: nil)
-            }
+            wroteSinceWriteTimer = false
+            armWriteTimer(context)
         }
         processNext(context)
         context.fireChannelWritabilityChanged()
+    }
+
+    /// A client that stops reading would hold its connection (and a slot) for ever: without progress for the
+    /// write timeout, it is closed. One that reads slowly but steadily makes progress and stays.
+    private func armWriteTimer(_ context: ChannelHandlerContext) {
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        writeTimer = context.eventLoop.scheduleTask(in: server.limits.writeTimeout) {
+            let (handler, context) = loopBound.value
+            handler.writeTimer = nil
+            guard !context.channel.isWritable else { return }
+            if handler.wroteSinceWriteTimer {
+                handler.wroteSinceWriteTimer = false
+                handler.armWriteTimer(context)
+            } else {
+                context.close(promise: nil)
+            }
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -390,8 +410,21 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         busy = false
         guard !closing, context.channel.isActive else { return }
         if let response {
-            // Parts go out with one writev; a shared `jobs` result is not copied.
-            for part in response.parts { context.write(wrapOutboundOut(part), promise: nil) }
+            // Parts go out with one writev; a shared `jobs` result is not copied, only sliced (views of the same
+            // storage) so that each slice written counts as progress for the write timeout.
+            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+            func progressWhenWritten() -> EventLoopPromise<Void> {
+                let written = context.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenSuccess { loopBound.value.wroteSinceWriteTimer = true }
+                return written
+            }
+            for (index, var part) in response.parts.enumerated() {
+                while part.readableBytes > Self.writeSlice, let slice = part.readSlice(length: Self.writeSlice) {
+                    context.write(wrapOutboundOut(slice), promise: progressWhenWritten())
+                }
+                let last = index == response.parts.count - 1
+                context.write(wrapOutboundOut(part), promise: last ? progressWhenWritten() : nil)
+            }
             context.flush()
         }
         armIdleTimer(context)

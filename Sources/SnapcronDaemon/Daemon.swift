@@ -134,7 +134,7 @@ public final class Daemon: Sendable {
         let oldImages = config.stateDirectory + "/images"
         moved.stateDirectory = stateDirectory
         for (name, backend) in config.backends where backend.local?.imagesDirectory == oldImages {
-            moved.backends[name]?.local = LocalBackendSettings(imagesDirectory: stateDirectory + "/images")
+            moved.backends[name]?.local?.imagesDirectory = stateDirectory + "/images"  // other settings stay
         }
         return moved
     }

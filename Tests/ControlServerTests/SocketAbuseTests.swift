@@ -191,19 +191,78 @@ import Testing
                 batch += "\n"
             }
             let request = batch
-            let closed = try await blocking {
+            let (counted, closed) = try await blocking {
                 let client = try ControlClient(path: path, timeout: 30)
                 defer { client.close() }
                 try client.send(Data(request.utf8))
+                // Counted in first, or "0 connections" would prove nothing.
+                var counted = false
+                for _ in 0..<1000 where !counted {
+                    counted = server.connectionCount == 1
+                    if !counted { Thread.sleep(forTimeInterval: 0.01) }
+                }
                 for _ in 0..<1000 {
-                    if server.connectionCount == 0 { return true }
+                    if server.connectionCount == 0 { return (counted, true) }
                     Thread.sleep(forTimeInterval: 0.01)
                 }
-                return false
+                return (counted, false)
             }
+            #expect(counted, "the connection was never counted in")
             #expect(closed, "the stalled connection was not closed")
             try await Self.stillAnswers(path)
         }
+    }
+
+    @Test func aSlowButSteadyReaderKeepsItsConnection() async throws {
+        // 6,000 jobs: one `jobs` answer of about 1.5 MB, far more than the socket holds.
+        var schedule = ""
+        for index in 0..<6000 { schedule += "H H * * *   job-\(index)   fake:vm-\(index)   keep=3\n" }
+        let h = try Harness(schedule: schedule)
+        var limits = ControlServerLimits()
+        limits.writeTimeout = .seconds(1)
+        try await h.listen(limits: limits)
+        let path = h.socketPath
+        // Read 16 KB every 20 ms: the answer stays unwritable for about 2 s, but a 256 KB slice goes out every
+        // 0.3 s or so, well within the 1 s without progress that closes a connection.
+        let (received, ended) = try await blocking {
+            let descriptor = try Self.rawConnect(path)
+            defer { close(descriptor) }
+            let request = Array(#"{"jsonrpc":"2.0","id":1,"method":"jobs"}"#.utf8) + [UInt8(ascii: "\n")]
+            _ = request.withUnsafeBytes { send(descriptor, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            var chunk = [UInt8](repeating: 0, count: 16384)
+            var received = 0
+            while true {
+                let count = chunk.withUnsafeMutableBytes { recv(descriptor, $0.baseAddress, $0.count, 0) }
+                if count <= 0 { return (received, false) }
+                received += count
+                if chunk[count - 1] == UInt8(ascii: "\n") { return (received, true) }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+        }
+        #expect(ended, "the slow reader was cut off after \(received) bytes")
+        #expect(received > 1_000_000, "the answer was too small to test anything: \(received) bytes")
+        await h.stop()
+    }
+
+    /// A plain blocking Unix socket connected to `path`, with a 30 s receive timeout.
+    private static func rawConnect(_ path: String) throws -> Int32 {
+        let descriptor = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        var timeout = timeval(tv_sec: 30, tv_usec: 0)
+        setsockopt(descriptor, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(descriptor, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        try #require(connected == 0, "cannot connect to \(path)")
+        return descriptor
     }
 
     @Test func aClientPilingUpRequestsIsToldAndClosed() async throws {

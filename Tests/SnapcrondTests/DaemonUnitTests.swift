@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import SnapcronCore
 import Testing
 
 @testable import SnapcronDaemon
@@ -39,5 +40,27 @@ import Testing
             _ = await queue.run { order.withLockedValue { $0.append(index) } }
         }
         #expect(order.withLockedValue { $0 } == Array(0..<10))
+    }
+}
+
+@Suite struct StateDirectoryOverrideTests {
+    @Test func movingTheStateDirectoryKeepsTheLocalBackendsOtherSettings() throws {
+        let config = try SnapcronConfig.parse(
+            """
+            [daemon]
+            state_dir = "/var/lib/snapcron"
+
+            [backends.local]
+            type = "local"
+            reflink = false
+
+            [backends.elsewhere]
+            type = "local"
+            images_dir = "/srv/images"
+            """, file: "snapcron.toml")
+        let moved = Daemon.moving(config, to: "/tmp/state")
+        #expect(moved.stateDirectory == "/tmp/state")
+        #expect(moved.backends["local"]?.local == LocalBackendSettings(imagesDirectory: "/tmp/state/images", reflink: false))
+        #expect(moved.backends["elsewhere"]?.local?.imagesDirectory == "/srv/images", "an explicit folder stays")
     }
 }
