@@ -175,6 +175,8 @@ public actor SchedulerService {
         var imageID: String?
         /// The image state the last poll reported, for the time-out message.
         var lastSeen: ImageState?
+        /// Resumed after a restart within its timeout: the backend picks the image up before the first poll.
+        var resumesAfterRestart = false
 
         enum Phase: Equatable {
             case awaitingSlot
@@ -591,6 +593,8 @@ public actor SchedulerService {
         if record.state == .waiting, record.imageID != nil {
             run.holdsSlot = true
             run.phase = .pollDue(now)
+            // Past its timeout, the first poll only decides between late success and a time-out: nothing restarts.
+            run.resumesAfterRestart = record.startedAt.map { now < $0.addingTimeInterval(run.timeout) } ?? true
         } else if record.state == .claimed, let retryAt = record.nextPollAt, record.attempts > 0 {
             run.holdsSlot = true
             run.phase = .createDue(max(now, retryAt))
@@ -779,11 +783,14 @@ public actor SchedulerService {
             return
         }
         run.phase = .polling
+        let resumes = run.resumesAfterRestart
+        run.resumesAfterRestart = false
         runs[id] = run
         inFlight += 1
         let (logger, pausePoint, target) = (self.logger, self.pausePoint, run.target)
         Task {
             await pausePoint?("poll")
+            if resumes { await backend.resumeAfterRestart(ImageRef(id: imageID), target: target, logger: logger) }
             let result: Result<ImageState, any Error>
             var size: Int64?
             do {

@@ -224,6 +224,13 @@ public actor FakeSnapshotBackend: SnapshotBackend {
         }
     }
 
+    /// The images `resumeAfterRestart` was called for, in order.
+    public private(set) var resumedAfterRestart: [ImageRef] = []
+
+    public func resumeAfterRestart(_ image: ImageRef, target: String, logger: Logger) async {
+        resumedAfterRestart.append(image)
+    }
+
     public func status(_ image: ImageRef, logger: Logger) async throws -> ImageState {
         var call = Call(operation: .status, target: nil, name: nil, image: image, outcome: .done)
         do {

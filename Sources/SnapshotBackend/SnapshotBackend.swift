@@ -38,6 +38,14 @@ public protocol SnapshotBackend: Sendable {
     /// backend with a cheaper single-image call may answer with that.
     func info(of image: ImageRef, target: String, logger: Logger) async throws -> ImageInfo?
 
+    /// Picks up `image` after snapcrond restarted while following it, before the first poll, if its run is still
+    /// within its timeout.
+    ///
+    /// A backend whose work runs inside snapcrond (the local copy) starts again what died with the previous process;
+    /// one whose provider works on its own (a cloud) has nothing to do, which is the default. A failure is for the
+    /// following `status` to report.
+    func resumeAfterRestart(_ image: ImageRef, target: String, logger: Logger) async
+
     /// Deletes `image`; succeeds when it is already gone.
     func delete(_ image: ImageRef, logger: Logger) async throws
 
@@ -51,4 +59,6 @@ extension SnapshotBackend {
     public func info(of image: ImageRef, target: String, logger: Logger) async throws -> ImageInfo? {
         try await list(target: target, logger: logger).first { $0.id == image }
     }
+
+    public func resumeAfterRestart(_ image: ImageRef, target: String, logger: Logger) async {}
 }

@@ -266,8 +266,8 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: folder).sorted() == ["data", "manifest.json"])
     }
 
-    @Test func statusOfAnInterruptedCopyCopiesItAgain() async throws {
-        // The daemon restarted after a kill mid-copy and polls the image it was following.
+    @Test func resumeAfterRestartCopiesAnInterruptedImageAgain() async throws {
+        // The daemon restarted after a kill mid-copy and picks up the image it was following.
         let scratch = try Scratch()
         defer { scratch.remove() }
         let source = scratch.path + "/disk.raw"
@@ -276,6 +276,9 @@ import Glibc
             scratch, name: "crashed-2", target: source, state: "queued", description: "nightly")
         let backend = scratch.backend()
         let image = ImageRef(id: "crashed-2")
+        let before = try await backend.status(image, logger: quiet)
+        #expect(before.errorReason?.hasPrefix("interrupted:") == true, "status alone changes nothing: \(before)")
+        await backend.resumeAfterRestart(image, target: source, logger: quiet)
         let state = try await backend.status(image, logger: quiet)
         #expect(state == .queued || state == .saving || state == .active, "\(state)")
         #expect(await backend.awaitCompletion(of: image) == .active)
@@ -286,6 +289,7 @@ import Glibc
 
         // When the target is gone by then, the image fails with both reasons.
         _ = try writeLeftover(scratch, name: "crashed-3", target: scratch.path + "/missing.raw", state: "saving")
+        await backend.resumeAfterRestart(ImageRef(id: "crashed-3"), target: "", logger: quiet)
         let failed = try await backend.status(ImageRef(id: "crashed-3"), logger: quiet)
         #expect(failed.errorReason?.hasPrefix("interrupted:") == true, "\(failed)")
         #expect(failed.errorReason?.contains("copying again failed") == true, "\(failed)")

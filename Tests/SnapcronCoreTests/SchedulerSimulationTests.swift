@@ -502,6 +502,32 @@ import Testing
         #expect(await sim.fake.calls(of: .create).count == 3)
     }
 
+    @Test func aRestartHandsTheBackendItsImagesBackOnlyWithinTheirTimeout() async throws {
+        let jobs = try simulationJobs("1 0 * * *   slow   fake:vm1   timeout=10m")
+        let sim = try Simulation(start: utc("2026-06-01T00:00:00Z"))
+        await sim.fake.enqueueCreate(.queuedForever)
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T00:03:00Z"))
+        await sim.stop()
+        let image = try #require(try sim.runs("slow").first?.imageID)
+        #expect(await sim.fake.resumedAfterRestart.isEmpty, "not without a restart")
+
+        // Back at 00:05, within the 10 minutes from 00:01: the backend gets the image back before the next poll.
+        sim.clock.manual.advance(to: utc("2026-06-01T00:05:00Z"))
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T00:06:00Z"))
+        await sim.stop()
+        #expect(await sim.fake.resumedAfterRestart == [ImageRef(id: image)])
+
+        // Back at 00:30, past the timeout: one last poll decides, nothing is started again.
+        sim.clock.manual.advance(to: utc("2026-06-01T00:30:00Z"))
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T00:31:00Z"))
+        await sim.stop()
+        #expect(await sim.fake.resumedAfterRestart == [ImageRef(id: image)])
+        #expect(try sim.runs("slow").map(\.state) == [.timedOut])
+    }
+
     @Test func pausesSurviveReloadsAndRestartsTheSameWay() async throws {
         let both = try simulationJobs(
             """

@@ -100,6 +100,10 @@ struct ObservedBackend: SnapshotBackend {
         try await fake.list(target: target, logger: logger)
     }
 
+    func resumeAfterRestart(_ image: ImageRef, target: String, logger: Logger) async {
+        await fake.resumeAfterRestart(image, target: target, logger: logger)
+    }
+
     func delete(_ image: ImageRef, logger: Logger) async throws {
         try await fake.delete(image, logger: logger)
     }

@@ -20,8 +20,9 @@ import Darwin
 /// extents), hashes the copy with SHA-256, and then atomically writes the `active` manifest.
 ///
 /// Crash safety: the folder is `flock`ed while its copy runs. A `queued` or `saving` manifest whose folder is not
-/// locked belongs to a copy that died with its process; `list` reports it as `.error("interrupted: ...")`, and
-/// `status` (the daemon following the image after a restart) or `create` with the same name copies it afresh.
+/// locked belongs to a copy that died with its process; `status` and `list` report it as
+/// `.error("interrupted: ...")`, and `resumeAfterRestart` (the daemon following the image after a restart, within
+/// its run's timeout) or `create` with the same name copies it afresh.
 /// An image whose copy failed keeps an `error` manifest and no data.
 ///
 /// Use one backend instance per images directory and process; other instances and processes see live copies as
@@ -204,32 +205,37 @@ public actor LocalBackend: SnapshotBackend {
     }
 
     /// The state of `image`: the live copy's, else its manifest's; `.gone` when there is no such image.
-    ///
-    /// A copy interrupted by the end of its process is started again here: for this backend snapcrond is the
-    /// provider, so the daemon that follows the image after a restart finishes it, as a cloud would have.
     public func status(_ image: ImageRef, logger: Logger) async throws -> ImageState {
         guard Self.isValidImageName(image.id) else { return .gone }
         if let job = jobs[image.id] { return job.progress.state }
         let folder = folderPath(image.id)
-        let manifest: Manifest
         do {
-            guard let read = try Manifest.read(in: folder) else { return .gone }
-            manifest = read
+            guard let manifest = try Manifest.read(in: folder) else { return .gone }
+            return diskState(of: manifest, in: folder)
         } catch {
             return .error("manifest unreadable: \(error)")
         }
-        let state = diskState(of: manifest, in: folder)
-        guard isInterrupted(manifest, in: folder) else { return state }
+    }
+
+    /// Copies an image again whose copy died with the previous snapcrond: here snapcrond is the provider, so the
+    /// daemon that follows the image after a restart finishes it, as a cloud would have. When that cannot start
+    /// (the target is gone), the image's manifest records both reasons for `status` to report.
+    public func resumeAfterRestart(_ image: ImageRef, target: String, logger: Logger) async {
+        guard Self.isValidImageName(image.id), jobs[image.id] == nil else { return }
+        let folder = folderPath(image.id)
+        guard var manifest = try? Manifest.read(in: folder), isInterrupted(manifest, in: folder) else { return }
+        let interrupted = diskState(of: manifest, in: folder).errorReason ?? "interrupted"
         do {
             _ = try await create(
                 target: manifest.target, name: image.id, description: manifest.description, logger: logger)
+            logger.notice(
+                "Copying an interrupted image again",
+                metadata: ["image": "\(image.id)", "target": "\(manifest.target)", "was": "\(manifest.state)"])
         } catch {
-            return .error("\(state.errorReason ?? "interrupted"); copying again failed: \(error)")
+            manifest.state = "error"
+            manifest.error = "\(interrupted); copying again failed: \(error)"
+            try? manifest.write(in: folder)
         }
-        logger.notice(
-            "Copying an interrupted image again",
-            metadata: ["image": "\(image.id)", "target": "\(manifest.target)", "was": "\(manifest.state)"])
-        return jobs[image.id]?.progress.state ?? .queued
     }
 
     /// Every image of `target` in the store, oldest first.
