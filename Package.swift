@@ -37,7 +37,7 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
-        .package(url: "https://github.com/apple/swift-nio", from: "2.60.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),  // ChannelOptions.bufferedWritableBytes
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),

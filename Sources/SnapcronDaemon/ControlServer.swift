@@ -248,10 +248,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     private var idleTimer: Scheduled<Void>?
     private var lineTimer: Scheduled<Void>?
     private var writeTimer: Scheduled<Void>?
-    /// Whether a slice of an answer went out since the write timer was armed: a slow reader is still reading.
-    private var wroteSinceWriteTimer = false
-    /// Large answers are written in slices of this size (views of the same storage), each reporting progress.
-    private static let writeSlice = 256 * 1024
+    /// Bytes waiting to be written when the write timer was armed: fewer at its end means the client reads.
+    private var bufferedAtWriteTimer = 0
 
     init(server: ControlServer) {
         self.server = server
@@ -361,7 +359,6 @@ final class ControlConnectionHandler: ChannelInboundHandler {
             writeTimer?.cancel()
             writeTimer = nil
         } else if writeTimer == nil {
-            wroteSinceWriteTimer = false
             armWriteTimer(context)
         }
         processNext(context)
@@ -371,18 +368,23 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     /// A client that stops reading would hold its connection (and a slot) for ever: without progress for the
     /// write timeout, it is closed. One that reads slowly but steadily makes progress and stays.
     private func armWriteTimer(_ context: ChannelHandlerContext) {
+        bufferedAtWriteTimer = Self.bufferedBytes(context)
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         writeTimer = context.eventLoop.scheduleTask(in: server.limits.writeTimeout) {
             let (handler, context) = loopBound.value
             handler.writeTimer = nil
             guard !context.channel.isWritable else { return }
-            if handler.wroteSinceWriteTimer {
-                handler.wroteSinceWriteTimer = false
+            // While unwritable nothing new is queued (see `processNext`): fewer bytes waiting is progress.
+            if Self.bufferedBytes(context) < handler.bufferedAtWriteTimer {
                 handler.armWriteTimer(context)
             } else {
                 context.close(promise: nil)
             }
         }
+    }
+
+    private static func bufferedBytes(_ context: ChannelHandlerContext) -> Int {
+        (try? context.channel.syncOptions?.getOption(ChannelOptions.bufferedWritableBytes)) ?? 0
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -410,21 +412,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         busy = false
         guard !closing, context.channel.isActive else { return }
         if let response {
-            // Parts go out with one writev; a shared `jobs` result is not copied, only sliced (views of the same
-            // storage) so that each slice written counts as progress for the write timeout.
-            let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
-            func progressWhenWritten() -> EventLoopPromise<Void> {
-                let written = context.eventLoop.makePromise(of: Void.self)
-                written.futureResult.whenSuccess { loopBound.value.wroteSinceWriteTimer = true }
-                return written
-            }
-            for (index, var part) in response.parts.enumerated() {
-                while part.readableBytes > Self.writeSlice, let slice = part.readSlice(length: Self.writeSlice) {
-                    context.write(wrapOutboundOut(slice), promise: progressWhenWritten())
-                }
-                let last = index == response.parts.count - 1
-                context.write(wrapOutboundOut(part), promise: last ? progressWhenWritten() : nil)
-            }
+            // Parts go out with one writev; a shared `jobs` result is not copied.
+            for part in response.parts { context.write(wrapOutboundOut(part), promise: nil) }
             context.flush()
         }
         armIdleTimer(context)
