@@ -177,19 +177,27 @@ struct ScheduleParser {
 
     mutating func read(_ line: SourceLine) {
         let characters = Array(line.text)
-        let words = Self.words(in: characters)
+        // Most lines are ASCII: then character i is byte i, and words are cut from the bytes, much faster than
+        // from an array of Characters (100,000 jobs are read at start-up).
+        let bytes = Array(line.text.utf8)
+        let words = Self.words(in: characters, ascii: bytes.count == characters.count ? bytes : nil)
         guard let first = words.first, !first.text.hasPrefix("#") else { return }
         if readAssignment(line, characters, startingAt: first.columns.lowerBound - 1) { return }
         readJob(line, characters, words)
     }
 
-    static func words(in characters: [Character]) -> [Word] {
+    /// The blank-separated words of a line; `ascii` is the line's bytes when each character is one byte.
+    static func words(in characters: [Character], ascii: [UInt8]? = nil) -> [Word] {
         var words: [Word] = []
         var start: Int?
         for index in 0...characters.count {
             let isBlank = index == characters.count || characters[index] == " " || characters[index] == "\t"
             if isBlank, let begin = start {
-                words.append(Word(text: String(characters[begin..<index]), columns: (begin + 1)..<(index + 1)))
+                let text =
+                    if let ascii { String(decoding: ascii[begin..<index], as: UTF8.self) } else {
+                        String(characters[begin..<index])
+                    }
+                words.append(Word(text: text, columns: (begin + 1)..<(index + 1)))
                 start = nil
             } else if !isBlank, start == nil {
                 start = index

@@ -244,6 +244,23 @@ func scheduleDiagnostics(_ text: String, config: SnapcronConfig = scheduleConfig
             ])
     }
 
+    @Test func nonASCIILinesKeepTheirWordsAndColumns() throws {
+        // ASCII lines take a byte fast path; these go through the Character path, columns counted in characters.
+        let schedule = try parseSchedule("@daily   vm   local:/srv/vm/磁碟.img   keep=2\n0 3 * * *  plain  local:/a")
+        #expect(schedule.jobs.map(\.name) == ["vm", "plain"])
+        #expect(schedule.jobs.map(\.target) == ["/srv/vm/磁碟.img", "/a"])
+        #expect(
+            scheduleDiagnostics("0 3 * * *   café   local:/srv/磁碟.img   keep=0") == [
+                "etc/schedule:1:16: error: invalid job name 'café'",  // at the é
+                "etc/schedule:1:45: error: keep: value 0 out of range (at least 1)",  // characters, not bytes (50)
+            ])
+        #expect(
+            scheduleDiagnostics("0 3 * * *   disk   local:/srv/磁碟.img   keep=0") == [
+                "etc/schedule:1:45: error: keep: value 0 out of range (at least 1)"
+            ])
+        #expect(try parseSchedule("0 3 * * *   disk   local:/srv/磁碟.img").jobs.first?.target == "/srv/磁碟.img")
+    }
+
     @Test func toleratesCRLF() throws {
         let schedule = try parseSchedule("# windows\r\nKEEP=3\r\n@daily web local:/a\r\n0 4 * * * db twcc:7\r\n")
         #expect(schedule.jobs.map(\.name) == ["web", "db"])
