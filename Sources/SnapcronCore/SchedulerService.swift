@@ -29,6 +29,9 @@ public struct RunPacing: Sendable, Hashable {
     /// After downtime, at most this many older missed fires of one job get a row each; the rest are counted in the
     /// log (the newest always gets a row, so the job's last handled fire is exact).
     public var maxMissedRowsPerJob = 100
+    /// How often images left `queued`/`saving` by a run that gave up (timed out) are looked at again, so that
+    /// one the provider finishes later is recorded, counted by retention and not billed forever unseen.
+    public var unfinishedImageInterval: TimeInterval = 900
 
     public init() {}
 }
@@ -135,6 +138,8 @@ public actor SchedulerService {
     /// Jobs whose retention is re-checked after a start, popped from the end a batch at a time.
     private var retentionBacklog: [String] = []
     private var inFlight = 0
+    /// When to look again at images whose runs gave up on them; nil while there are none.
+    private var nextUnfinishedImageCheck: Date?
     private var sleepTask: Task<Void, any Error>?
     private var wakeRequested = false
     private var isSleeping = false
@@ -267,6 +272,7 @@ public actor SchedulerService {
         }
         queue.replaceAll(with: entries)
         publishPausedJobs()
+        if !(try store.imagesLeftUnfinished(limit: 1)).isEmpty { followUnfinishedImagesLater(now: now) }
         for record in try store.unfinishedRuns() { resume(record, now: now) }
         // Finish what a previous process may have left half done: a delete cut short by a crash (image gone at
         // the backend but still active in the store, or planned and never sent) is otherwise only redone after
@@ -288,6 +294,7 @@ public actor SchedulerService {
         for _ in 0..<min(200, retentionBacklog.count) {
             scheduleRetention(job: retentionBacklog.removeLast())
         }
+        if let check = nextUnfinishedImageCheck, now >= check { checkUnfinishedImages(now: now) }
     }
 
     private func nextWake(now: Date) -> Date {
@@ -295,7 +302,90 @@ public actor SchedulerService {
         if let first = queue.first { wake = min(wake, first.due) }
         if let first = runTimers.first { wake = min(wake, first.due) }
         if !retentionBacklog.isEmpty { wake = now }
+        if let check = nextUnfinishedImageCheck { wake = min(wake, check) }
         return wake
+    }
+
+    // MARK: Images a run gave up on
+
+    /// Polls, once each, the images that timed-out runs left `queued`/`saving`, and records what became of them:
+    /// an image the provider finished late becomes active (and retention counts it), one that failed or vanished
+    /// says so. Images still in progress are looked at again after `unfinishedImageInterval`.
+    private func checkUnfinishedImages(now: Date) {
+        nextUnfinishedImageCheck = nil
+        let followed = Set(runs.values.compactMap { run in run.imageID.map { "\(run.backend)\u{0}\($0)" } })
+        let images: [ImageRecord]
+        do {
+            images = try store.imagesLeftUnfinished(limit: 500).filter {
+                !followed.contains("\($0.backend)\u{0}\($0.id)") && backends[$0.backend] != nil
+            }
+        } catch {
+            logger.error("Store read failed", metadata: ["error": "\(error)"])
+            nextUnfinishedImageCheck = now.addingTimeInterval(pacing.unfinishedImageInterval)
+            return
+        }
+        guard !images.isEmpty else { return }
+        inFlight += 1
+        let (backendsByName, logger) = (self.backends, self.logger)
+        Task {
+            var outcomes: [(image: ImageRecord, state: ImageState?, size: Int64?)] = []
+            for image in images {
+                guard let backend = backendsByName[image.backend] else { continue }
+                let ref = ImageRef(id: image.id)
+                do {
+                    let state = try await backend.status(ref, logger: logger)
+                    let size =
+                        state == .active
+                        ? await Self.size(of: image.id, target: image.target, on: backend, logger: logger) : nil
+                    outcomes.append((image, state, size))
+                } catch {
+                    outcomes.append((image, nil, nil))  // asked again next time
+                }
+            }
+            self.unfinishedImagesChecked(outcomes)
+        }
+    }
+
+    private func unfinishedImagesChecked(_ outcomes: [(image: ImageRecord, state: ImageState?, size: Int64?)]) {
+        inFlight -= 1
+        defer { wakeLoop() }
+        let now = clock.now()
+        var stillOpen = false
+        for (image, state, size) in outcomes {
+            let stored: StoredImageState
+            switch state {
+            case .active: stored = .active
+            case .error: stored = .error
+            case .gone: stored = .gone
+            case .queued, .saving, nil:
+                stillOpen = true
+                continue
+            }
+            do {
+                _ = try store.updateImageState(id: image.id, backend: image.backend, state: stored, sizeBytes: size, now: now)
+            } catch {
+                logger.error("Store write failed", metadata: ["image": "\(image.id)", "error": "\(error)"])
+                stillOpen = true
+                continue
+            }
+            var metadata: Logger.Metadata = [
+                "event": "image.\(stored.rawValue)_late", "job": "\(image.job)", "image": "\(image.id)",
+                "target": "\(image.backend):\(image.target)", "state": "\(stored.rawValue)",
+            ]
+            if let size { metadata["size_bytes"] = "\(size)" }
+            if case .error(let reason) = state { metadata["error"] = "\(reason)" }
+            logger.notice("Image finished after its run gave up on it", metadata: metadata)
+            if stored == .active { scheduleRetention(job: image.job) }
+        }
+        if stillOpen || outcomes.count >= 500 {
+            nextUnfinishedImageCheck = now.addingTimeInterval(pacing.unfinishedImageInterval)
+        }
+    }
+
+    /// Makes sure images a run gave up on are looked at again.
+    private func followUnfinishedImagesLater(now: Date) {
+        let check = now.addingTimeInterval(pacing.unfinishedImageInterval)
+        nextUnfinishedImageCheck = min(nextUnfinishedImageCheck ?? check, check)
     }
 
     private func sleep(until deadline: Date) async {
@@ -894,6 +984,7 @@ public actor SchedulerService {
             logger.info("Run succeeded", metadata: metadata)
             scheduleRetention(job: run.job)
         case .timedOut:
+            if run.imageID != nil { followUnfinishedImagesLater(now: now) }
             lastFailure = "\(run.job) timed out at \(Self.iso(now))"
             logger.critical("Run timed out", metadata: metadata)
         case .missed: logger.warning("Run missed", metadata: metadata)

@@ -14,6 +14,21 @@ extension SnapcronDatabase {
         }
     }
 
+    /// Images still `queued` or `saving` whose run gave up on them (timed out, cancelled, failed) or that have no
+    /// run: nobody polls them any more, but the backend may still finish them. Oldest first, at most `limit`.
+    public func imagesLeftUnfinished(limit: Int) throws -> [ImageRecord] {
+        try read { db in
+            try Row.fetchAll(
+                db.cachedStatement(sql: """
+                    SELECT images.* FROM images LEFT JOIN runs ON runs.id = images.run_id
+                    WHERE images.state IN ('queued', 'saving')
+                      AND (runs.id IS NULL OR runs.state NOT IN ('claimed', 'creating', 'waiting'))
+                    ORDER BY images.created_at, images.id LIMIT ?
+                    """), arguments: [limit]
+            ).map(ImageRecord.init(row:))
+        }
+    }
+
     /// The image with backend image id `id` at `backend`, if snapcron recorded it.
     public func image(id: String, backend: String) throws -> ImageRecord? {
         try read { db in try fetchImage(db, id: id, backend: backend) }

@@ -224,6 +224,11 @@ public actor FakeSnapshotBackend: SnapshotBackend {
         }
     }
 
+    /// Makes `image` behave as `behavior` from now on, as a provider that finishes (or fails) an image late does.
+    public func setBehavior(of image: ImageRef, to behavior: ImageBehavior) {
+        imagesByID[image]?.behavior = behavior
+    }
+
     /// The images `resumeAfterRestart` was called for, in order.
     public private(set) var resumedAfterRestart: [ImageRef] = []
 

@@ -335,8 +335,9 @@ import Testing
         // The image stays as last seen: it may still become active, and retention must not take it.
         #expect(try sim.store.image(id: "fake-1", backend: "fake")?.state == .queued)
         let polls = await sim.fake.calls(of: .status).count
-        // Polls at +2 +6 +14 +30 +62 s (doubling), then every 60 s from +122 to +1742 (28): 33 before 30 min.
-        #expect(polls == 33)
+        // Polls at +2 +6 +14 +30 +62 s (doubling), then every 60 s from +122 to +1742 (28): 33 before 30 min; and
+        // one more look at 01:45, 15 minutes after the run gave up (the image may still finish).
+        #expect(polls == 34)
     }
 
     @Test func transientCreateFailuresAreRetriedWithBackoff() async throws {
@@ -500,6 +501,42 @@ import Testing
         #expect(runs.map(\.state) == [.succeeded, .succeeded, .skipped, .skipped, .skipped, .succeeded])
         #expect(runs[2].error == "job is paused")
         #expect(await sim.fake.calls(of: .create).count == 3)
+    }
+
+    @Test func imagesFinishedAfterTheirRunGaveUpAreRecordedAndCountedByRetention() async throws {
+        let jobs = try simulationJobs("0 * * * *   slow   fake:vm1   timeout=5m keep=1")
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
+        await sim.fake.enqueueCreate(.queuedForever)
+        await sim.fake.enqueueCreate(.queuedForever)
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T01:10:00Z"))
+        let first = try #require(try sim.runs("slow").first)
+        #expect(first.state == .timedOut)
+        let firstImage = try #require(first.imageID)
+        #expect(try sim.store.image(id: firstImage, backend: "fake")?.state == .queued)
+
+        // The provider finishes it late: the next look records it active, with its size.
+        await sim.fake.setBehavior(of: ImageRef(id: firstImage), to: .succeed(afterPolls: 0))
+        await sim.run(until: utc("2026-06-01T01:25:00Z"))
+        let late = try #require(try sim.store.image(id: firstImage, backend: "fake"))
+        #expect(late.state == .active && late.sizeBytes == 1 << 30)
+
+        // The 02:00 image also times out and then fails at the provider: recorded as error, nothing deleted.
+        await sim.run(until: utc("2026-06-01T02:10:00Z"))
+        let second = try #require(try sim.runs("slow").first { $0.scheduledAt == utc("2026-06-01T02:00:00Z") })
+        #expect(second.state == .timedOut)
+        let secondImage = try #require(second.imageID)
+        await sim.fake.setBehavior(of: ImageRef(id: secondImage), to: .fail(afterPolls: 0, reason: "disk full"))
+        await sim.run(until: utc("2026-06-01T02:30:00Z"))
+        #expect(try sim.store.image(id: secondImage, backend: "fake")?.state == .error)
+        #expect(try sim.store.image(id: firstImage, backend: "fake")?.state == .active, "keep=1 keeps the active one")
+
+        // The 03:00 run succeeds; retention (keep=1) now deletes the late image, which it counts as active.
+        await sim.run(until: utc("2026-06-01T03:30:00Z"))
+        await sim.stop()
+        #expect(try sim.runs("slow").last?.state == .succeeded)
+        #expect(try sim.store.image(id: firstImage, backend: "fake").map(\.state) != .active)
+        #expect(await sim.fake.images.map(\.ref.id).contains(firstImage) == false, "deleted at the backend")
     }
 
     @Test func aRestartHandsTheBackendItsImagesBackOnlyWithinTheirTimeout() async throws {

@@ -101,6 +101,24 @@ import Testing
         #expect(try db.unfinishedRuns().isEmpty)
     }
 
+    @Test func imagesLeftUnfinishedAreThoseNoRunFollows() throws {
+        var runIDs: [Int64] = []
+        for (index, job) in ["following", "gaveUp", "done"].enumerated() {
+            let run = try #require(try db.claim(job, at: 0))
+            _ = try db.markCreating(runID: run.id, now: minute(1))
+            _ = try db.markWaiting(
+                runID: run.id, imageID: "img-\(index)", description: "d", now: minute(2), nextPollAt: minute(3))
+            runIDs.append(run.id)
+        }
+        _ = try db.finishRun(runID: runIDs[1], state: .timedOut, error: "still queued", now: minute(30))
+        _ = try db.finishRun(runID: runIDs[2], state: .succeeded, error: nil, now: minute(4))
+        // Only the image of the run that gave up: the waiting one is followed, the finished one is active.
+        #expect(try db.imagesLeftUnfinished(limit: 10).map(\.id) == ["img-1"])
+        _ = try db.updateImageState(id: "img-1", backend: "fake", state: .active, sizeBytes: 7, now: minute(45))
+        #expect(try db.imagesLeftUnfinished(limit: 10).isEmpty)
+        #expect(try db.image(id: "img-1", backend: "fake")?.sizeBytes == 7)
+    }
+
     @Test func finishingARunRecordsTheImageSizeAndRefusesANegativeOne() throws {
         let run = try #require(try db.claim("web", at: 0))
         _ = try db.markCreating(runID: run.id, now: minute(1))
