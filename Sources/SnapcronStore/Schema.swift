@@ -11,7 +11,16 @@ enum Schema {
         // Never erase: a schema mismatch must surface as an error, not as lost state.
         migrator.eraseDatabaseOnSchemaChange = false
         migrator.registerMigration("v1-runs-images-jobs", migrate: v1)
+        migrator.registerMigration("v2-index-unfinished-images", migrate: v2)
         return migrator
+    }
+
+    /// imagesLeftUnfinished(): the few images still in progress, without reading every image.
+    private static func v2(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE INDEX images_unfinished ON images (created_at, id) WHERE state IN ('queued', 'saving');
+                """)
     }
 
     private static func v1(_ db: Database) throws {

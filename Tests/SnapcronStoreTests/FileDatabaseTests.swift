@@ -41,7 +41,30 @@ import Testing
         let applied = try DatabaseQueue(path: path).read { db in
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
         }
-        #expect(applied == ["v1-runs-images-jobs"])
+        #expect(applied == ["v1-runs-images-jobs", "v2-index-unfinished-images"])
+    }
+
+    @Test func aVersion1FileIsUpgradedInPlaceKeepingItsData() throws {
+        // A file as the first release left it: only the first step applied.
+        let queue = try DatabaseQueue(path: path)
+        try Schema.migrator.migrate(queue, upTo: "v1-runs-images-jobs")
+        try queue.close()
+        let upgraded = try SnapcronDatabase(path: path)
+        try upgraded.waitingRun("web", at: 0, image: "img-1")
+        #expect(try upgraded.imagesLeftUnfinished(limit: 5).isEmpty, "its run still follows it")
+        // The follow-up query reads the partial index, not every image.
+        let detail = try upgraded.read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    EXPLAIN QUERY PLAN SELECT images.* FROM images LEFT JOIN runs ON runs.id = images.run_id
+                    WHERE images.state IN ('queued', 'saving')
+                      AND (runs.id IS NULL OR runs.state NOT IN ('claimed', 'creating', 'waiting'))
+                    ORDER BY images.created_at, images.id LIMIT 5
+                    """
+            ).map { $0["detail"] as String }
+        }
+        #expect(detail.contains { $0.contains("images_unfinished") }, "\(detail)")
     }
 
     @Test func claimsOnceAcrossConnections() throws {
