@@ -362,7 +362,8 @@ public actor SchedulerService {
                 continue
             }
             do {
-                _ = try store.updateImageState(id: image.id, backend: image.backend, state: stored, sizeBytes: size, now: now)
+                _ = try store.updateImageState(
+                    id: image.id, backend: image.backend, state: stored, sizeBytes: size, now: now)
             } catch {
                 logger.error("Store write failed", metadata: ["image": "\(image.id)", "error": "\(error)"])
                 stillOpen = true

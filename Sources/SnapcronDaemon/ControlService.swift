@@ -537,7 +537,8 @@ public struct ControlResponse: Sendable {
 
     init(result: ByteBuffer, id: RequestID) {
         parts = [
-            ByteBuffer(bytes: ResponseWriter.resultPrefix(id: id)), result, ByteBuffer(bytes: ResponseWriter.resultSuffix),
+            ByteBuffer(bytes: ResponseWriter.resultPrefix(id: id)), result,
+            ByteBuffer(bytes: ResponseWriter.resultSuffix),
         ]
     }
 

@@ -112,13 +112,15 @@ func configErrors(_ text: String) -> DiagnosticList {
         #expect(config.controlSocketPath(override: nil, environment: systemd) == "/run/snap.sock")
         let plain = SnapcronConfig.default(stateDir: "/x")
         #expect(plain.controlSocketPath(override: nil, environment: systemd) == "/run/snapcron/control.sock")
-        #expect(plain.controlSocketPath(override: nil, environment: ["RUNTIME_DIRECTORY": "/run/sc"]) == "/run/sc/control.sock")
+        let runtime = ["RUNTIME_DIRECTORY": "/run/sc"]
+        #expect(plain.controlSocketPath(override: nil, environment: runtime) == "/run/sc/control.sock")
         #expect(plain.controlSocketPath(override: nil, environment: [:]) == SnapcronConfig.defaultSocketPath)
         #expect(config.socketGroup == "ops")
         #expect(config.maxConcurrentCreates == 8)
         #expect(config.schedulePath == "/srv/schedule")
         #expect(config.backends.keys.sorted() == ["cloud", "cloud2", "disk", "zfs"])
-        #expect(config.backends["disk"]?.local == LocalBackendSettings(imagesDirectory: "/srv/snapcron/images", reflink: false))
+        #expect(
+            config.backends["disk"]?.local == LocalBackendSettings(imagesDirectory: "/srv/snapcron/images", reflink: false))
         #expect(SnapcronConfig.default(stateDir: "/x").backends["local"]?.local?.reflink == true)
         let zfs = try #require(config.backends["zfs"])
         #expect(zfs.type == .exec)

@@ -60,7 +60,8 @@ import Testing
             """, file: "snapcron.toml")
         let moved = Daemon.moving(config, to: "/tmp/state")
         #expect(moved.stateDirectory == "/tmp/state")
-        #expect(moved.backends["local"]?.local == LocalBackendSettings(imagesDirectory: "/tmp/state/images", reflink: false))
+        #expect(
+            moved.backends["local"]?.local == LocalBackendSettings(imagesDirectory: "/tmp/state/images", reflink: false))
         #expect(moved.backends["elsewhere"]?.local?.imagesDirectory == "/srv/images", "an explicit folder stays")
     }
 }
