@@ -24,9 +24,6 @@ final class ReceiveBuffer {
     private var end = 0
     /// Where the next newline search resumes, so that a line arriving in many reads is scanned once.
     private var scanned = 0
-    /// The capacity a fresh buffer gets: enough for the last large line, so the next one of its size does not
-    /// grow it read by read.
-    private var freshCapacity: Int
     /// Lines at least this long are handed over with the buffer instead of copied out of it.
     private static let handOverLength = 64 * 1024
 
@@ -34,7 +31,6 @@ final class ReceiveBuffer {
         self.maxLineLength = maxLineLength
         self.readSize = readSize
         capacity = readSize
-        freshCapacity = readSize
         storage = Self.allocate(readSize)
     }
 
@@ -64,9 +60,9 @@ final class ReceiveBuffer {
         let base = storage
         let line = Data(bytesNoCopy: base + start, count: count, deallocator: .custom { _, _ in free(base) })
         let rest = end - (newline + 1)
-        freshCapacity = max(readSize, count + readSize, rest)
-        storage = Self.allocate(freshCapacity)
-        capacity = freshCapacity
+        // Room for another line of this size, so the next answer does not grow the buffer read by read.
+        capacity = max(readSize, count + readSize, rest)
+        storage = Self.allocate(capacity)
         memcpy(storage, base + newline + 1, rest)
         start = 0
         end = rest

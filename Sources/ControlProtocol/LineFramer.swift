@@ -55,12 +55,6 @@ public struct LineFramer: Sendable {
 
     /// The next complete line without its line end, nil when none is complete yet.
     public mutating func nextLine() throws(FramingError) -> [UInt8]? {
-        try nextLine { Array($0) }
-    }
-
-    /// The next complete line, built by `make` from its bytes in place (so a 3 MB answer is copied once, into
-    /// the type the caller wants); nil when none is complete yet.
-    public mutating func nextLine<Line>(_ make: (UnsafeRawBufferPointer) -> Line) throws(FramingError) -> Line? {
         let from = max(scanned, start)
         // memchr: a 3 MB answer (10,000 jobs) is scanned at memory speed, not a byte per loop turn.
         let index = buffer.withUnsafeBufferPointer { bytes -> Int in
@@ -78,7 +72,7 @@ public struct LineFramer: Sendable {
         var end = index
         if end > start, buffer[end - 1] == UInt8(ascii: "\r") { end -= 1 }
         if end - start > maxLength { throw .lineTooLong(length: end - start, limit: maxLength) }
-        let line = buffer.withUnsafeBytes { make(UnsafeRawBufferPointer(rebasing: $0[start..<end])) }
+        let line = Array(buffer[start..<end])
         start = index + 1
         scanned = start
         return line

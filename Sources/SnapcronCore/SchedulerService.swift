@@ -313,12 +313,10 @@ public actor SchedulerService {
     /// says so. Images still in progress are looked at again after `unfinishedImageInterval`.
     private func checkUnfinishedImages(now: Date) {
         nextUnfinishedImageCheck = nil
-        let followed = Set(runs.values.compactMap { run in run.imageID.map { "\(run.backend)\u{0}\($0)" } })
         let images: [ImageRecord]
         do {
-            images = try store.imagesLeftUnfinished(limit: 500).filter {
-                !followed.contains("\($0.backend)\u{0}\($0.id)") && backends[$0.backend] != nil
-            }
+            // Images of runs still under way are not among them: the store leaves out claimed/creating/waiting.
+            images = try store.imagesLeftUnfinished(limit: 500).filter { backends[$0.backend] != nil }
         } catch {
             logger.error("Store read failed", metadata: ["error": "\(error)"])
             nextUnfinishedImageCheck = now.addingTimeInterval(pacing.unfinishedImageInterval)
@@ -1177,7 +1175,7 @@ public actor SchedulerService {
         _ = try store.setPaused(name: name, paused, now: clock.now())
         entry.paused = paused
         jobs[name] = entry
-        publishPausedJobs()
+        publishedPausedJobs.withLock { if paused { $0.insert(name) } else { $0.remove(name) } }
     }
 
     /// What the scheduler is doing now.

@@ -201,19 +201,14 @@ public final class ControlServer: Sendable {
         let ownUID = service.environment.access.ownUID
         let privileged = peer.map { $0.uid == 0 || $0.uid == ownUID } ?? false
         let user = peer?.uid ?? UInt32.max
+        let total = limits.maxConnections + (privileged ? limits.reservedConnections : 0)
         return connections.withLockedValue { count -> String? in
-            if privileged {
-                guard count.total < limits.maxConnections + limits.reservedConnections else {
-                    return "snapcrond serves at most \(limits.maxConnections) connections; try again"
-                }
-            } else {
-                guard count.total < limits.maxConnections else {
-                    return "snapcrond serves at most \(limits.maxConnections) connections; try again"
-                }
-                guard count.byUser[user, default: 0] < limits.maxConnectionsPerUser else {
-                    return "snapcrond serves at most \(limits.maxConnectionsPerUser) connections per user; "
-                        + "close some of yours"
-                }
+            guard count.total < total else {
+                return "snapcrond serves at most \(limits.maxConnections) connections; try again"
+            }
+            guard privileged || count.byUser[user, default: 0] < limits.maxConnectionsPerUser else {
+                return "snapcrond serves at most \(limits.maxConnectionsPerUser) connections per user; "
+                    + "close some of yours"
             }
             count.total += 1
             count.byUser[user, default: 0] += 1

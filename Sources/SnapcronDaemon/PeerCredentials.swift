@@ -73,14 +73,13 @@ public struct ControlAccess: Sendable {
         self.groupName = groupName
     }
 
-    /// Whether `peer` may call the methods that change state. Without `userDatabase` only what the kernel said of
-    /// the process counts: no lookup that may block (NSS can be LDAP), for use on an event loop.
-    public func mayChangeState(_ peer: PeerCredentials, userDatabase: Bool = true) -> Bool {
+    /// Whether `peer` may call the methods that change state.
+    public func mayChangeState(_ peer: PeerCredentials) -> Bool {
         if peer.uid == 0 || peer.uid == ownUID { return true }
         guard let groupID else { return false }
         // The process's own groups (e.g. SupplementaryGroups= of a unit), else those the user database lists.
         if peer.gid == groupID || peer.groups?.contains(groupID) == true { return true }
-        return userDatabase && Self.groups(of: peer).contains(groupID)
+        return Self.groups(of: peer).contains(groupID)
     }
 
     /// nil when `peer` may change state, else why not (for the JSON-RPC error).

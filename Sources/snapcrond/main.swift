@@ -75,10 +75,16 @@ extension Logger.Level: @retroactive ExpressibleByArgument {}
 /// Crash tests freeze the daemon at a named point (`SNAPCRON_TEST_PAUSE=create`, with `SNAPCRON_TEST_PAUSE_FILE`
 /// to announce it) and SIGKILL it there. Inert unless both variables are set.
 enum TestPausePoint {
-    static func fromEnvironment() -> (@Sendable (String) async -> Void)? {
+    /// The point to freeze at and the file that announces it, when both are set.
+    private static var configured: (point: String, marker: String)? {
         let environment = ProcessInfo.processInfo.environment
         guard let point = environment["SNAPCRON_TEST_PAUSE"], let marker = environment["SNAPCRON_TEST_PAUSE_FILE"]
         else { return nil }
+        return (point, marker)
+    }
+
+    static func fromEnvironment() -> (@Sendable (String) async -> Void)? {
+        guard let (point, marker) = configured else { return nil }
         return { reached in
             guard reached == point else { return }
             _ = FileManager.default.createFile(atPath: marker, contents: Data(reached.utf8))
@@ -88,9 +94,7 @@ enum TestPausePoint {
 
     /// `SNAPCRON_TEST_PAUSE=copy`: freezes a local copy's thread at its first extent.
     static func copyPointFromEnvironment() -> (@Sendable () -> Void)? {
-        let environment = ProcessInfo.processInfo.environment
-        guard environment["SNAPCRON_TEST_PAUSE"] == "copy", let marker = environment["SNAPCRON_TEST_PAUSE_FILE"]
-        else { return nil }
+        guard let (point, marker) = configured, point == "copy" else { return nil }
         return {
             _ = FileManager.default.createFile(atPath: marker, contents: Data("copy".utf8))
             while true { Thread.sleep(forTimeInterval: 3600) }

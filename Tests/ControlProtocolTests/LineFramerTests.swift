@@ -31,7 +31,7 @@ import Testing
             let end = min(stream.count, offset + 7)
             stream[offset..<end].withUnsafeBytes { framer.append($0) }
             offset = end
-            while let line = try framer.nextLine({ String(decoding: $0, as: UTF8.self) }) { taken.append(line) }
+            while let line = try framer.nextLine() { taken.append(String(decoding: line, as: UTF8.self)) }
         }
         #expect(taken == lines)
         #expect(framer.bufferedCount == 0)

@@ -60,7 +60,7 @@ import Testing
     }
 
     @Test(.enabled(if: getuid() == 0, "needs root to run a client as nobody"))
-    func theProcesssOwnSupplementaryGroupCounts() async throws {
+    func theProcessOwnSupplementaryGroupsCount() async throws {
         // Group 4242 is in no user database entry: only the kernel's view of the process (SO_PEERGROUPS) has it,
         // as with a unit's SupplementaryGroups=.
         let h = try Harness(access: ControlAccess(ownUID: 0, groupID: 4242, groupName: "snapcron-ops"))
