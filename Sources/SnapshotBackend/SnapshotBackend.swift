@@ -32,6 +32,20 @@ public protocol SnapshotBackend: Sendable {
     /// The images of `target` that this backend holds, in any state but `.gone`.
     func list(target: String, logger: Logger) async throws -> [ImageInfo]
 
+    /// The current states of several images at once, each with its own outcome.
+    ///
+    /// The scheduler follows every unfinished image of a backend through this one call per pass, so a backend
+    /// whose API can answer many images with one request (a project-wide list) should do so: the API cost per
+    /// image then stays bounded however many images bake at once. The default asks ``status(_:logger:)`` for each
+    /// image in turn. An image missing from the answer is asked again at the next pass.
+    func statuses(of images: [ImageRef], logger: Logger) async -> [ImageRef: Result<ImageState, SnapshotBackendError>]
+
+    /// Every image this backend holds across all its targets, or nil when it cannot list them all at once.
+    ///
+    /// The scheduler's sweep uses it to find images carrying snapcron's marker that its store does not know (a
+    /// create whose reply was lost); with nil it lists each known target with ``list(target:logger:)`` instead.
+    func listAll(logger: Logger) async throws -> [ImageInfo]?
+
     /// What the backend knows of one image of `target` (its size, above all); nil when it does not know.
     ///
     /// Asked once when an image becomes active. The default looks the image up in ``list(target:logger:)``; a
@@ -61,4 +75,23 @@ extension SnapshotBackend {
     }
 
     public func resumeAfterRestart(_ image: ImageRef, target: String, logger: Logger) async {}
+
+    public func statuses(
+        of images: [ImageRef], logger: Logger
+    ) async -> [ImageRef: Result<ImageState, SnapshotBackendError>] {
+        var results: [ImageRef: Result<ImageState, SnapshotBackendError>] = [:]
+        for image in images {
+            do {
+                results[image] = .success(try await status(image, logger: logger))
+            } catch let error as SnapshotBackendError {
+                results[image] = .failure(error)
+            } catch {
+                results[image] = .failure(
+                    .transient(backend: name, .status, image: image, "\(error)"))
+            }
+        }
+        return results
+    }
+
+    public func listAll(logger: Logger) async throws -> [ImageInfo]? { nil }
 }
