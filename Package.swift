@@ -75,7 +75,7 @@ let package = Package(
         ),
         .target(
             name: "SnapcronStore",
-            dependencies: [.product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: ["SnapcronCore", .product(name: "GRDB", package: "GRDB.swift")],
             swiftSettings: swiftSettings
         ),
         // libsystemd, wrapped once: nothing above SnapcronSystemd sees C (STYLE.md "systemd").
@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "SnapcronCore",
             dependencies: [
-                "CronExpression", "CLinuxShims", "SnapshotBackend", "TargetRules", "SnapcronStore", logging,
+                "CronExpression", "CLinuxShims", "SnapshotBackend", "TargetRules", logging,
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings
@@ -130,7 +130,8 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Child process for the crash-safety test: hammers the store until SIGKILLed.
-        .executableTarget(name: "snapcron-store-torture", dependencies: ["SnapcronStore"], swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "snapcron-store-torture", dependencies: ["SnapcronStore", "SnapcronCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CronExpressionTests",
             dependencies: ["CronExpression"],
@@ -144,7 +145,9 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapcronStoreTests",
-            dependencies: ["SnapcronStore", "snapcron-store-torture", .product(name: "GRDB", package: "GRDB.swift")],
+            dependencies: [
+                "SnapcronStore", "SnapcronCore", "snapcron-store-torture", .product(name: "GRDB", package: "GRDB.swift"),
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ControlProtocolTests", dependencies: ["ControlProtocol"], swiftSettings: swiftSettings),

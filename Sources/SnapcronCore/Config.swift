@@ -123,8 +123,10 @@ public struct BackendConfig: Sendable, Hashable {
     /// The name targets use: `NAME:ID`.
     public var name: String
     public var type: BackendType
-    /// At most this many creates at once on this backend (besides the global limit), if set.
+    /// At most this many images created and not yet final at once on this backend (a provider's quota), if set.
     public var maxConcurrent: Int?
+    /// At most this many create calls at once on this backend, if set (else the daemon's `max_concurrent_creates`).
+    public var maxConcurrentCreates: Int?
     /// The typed settings of a `local` backend; `nil` for other types.
     public var local: LocalBackendSettings?
     /// The typed settings of an `exec` backend; `nil` for other types.
@@ -161,8 +163,10 @@ public struct SnapcronConfig: Sendable, Hashable {
     public static let defaultSocketPath = "/run/snapcron/control.sock"
     /// The group that may use changing control methods and owns the socket.
     public var socketGroup = "snapcron"
-    /// At most this many creates at once across all backends.
+    /// At most this many create calls at once on each backend (a backend's own `max_concurrent_creates` wins).
     public var maxConcurrentCreates = 4
+    /// How long finished runs and deleted images stay in the history.
+    public var historyKeep: Duration = .seconds(400 * 86_400)
     public var schedulePath = "/etc/snapcron/schedule"
     /// The backends by name.
     public var backends: [String: BackendConfig]
@@ -257,8 +261,10 @@ struct ConfigReader {
     let file: String
     var diagnostics = DiagnosticList()
 
-    static let daemonKeys = ["state_dir", "socket_path", "socket_group", "max_concurrent_creates", "schedule_path"]
-    static let commonBackendKeys = ["type", "max_concurrent"]
+    static let daemonKeys = [
+        "state_dir", "socket_path", "socket_group", "max_concurrent_creates", "schedule_path", "history_keep",
+    ]
+    static let commonBackendKeys = ["type", "max_concurrent", "max_concurrent_creates"]
     static let backendKeys: [String: [String]] = [
         "local": ["images_dir", "reflink"],
         "exec": execKeys,
@@ -312,6 +318,9 @@ struct ConfigReader {
                 if let limit = positiveInteger(daemon, "max_concurrent_creates", at: "daemon") {
                     config.maxConcurrentCreates = limit
                 }
+                if let keep = duration(daemon, "history_keep", at: "daemon", atLeast: .seconds(86_400)) {
+                    config.historyKeep = keep
+                }
             } else {
                 error("daemon", "expected a table, got \(value.typeName)")
             }
@@ -361,6 +370,7 @@ struct ConfigReader {
         rejectUnknownKeys(in: table, at: path, known: Self.commonBackendKeys + specific)
         var backend = BackendConfig(name: name, type: type, settings: table.filter { $0.key != "type" })
         backend.maxConcurrent = positiveInteger(table, "max_concurrent", at: path)
+        backend.maxConcurrentCreates = positiveInteger(table, "max_concurrent_creates", at: path)
 
         switch type {
         case .local:
@@ -450,6 +460,28 @@ struct ConfigReader {
             return nil
         }
         return bool
+    }
+
+    /// A duration written like a schedule option (`400d`, `12h`), at least `minimum`.
+    mutating func duration(
+        _ table: [String: ConfigValue], _ key: String, at path: String, atLeast minimum: Duration
+    ) -> Duration? {
+        guard let value = table[key] else { return nil }
+        guard let text = value.string else {
+            error("\(path).\(key)", "expected a duration such as \"400d\", got \(value)")
+            return nil
+        }
+        do {
+            let duration = try Duration(parsingOption: text)
+            guard duration >= minimum else {
+                error("\(path).\(key)", "must be at least \(minimum.optionDescription), got '\(text)'")
+                return nil
+            }
+            return duration
+        } catch let parseError {
+            error("\(path).\(key)", "\(parseError)")
+            return nil
+        }
     }
 
     mutating func positiveInteger(_ table: [String: ConfigValue], _ key: String, at path: String) -> Int? {

@@ -113,15 +113,22 @@ public struct RetentionPlanner: Sendable {
         self.timeZone = timeZone
     }
 
+    /// How far after `now` an image's date may lie before it counts as made under a wrong clock.
+    public static let futureTolerance: TimeInterval = 300
+
     /// The plan for `images` at `now`.
     public func plan(for images: [RetentionImage], now: Date) -> RetentionPlan {
         let ordered = images.sorted { ($0.createdAt, $0.id) > ($1.createdAt, $1.id) }
         var reasons: [String: [String]] = [:]
         func add(_ reason: String, to image: RetentionImage) { reasons[image.id, default: []].append(reason) }
 
-        let candidates = ordered.filter { $0.isActive && $0.recordedAsOurs }
+        // An image dated after now was made while the clock was wrong (a forward step later corrected): it is kept
+        // and counts for nothing, or it would stand in for a real newest image and let older ones go.
+        let latestTrusted = now.addingTimeInterval(Self.futureTolerance)
+        let candidates = ordered.filter { $0.isActive && $0.recordedAsOurs && $0.createdAt <= latestTrusted }
         if let newest = candidates.first { add("newest active", to: newest) }
         for image in ordered {
+            if image.createdAt > latestTrusted { add("dated in the future (clock step?): kept, not counted", to: image) }
             if !image.isActive { add("not active (\(image.state.lowercased()))", to: image) }
             if image.pinned { add("pinned", to: image) }
             if !image.recordedAsOurs { add("not created by snapcron", to: image) }

@@ -21,10 +21,16 @@ public protocol SchedulerClock: Sendable {
     /// Whether a sleeper is registered and not yet woken. A manual clock answers exactly, so a test can tell
     /// that the scheduler has handled a wake-up and gone back to sleep; a real clock need not track it.
     var hasWaitingSleeper: Bool { get }
+
+    /// Suspends until about `deadline`, for the time limit of a backend call: many may wait at once, so a real
+    /// clock may use a cheap monotonic timer here (a clock step moves the limit by the step, which is harmless).
+    func sleepForCallLimit(until deadline: Date) async throws
 }
 
 extension SchedulerClock {
     public var hasWaitingSleeper: Bool { true }
+
+    public func sleepForCallLimit(until deadline: Date) async throws { try await sleep(until: deadline) }
 }
 
 /// The system's wall clock. Sleeps on a `CLOCK_REALTIME` timerfd armed at an absolute deadline with
@@ -34,6 +40,10 @@ public struct SystemClock: SchedulerClock {
     public init() {}
 
     public func now() -> Date { Date() }
+
+    public func sleepForCallLimit(until deadline: Date) async throws {
+        try await Task.sleep(for: .seconds(max(0, deadline.timeIntervalSinceNow)))
+    }
 
     public func sleep(until deadline: Date) async throws {
         try Task.checkCancellation()

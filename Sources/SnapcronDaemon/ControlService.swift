@@ -259,7 +259,7 @@ public final class ControlService: Sendable {
         let now = environment.now()
         let store = environment.store
         let (newest, states) = try storeCall {
-            (try store.newestActiveImageDates(), try store.allJobStates())
+            (try store.newestActiveImageDates(notAfter: now), try store.allJobStates())
         }
         let lastFires = Dictionary(states.map { ($0.name, $0.lastScheduledAt) }, uniquingKeysWith: { a, _ in a })
         let entries = environment.catalog.snapshot.jobs.map { job in
@@ -301,8 +301,8 @@ public final class ControlService: Sendable {
             let record = try await environment.scheduler.trigger(job: name)
             return TriggerResult(
                 runId: record.id, job: name, scheduledAt: record.scheduledAt, state: record.state.rawValue)
-        } catch let error as SchedulerError {
-            throw RPCError(.conflict, "cannot trigger \(name): \(error.message)")
+        } catch {
+            throw RPCError(error, context: "cannot trigger \(name)")
         }
     }
 
@@ -317,8 +317,8 @@ public final class ControlService: Sendable {
         }
         do {
             try await environment.scheduler.setPaused(job: name, paused)
-        } catch let error as SchedulerError {
-            throw RPCError(.notFound, error.message)
+        } catch {
+            throw RPCError(error, context: "cannot \(paused ? "pause" : "resume") \(name)")
         }
         return PauseResult(job: name, paused: paused)
     }
@@ -342,6 +342,9 @@ public final class ControlService: Sendable {
         }
         guard image.state != .deleted else {
             throw RPCError(.conflict, "image \(image.id) was deleted \(image.deletedAt.map(Self.iso) ?? "")")
+        }
+        guard !(pinned && image.state == .deleting) else {
+            throw RPCError(.conflict, "image \(image.id) is being deleted by retention; it cannot be pinned")
         }
         let updated = try storeCall { try store.setPinned(id: image.id, backend: image.backend, pinned) }
         return imageInfo(updated, plan: nil)
@@ -370,8 +373,8 @@ public final class ControlService: Sendable {
         } else {
             do {
                 plan = try await environment.scheduler.pruneNow(job: job.name)
-            } catch let error as SchedulerError {
-                throw RPCError(.notFound, error.message)
+            } catch {
+                throw RPCError(error, context: "cannot prune \(job.name)")
             }
         }
         let keepsEverything = job.options.retention.keepsEverything
@@ -443,12 +446,7 @@ public final class ControlService: Sendable {
     }
 
     private func retentionPlan(for job: Job, images: [ImageRecord]) -> RetentionPlan {
-        let zone = TimeZone(identifier: job.zone.identifier) ?? TimeZone(secondsFromGMT: 0)!
-        let candidates = images.filter { $0.state != .deleted }.map {
-            RetentionImage(id: $0.id, createdAt: $0.createdAt, state: $0.state.rawValue, pinned: $0.pinned)
-        }
-        return RetentionPlanner(policy: job.options.retention, timeZone: zone).plan(
-            for: candidates, now: environment.now())
+        RetentionPlanning.plan(for: job, images: images, now: environment.now())
     }
 
     private func imageInfo(_ image: ImageRecord, plan: RetentionPlan?) -> ControlProtocol.ImageInfo {
@@ -551,5 +549,18 @@ public struct ControlResponse: Sendable {
         var data = Data(capacity: parts.reduce(0) { $0 + $1.readableBytes })
         for part in parts { data.append(contentsOf: part.readableBytesView) }
         return data
+    }
+}
+
+extension RPCError {
+    /// The one place a scheduler refusal becomes a control-protocol error.
+    init(_ error: SchedulerError, context: String) {
+        let code: RPCErrorCode =
+            switch error.code {
+            case .notFound: .notFound
+            case .conflict: .conflict
+            default: .internalError
+            }
+        self.init(code, "\(context): \(error.message)")
     }
 }

@@ -102,12 +102,15 @@ public final class Daemon: Sendable {
         let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
         Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
         catalog.update(schedule.jobs)
+        var pacing = RunPacing()
+        pacing.historyKeep = config.historyKeep.timeInterval
         scheduler = SchedulerService(
             jobs: schedule.jobs, store: store, backends: backends, clock: clock,
             limits: ConcurrencyLimits(
-                global: config.maxConcurrentCreates,
-                perBackend: config.backends.compactMapValues(\.maxConcurrent)),
-            logger: logger, pausePoint: pausePoint)
+                createCalls: config.maxConcurrentCreates,
+                createCallsPerBackend: config.backends.compactMapValues(\.maxConcurrentCreates),
+                unfinishedImagesPerBackend: config.backends.compactMapValues(\.maxConcurrent)),
+            pacing: pacing, logger: logger, pausePoint: pausePoint)
         logger.info(
             "Schedule loaded",
             metadata: [

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SnapcronCore
 
 extension SnapcronDatabase {
     /// The creation time of each job's newest ACTIVE image, by job (for `snapcronctl monitor`).

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SnapcronCore
 
 extension SnapcronDatabase {
     /// The images of `job`, newest first; deleted ones only when `includeDeleted`.
@@ -143,20 +144,21 @@ extension SnapcronDatabase {
 extension ImageRecord {
     /// Decodes an `images` row; an unknown state is reported as corruption.
     init(row: Row) throws {
-        id = try row.decode(forColumn: "id")
-        backend = try row.decode(forColumn: "backend")
-        job = try row.decode(forColumn: "job")
-        target = try row.decode(forColumn: "target")
-        name = try row.decode(forColumn: "name")
-        description = try row.decode(forColumn: "description")
-        createdAt = Date(epochSeconds: try row.decode(forColumn: "created_at"))
-        state = try decodeEnum(row, "state")
-        sizeBytes = try row.decode(forColumn: "size_bytes")
-        pinned = try row.decode(forColumn: "pinned")
-        deletedAt = try decodeDate(row, "deleted_at")
-        runID = try row.decode(forColumn: "run_id")
-        keepReason = try row.decode(forColumn: "keep_reason")
-        deleteReason = try row.decode(forColumn: "delete_reason")
+        self.init(
+            id: try row.decode(forColumn: "id"),
+            backend: try row.decode(forColumn: "backend"),
+            job: try row.decode(forColumn: "job"),
+            target: try row.decode(forColumn: "target"),
+            name: try row.decode(forColumn: "name"),
+            description: try row.decode(forColumn: "description"),
+            createdAt: Date(epochSeconds: try row.decode(forColumn: "created_at")),
+            state: try decodeEnum(row, "state"),
+            sizeBytes: try row.decode(forColumn: "size_bytes"),
+            pinned: try row.decode(forColumn: "pinned"),
+            deletedAt: try decodeDate(row, "deleted_at"),
+            runID: try row.decode(forColumn: "run_id"),
+            keepReason: try row.decode(forColumn: "keep_reason"),
+            deleteReason: try row.decode(forColumn: "delete_reason"))
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SnapcronCore
 
 extension SnapcronDatabase {
     /// The stored state of job `name`; nil until it was claimed, missed, skipped or paused once.
@@ -51,9 +52,10 @@ extension SnapcronDatabase {
 
 extension JobStateRecord {
     init(row: Row) throws {
-        name = try row.decode(forColumn: "name")
-        paused = try row.decode(forColumn: "paused")
-        lastScheduledAt = try decodeDate(row, "last_scheduled_at")
-        updatedAt = Date(epochSeconds: try row.decode(forColumn: "updated_at"))
+        self.init(
+            name: try row.decode(forColumn: "name"),
+            paused: try row.decode(forColumn: "paused"),
+            lastScheduledAt: try decodeDate(row, "last_scheduled_at"),
+            updatedAt: Date(epochSeconds: try row.decode(forColumn: "updated_at")))
     }
 }

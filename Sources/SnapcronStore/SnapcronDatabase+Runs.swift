@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SnapcronCore
 
 extension SnapcronDatabase {
     // MARK: - Claiming fires
@@ -26,25 +27,7 @@ extension SnapcronDatabase {
     }
 
     /// One fire to claim in ``claimRuns(_:now:)``.
-    public struct Claim: Sendable, Hashable {
-        public var job: String
-        public var scheduledAt: Date
-        public var trigger: RunTrigger
-        public var imageName: String
-        public var backend: String
-        public var target: String
-
-        public init(
-            job: String, scheduledAt: Date, trigger: RunTrigger, imageName: String, backend: String, target: String
-        ) {
-            self.job = job
-            self.scheduledAt = scheduledAt
-            self.trigger = trigger
-            self.imageName = imageName
-            self.backend = backend
-            self.target = target
-        }
-    }
+    public typealias Claim = RunClaim
 
     /// Claims many fires in one transaction (the scheduler's tick): the result has one entry per claim, nil where
     /// that fire was already claimed. Each claim behaves as ``claimRun(job:scheduledAt:trigger:imageName:backend:target:now:)``.
@@ -392,21 +375,22 @@ extension SnapcronDatabase {
 extension RunRecord {
     /// Decodes a `runs` row; an unknown state or trigger is reported as corruption, never trapped on.
     init(row: Row) throws {
-        id = try row.decode(forColumn: "id")
-        job = try row.decode(forColumn: "job")
-        scheduledAt = Date(epochSeconds: try row.decode(forColumn: "scheduled_at"))
-        trigger = try decodeEnum(row, "trigger")
-        state = try decodeEnum(row, "state")
-        attempts = try row.decode(forColumn: "attempts")
-        imageName = try row.decode(forColumn: "image_name")
-        imageID = try row.decode(forColumn: "image_id")
-        backend = try row.decode(forColumn: "backend")
-        target = try row.decode(forColumn: "target")
-        claimedAt = Date(epochSeconds: try row.decode(forColumn: "claimed_at"))
-        startedAt = try decodeDate(row, "started_at")
-        finishedAt = try decodeDate(row, "finished_at")
-        nextPollAt = try decodeDate(row, "next_poll_at")
-        error = try row.decode(forColumn: "error")
+        self.init(
+            id: try row.decode(forColumn: "id"),
+            job: try row.decode(forColumn: "job"),
+            scheduledAt: Date(epochSeconds: try row.decode(forColumn: "scheduled_at")),
+            trigger: try decodeEnum(row, "trigger"),
+            state: try decodeEnum(row, "state"),
+            attempts: try row.decode(forColumn: "attempts"),
+            imageName: try row.decode(forColumn: "image_name"),
+            imageID: try row.decode(forColumn: "image_id"),
+            backend: try row.decode(forColumn: "backend"),
+            target: try row.decode(forColumn: "target"),
+            claimedAt: Date(epochSeconds: try row.decode(forColumn: "claimed_at")),
+            startedAt: try decodeDate(row, "started_at"),
+            finishedAt: try decodeDate(row, "finished_at"),
+            nextPollAt: try decodeDate(row, "next_poll_at"),
+            error: try row.decode(forColumn: "error"))
     }
 }
 

@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import SnapcronCore
 
 /// The daemon's durable state: runs, images and per-job state in one SQLite file.
 ///

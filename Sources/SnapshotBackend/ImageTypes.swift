@@ -107,3 +107,15 @@ public struct ImageInfo: Hashable, Sendable, Identifiable {
         self.sizeBytes = sizeBytes
     }
 }
+
+/// What a create returned: the image's id and, when the backend knows it already, its state.
+public struct CreatedImage: Hashable, Sendable {
+    public var ref: ImageRef
+    /// `active` when the image was complete on return; nil when only a status call can tell.
+    public var state: ImageState?
+
+    public init(ref: ImageRef, state: ImageState? = nil) {
+        self.ref = ref
+        self.state = state
+    }
+}

@@ -26,6 +26,13 @@ public protocol SnapshotBackend: Sendable {
     /// Retrying with the same `name` and `target` returns the image the first call made.
     func create(target: String, name: String, description: String, logger: Logger) async throws -> ImageRef
 
+    /// ``create(target:name:description:logger:)`` with the image's state when the backend knows it from the create
+    /// itself (a command that prints `"state": "active"`); nil when only ``status(_:logger:)`` can tell.
+    ///
+    /// The scheduler finishes a run at once when this says `active`, without a poll. The default calls `create`
+    /// and knows no state.
+    func createImage(target: String, name: String, description: String, logger: Logger) async throws -> CreatedImage
+
     /// The current state of `image`; `.gone` when the backend does not know it (deleted or never made).
     func status(_ image: ImageRef, logger: Logger) async throws -> ImageState
 
@@ -70,6 +77,12 @@ public protocol SnapshotBackend: Sendable {
 }
 
 extension SnapshotBackend {
+    public func createImage(
+        target: String, name: String, description: String, logger: Logger
+    ) async throws -> CreatedImage {
+        CreatedImage(ref: try await create(target: target, name: name, description: description, logger: logger))
+    }
+
     public func info(of image: ImageRef, target: String, logger: Logger) async throws -> ImageInfo? {
         try await list(target: target, logger: logger).first { $0.id == image }
     }

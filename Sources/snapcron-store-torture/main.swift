@@ -5,6 +5,7 @@
 // It first resumes the runs a previous (killed) instance left unfinished, prints "ready", then loops forever.
 // Any store error is a bug: it is printed to stderr and the process exits 1, which fails the test.
 
+import SnapcronCore
 import Foundation
 import SnapcronStore
 

@@ -422,23 +422,25 @@ import Testing
 
     // MARK: Limits
 
-    @Test func concurrencyLimitsHoldGloballyAndPerBackend() async throws {
+    @Test func unfinishedImageQuotaHoldsPerBackendAndCreatesElsewhereAreNotBlocked() async throws {
         var text = ""
         for i in 1...6 { text += "0 * * * *   a\(i)   fa:vm\(i)\n0 * * * *   b\(i)   fb:vm\(i)\n" }
         let jobs = try simulationJobs(text, backends: ["fa", "fb"])
         let sim = try Simulation(
             start: utc("2026-06-01T00:30:00Z"), backends: ["fa", "fb"], defaultBehavior: .succeed(afterPolls: 2),
-            limits: ConcurrencyLimits(global: 3, perBackend: ["fa": 1]))
+            limits: ConcurrencyLimits(createCalls: 2, unfinishedImagesPerBackend: ["fa": 1]))
         await sim.start(jobs)
         await sim.run(until: utc("2026-06-01T01:30:00Z"))
         await sim.stop()
         let limits = sim.observer.snapshot
-        #expect(limits.perBackend["fa"] == 1)
-        #expect(limits.total == 3)
+        #expect(limits.perBackend["fa"] == 1, "fa's quota: one unfinished image at a time")
+        #expect(limits.perBackend["fb"] == 6, "fb has no quota: waiting for ACTIVE blocks none of its creates")
         let runs = try sim.runs()
         #expect(runs.count == 12)
         #expect(runs.allSatisfy { $0.state == .succeeded })
-        // Runs that waited for a slot started late, each after an earlier one of its backend finished.
+        let bStarts = runs.filter { $0.backend == "fb" }.compactMap(\.startedAt)
+        #expect(bStarts.allSatisfy { $0 == utc("2026-06-01T01:00:00Z") }, "fb creates all start on time: \(bStarts)")
+        // Runs that waited for the quota started late, each after an earlier one of its backend finished.
         let aStarts = runs.filter { $0.backend == "fa" }.compactMap(\.startedAt).sorted()
         #expect(Set(aStarts).count == 6, "fa runs one at a time: \(aStarts)")
     }

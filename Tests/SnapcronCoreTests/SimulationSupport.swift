@@ -44,6 +44,11 @@ final class SimulationClock: SchedulerClock, @unchecked Sendable {
         lock.withLock { sleeps += 1 }
         try await manual.sleep(until: deadline)
     }
+
+    /// Call limits wait on the manual clock without counting as the scheduler going back to sleep.
+    func sleepForCallLimit(until deadline: Date) async throws {
+        try await manual.sleep(until: deadline)
+    }
 }
 
 /// Counts images in progress (created, not yet final) per backend, and when each call happened, across backends.

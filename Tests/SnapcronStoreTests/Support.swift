@@ -1,3 +1,4 @@
+import SnapcronCore
 import Foundation
 import SnapcronStore
 import Testing

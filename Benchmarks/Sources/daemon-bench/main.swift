@@ -56,7 +56,7 @@ func startService(_ jobs: [Job], store: SnapcronDatabase, backend: FakeSnapshotB
 {
     let service = SchedulerService(
         jobs: jobs, store: store, backends: ["fake": backend], clock: clock,
-        limits: ConcurrencyLimits(global: 100_000), logger: logger)
+        limits: ConcurrencyLimits(createCalls: 100_000), logger: logger)
     let task = Task { try await service.run() }
     await service.waitUntilIdle()
     return (service, task)
@@ -162,7 +162,7 @@ for storage in ["memory", "wal-file"] {
     let backend = StallingBackend()
     let service = SchedulerService(
         jobs: jobs, store: store, backends: ["fake": backend], clock: clock,
-        limits: ConcurrencyLimits(global: 100_000), logger: logger)
+        limits: ConcurrencyLimits(createCalls: 100_000), logger: logger)
     let task = Task { try await service.run() }
     await service.waitUntilIdle()
     let began = ContinuousClock.now

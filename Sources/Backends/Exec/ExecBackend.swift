@@ -173,6 +173,14 @@ public struct ExecBackend: SnapshotBackend {
     public func create(target: String, name imageName: String, description: String, logger: Logger) async throws
         -> ImageRef
     {
+        try await createImage(target: target, name: imageName, description: description, logger: logger).ref
+    }
+
+    /// ``create(target:name:description:logger:)`` with the state the create command printed, or the existing
+    /// image's listed state.
+    public func createImage(
+        target: String, name imageName: String, description: String, logger: Logger
+    ) async throws -> CreatedImage {
         var logger = logger
         logger[metadataKey: "backend.name"] = "\(name)"
         logger[metadataKey: "image.name"] = "\(imageName)"
@@ -207,7 +215,7 @@ public struct ExecBackend: SnapshotBackend {
                     try await delete(existing.id, logger: logger)
                 } else {
                     logger.debug("Image already exists", metadata: ["image.id": "\(existing.id)"])
-                    return existing.id
+                    return CreatedImage(ref: existing.id, state: existing.state)
                 }
             }
         }
@@ -219,7 +227,7 @@ public struct ExecBackend: SnapshotBackend {
         let fallback = ImageRef(id: imageID.expand(values))
         guard let json = try parseJSON(output, .create, createCommand, target: target, image: nil) else {
             logger.info("Image created", metadata: ["image.id": "\(fallback)"])
-            return fallback
+            return CreatedImage(ref: fallback)
         }
         func malformed(_ reason: String) -> SnapshotBackendError {
             malformedOutput(.create, createCommand, reason, target: target, image: nil)
@@ -230,8 +238,11 @@ public struct ExecBackend: SnapshotBackend {
             guard let id = id as? String, !id.isEmpty else { throw malformed("\"id\" must be a non-empty string") }
             image = ImageRef(id: id)
         }
+        var createdState: ImageState?
         if let state = object["state"], !(state is NSNull) {
-            switch try imageState(state, error: object["error"], malformed: malformed) {
+            let parsed = try imageState(state, error: object["error"], malformed: malformed)
+            createdState = parsed
+            switch parsed {
             case .error(let reason):
                 throw SnapshotBackendError.permanent(
                     backend: name, .create, target: target, image: image,
@@ -243,7 +254,7 @@ public struct ExecBackend: SnapshotBackend {
             }
         }
         logger.info("Image created", metadata: ["image.id": "\(image)"])
-        return image
+        return CreatedImage(ref: image, state: createdState)
     }
 
     /// Runs the status command; `.active` without one or when it prints nothing.

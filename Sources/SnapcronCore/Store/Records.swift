@@ -65,6 +65,8 @@ public enum StoredImageState: String, Sendable, CaseIterable, Codable {
     case error
     /// The backend no longer knows the image (removed outside snapcron).
     case gone
+    /// A retention delete is under way at the backend: nothing may pin it meanwhile.
+    case deleting
     /// snapcron deleted the image (see `deleteReason`).
     case deleted
 }
@@ -94,6 +96,32 @@ public struct RunRecord: Sendable, Hashable, Codable {
     public var nextPollAt: Date?
     /// Why the run failed, was skipped or missed, or the last transient error.
     public var error: String?
+    /// How many consecutive fires this row stands for: skips of one job for one reason share a row.
+    public var repeatCount: Int = 1
+    /// The latest fire a shared skipped row stands for.
+    public var repeatedUntil: Date?
+
+    public init(
+        id: Int64, job: String, scheduledAt: Date, trigger: RunTrigger, state: RunState, attempts: Int, imageName: String?, imageID: String?, backend: String?, target: String?, claimedAt: Date, startedAt: Date?, finishedAt: Date?, nextPollAt: Date?, error: String?, repeatCount: Int = 1, repeatedUntil: Date? = nil
+    ) {
+        self.id = id
+        self.job = job
+        self.scheduledAt = scheduledAt
+        self.trigger = trigger
+        self.state = state
+        self.attempts = attempts
+        self.imageName = imageName
+        self.imageID = imageID
+        self.backend = backend
+        self.target = target
+        self.claimedAt = claimedAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.nextPollAt = nextPollAt
+        self.error = error
+        self.repeatCount = repeatCount
+        self.repeatedUntil = repeatedUntil
+    }
 }
 
 /// One row of `images`: an image snapcron created, keyed by backend and backend image id.
@@ -120,6 +148,25 @@ public struct ImageRecord: Sendable, Hashable, Codable {
 
     /// The image's key.
     public var key: ImageKey { ImageKey(id: id, backend: backend) }
+
+    public init(
+        id: String, backend: String, job: String, target: String, name: String, description: String?, createdAt: Date, state: StoredImageState, sizeBytes: Int64?, pinned: Bool, deletedAt: Date?, runID: Int64?, keepReason: String?, deleteReason: String?
+    ) {
+        self.id = id
+        self.backend = backend
+        self.job = job
+        self.target = target
+        self.name = name
+        self.description = description
+        self.createdAt = createdAt
+        self.state = state
+        self.sizeBytes = sizeBytes
+        self.pinned = pinned
+        self.deletedAt = deletedAt
+        self.runID = runID
+        self.keepReason = keepReason
+        self.deleteReason = deleteReason
+    }
 }
 
 /// Identifies an image: backend image ids are unique only within one backend.
@@ -146,6 +193,15 @@ public struct JobStateRecord: Sendable, Hashable, Codable {
     /// The latest scheduled or catch-up fire the scheduler has handled (claimed, missed or skipped).
     public var lastScheduledAt: Date?
     public var updatedAt: Date
+
+    public init(
+        name: String, paused: Bool, lastScheduledAt: Date?, updatedAt: Date
+    ) {
+        self.name = name
+        self.paused = paused
+        self.lastScheduledAt = lastScheduledAt
+        self.updatedAt = updatedAt
+    }
 }
 
 /// The outcome of ``SnapcronDatabase/healthCheck()``.
@@ -158,5 +214,59 @@ public struct StoreHealth: Sendable, Hashable {
     public init(isOK: Bool, message: String) {
         self.isOK = isOK
         self.message = message
+    }
+}
+
+/// An image found at a backend (by its name or snapcron's marker) that the store did not know.
+public struct FoundImage: Sendable, Hashable {
+    public var id: String
+    public var backend: String
+    public var job: String
+    public var target: String
+    public var name: String
+    public var description: String?
+    public var createdAt: Date
+    public var state: StoredImageState
+    public var sizeBytes: Int64?
+
+    public init(
+        id: String, backend: String, job: String, target: String, name: String, description: String?,
+        createdAt: Date, state: StoredImageState, sizeBytes: Int64?
+    ) {
+        self.id = id
+        self.backend = backend
+        self.job = job
+        self.target = target
+        self.name = name
+        self.description = description
+        self.createdAt = createdAt
+        self.state = state
+        self.sizeBytes = sizeBytes
+    }
+}
+
+/// A (job, backend, target) that still has images, with how many are not deleted.
+public struct ImageTarget: Sendable, Hashable {
+    public var job: String
+    public var backend: String
+    public var target: String
+    public var count: Int
+
+    public init(job: String, backend: String, target: String, count: Int) {
+        self.job = job
+        self.backend = backend
+        self.target = target
+        self.count = count
+    }
+}
+
+/// What a history prune removed.
+public struct HistoryPruneResult: Sendable, Hashable {
+    public var runs: Int
+    public var images: Int
+
+    public init(runs: Int, images: Int) {
+        self.runs = runs
+        self.images = images
     }
 }

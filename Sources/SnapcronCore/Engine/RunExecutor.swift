@@ -1,0 +1,770 @@
+import Foundation
+import Logging
+import SnapshotBackend
+import Synchronization
+
+/// Carries out the run engine's actions against the store and the backends, and reports what came of them.
+///
+/// Store writes of an action happen before anything acts on them. Backend calls run in tasks of their own, each
+/// bounded in time (a run's calls by its timeout, other calls by `backendCallTimeout`), and report back through
+/// `deliver` as ``EngineEvent``s. Nothing here decides: where a choice is needed, the engine made it.
+final class RunExecutor: Sendable {
+    let store: any StateStore
+    let backends: [String: any SnapshotBackend]
+    let clock: any SchedulerClock
+    let pacing: RunPacing
+    let logger: Logger
+    let pausePoint: (@Sendable (String) async -> Void)?
+    private let deliver: Mutex<(@Sendable (EngineEvent) async -> Void)?> = Mutex(nil)
+    private let createTasks = Mutex<[Int64: Task<Void, Never>]>([:])
+    private let tasksInFlight = Atomic<Int>(0)
+
+    init(
+        store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock, pacing: RunPacing,
+        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?
+    ) {
+        self.store = store
+        self.backends = backends
+        self.clock = clock
+        self.pacing = pacing
+        self.logger = logger
+        self.pausePoint = pausePoint
+    }
+
+    /// Where backend results go (the scheduler's mailbox); set once before the first action.
+    func setSink(_ sink: @escaping @Sendable (EngineEvent) async -> Void) { deliver.withLock { $0 = sink } }
+
+    /// Backend work still running; the scheduler is idle only when this is 0.
+    var inFlight: Int { tasksInFlight.load(ordering: .relaxed) }
+
+    // MARK: Start-up
+
+    func loadStartState() async throws -> EngineStartState {
+        EngineStartState(
+            jobStates: try await store.allJobStates(), unfinishedRuns: try await store.unfinishedRuns(),
+            jobsWithImages: try await store.jobsWithImages(),
+            hasLateImages: !(try await store.imagesLeftUnfinished(limit: 1)).isEmpty,
+            latestRecorded: try await store.latestRecordedInstant())
+    }
+
+    /// Finishes deletes a previous process left half done (the image is `deleting` in the store).
+    func resumeInterruptedDeletes() async {
+        let images: [ImageRecord]
+        do {
+            images = try await store.imagesBeingDeleted()
+        } catch {
+            logger.error("Store read failed", metadata: ["error": "\(error)"])
+            return
+        }
+        guard !images.isEmpty else { return }
+        spawn {
+            for image in images {
+                await self.completeDelete(image, reason: image.deleteReason ?? "retention (resumed after a restart)")
+            }
+            return nil
+        }
+    }
+
+    // MARK: Actions
+
+    /// Carries out `actions` in order; returns the events that are known at once (store answers).
+    func perform(_ actions: [EngineAction], now: Date) async -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        for action in actions {
+            switch action {
+            case .claim(let claims):
+                events.append(await claim(claims, now: now))
+            case .recordMissed(let job, let scheduled, let reason):
+                await recordWithoutRun(job: job, scheduled: scheduled, state: .missed, reason: reason, level: .warning) {
+                    try await self.store.recordMissed(job: job, scheduledAt: scheduled, now: now, reason: reason)
+                }
+            case .recordSkipped(let job, let scheduled, let trigger, let reason):
+                await recordWithoutRun(job: job, scheduled: scheduled, state: .skipped, reason: reason, level: .notice) {
+                    try await self.store.recordSkipped(
+                        job: job, scheduledAt: scheduled, trigger: trigger, now: now, reason: reason)
+                }
+            case .beginCreates(let orders):
+                events.append(contentsOf: await beginCreates(orders, now: now))
+            case .recordRetry(let run, let job, let error, let attempt, let at):
+                do {
+                    _ = try await store.recordRetryableFailure(runID: run, error: error, nextAttemptAt: at)
+                } catch {
+                    logger.error("Store write failed", metadata: ["run": "\(run)", "error": "\(error)"])
+                }
+                logger.warning(
+                    "Create failed, will retry",
+                    metadata: [
+                        "job": "\(job)", "run": "\(run)", "error": "\(error)", "attempt": "\(attempt)",
+                        "retry_in_s": "\(Int(at.timeIntervalSince(now)))",
+                    ])
+            case .poll(let backend, let orders):
+                poll(backend: backend, orders)
+            case .recordPoll(let run, let state, let next):
+                do {
+                    _ = try await store.updatePoll(runID: run, imageState: state, sizeBytes: nil, nextPollAt: next, now: now)
+                } catch {
+                    logger.error("Store write failed", metadata: ["run": "\(run)", "error": "\(error)"])
+                }
+            case .finish(let order):
+                createTasks.withLock { $0.removeValue(forKey: order.run) }?.cancel()
+                if order.looksUpImage || order.asksSize {
+                    spawn {
+                        await self.finish(order)
+                        return nil
+                    }
+                } else {
+                    await finish(order)
+                }
+            case .retain(let order):
+                spawn {
+                    await self.retain(order.job)
+                    return .retentionFinished(job: order.job.name)
+                }
+            case .checkLateImages:
+                spawn { await self.checkLateImages() }
+            case .sweep(let targets):
+                spawn { await self.sweep(targets: targets) }
+            case .pruneHistory(let cutoff):
+                do {
+                    let pruned = try await store.pruneHistory(olderThan: cutoff)
+                    if pruned.runs + pruned.images > 0 {
+                        logger.info(
+                            "History pruned",
+                            metadata: [
+                                "event": "history.pruned", "runs": "\(pruned.runs)", "images": "\(pruned.images)",
+                                "before": "\(RunEngine.iso(cutoff))",
+                            ])
+                    }
+                } catch {
+                    logger.error("History prune failed", metadata: ["error": "\(error)"])
+                }
+            case .clampLastScheduled(let bound):
+                do {
+                    let moved = try await store.clampLastScheduled(notAfter: bound)
+                    if !moved.isEmpty {
+                        logger.warning(
+                            "Last fires after now moved back to now",
+                            metadata: ["event": "clock.clamped", "jobs": "\(moved.count)"])
+                    }
+                } catch {
+                    logger.error("Store write failed", metadata: ["error": "\(error)"])
+                }
+            case .storePause(let job, let paused):
+                do {
+                    _ = try await store.setPaused(name: job, paused, now: now)
+                } catch {
+                    logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
+                }
+            case .note(let level, let message, let fields):
+                logger.log(level: level.logLevel, "\(message)", metadata: fields.mapValues { .string($0) })
+            }
+        }
+        return events
+    }
+
+    // MARK: Fires
+
+    private func claim(_ claims: [RunClaim], now: Date) async -> EngineEvent {
+        do {
+            let records = try await store.claimRuns(claims, now: now)
+            for (claim, record) in zip(claims, records) {
+                var metadata: Logger.Metadata = ["job": "\(claim.job)", "scheduled": "\(RunEngine.iso(claim.scheduledAt))"]
+                guard let record else {
+                    logger.info("Fire already claimed", metadata: metadata)
+                    continue
+                }
+                metadata["event"] = "run.fired"
+                metadata["run"] = "\(record.id)"
+                metadata["target"] = "\(claim.backend):\(claim.target)"
+                metadata["state"] = "claimed"
+                metadata["trigger"] = "\(claim.trigger.rawValue)"
+                logger.info("Run fired", metadata: metadata)
+            }
+            return .claimed(claims, records)
+        } catch {
+            logger.error("Store write failed", metadata: ["fires": "\(claims.count)", "error": "\(error)"])
+            return .claimFailed(claims, error: "\(error)")
+        }
+    }
+
+    private func recordWithoutRun(
+        job: String, scheduled: Date, state: RunState, reason: String, level: Logger.Level,
+        _ write: () async throws -> RunRecord?
+    ) async {
+        do {
+            guard try await write() != nil else { return }
+            logger.log(
+                level: level, "Run \(state.rawValue)",
+                metadata: [
+                    "event": "run.\(state.rawValue)", "job": "\(job)", "scheduled": "\(RunEngine.iso(scheduled))",
+                    "state": "\(state.rawValue)", "error": "\(reason)",
+                ])
+        } catch {
+            logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
+        }
+    }
+
+    // MARK: Creates
+
+    private func beginCreates(_ orders: [CreateOrder], now: Date) async -> [EngineEvent] {
+        let records: [RunRecord?]
+        do {
+            records = try await store.markCreating(runIDs: orders.map(\.run), now: now)
+        } catch {
+            logger.error("Store write failed", metadata: ["runs": "\(orders.count)", "error": "\(error)"])
+            return [.createsNotStarted(orders.map(\.run), error: "\(error)")]
+        }
+        var events: [EngineEvent] = []
+        for (order, record) in zip(orders, records) {
+            guard record != nil else {
+                events.append(
+                    .createFinished(
+                        order.run,
+                        .failed(error: "run \(order.run) could not start: its row is gone or moved on", transient: false)))
+                continue
+            }
+            guard let backend = backends[order.backend] else {
+                events.append(
+                    .createFinished(
+                        order.run, .failed(error: "backend '\(order.backend)' is not configured", transient: false)))
+                continue
+            }
+            let task = spawnReturningTask {
+                await self.pausePoint?("create")
+                let outcome = await self.create(order, on: backend)
+                await self.pausePoint?("created")
+                return .createFinished(order.run, outcome)
+            }
+            createTasks.withLock { $0[order.run] = task }
+        }
+        return events
+    }
+
+    private func create(_ order: CreateOrder, on backend: any SnapshotBackend) async -> CreateOutcome {
+        let result = await withDeadline(order.deadline, operation: "create of \(order.imageName)") {
+            try await backend.createImage(
+                target: order.target, name: order.imageName, description: order.description, logger: self.logger)
+        }
+        createTasks.withLock { _ = $0.removeValue(forKey: order.run) }
+        switch result {
+        case .success(let created):
+            let now = clock.now()
+            do {
+                _ = try await store.markWaiting(
+                    runID: order.run, imageID: created.ref.id, description: order.description, now: now,
+                    nextPollAt: now.addingTimeInterval(pacing.firstPollInterval))
+                return .recorded(imageID: created.ref.id, state: created.state)
+            } catch {
+                // The run may have ended meanwhile (its timeout): the image is still recorded against it.
+                if await adopt(created.ref.id, runID: order.run, job: order.job, description: order.description,
+                    state: created.state)
+                {
+                    return .failed(error: "the run ended before its create returned", transient: false)
+                }
+                logger.error(
+                    "Store write failed", metadata: ["run": "\(order.run)", "image": "\(created.ref.id)", "error": "\(error)"])
+                return .unrecorded(imageID: created.ref.id, error: "\(error)")
+            }
+        case .failure(let error):
+            return .failed(error: "\(error)", transient: (error as? SnapshotBackendError)?.isTransient ?? false)
+        }
+    }
+
+    /// Records `imageID` against a run that already ended; true when it is recorded now.
+    private func adopt(
+        _ imageID: String, runID: Int64, job: String, description: String?, state: ImageState?
+    ) async -> Bool {
+        do {
+            guard let run = try await store.run(id: runID), run.state.isTerminal, run.imageID == nil else { return false }
+            let now = clock.now()
+            _ = try await store.adoptImage(runID: runID, imageID: imageID, description: description, now: now)
+            let stored = state.map(StoredImageState.init(imageState:)) ?? .queued
+            if stored != .queued, let backend = run.backend {
+                _ = try await store.updateImageState(id: imageID, backend: backend, state: stored, sizeBytes: nil, now: now)
+            }
+            logger.notice(
+                "Image of an ended run recorded",
+                metadata: [
+                    "event": "image.adopted", "job": "\(job)", "run": "\(runID)", "image": "\(imageID)",
+                    "state": "\(stored.rawValue)",
+                ])
+            await send(.imageAdopted(job: job, state: stored))
+            return true
+        } catch {
+            logger.error("Store write failed", metadata: ["run": "\(runID)", "image": "\(imageID)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    // MARK: Polls
+
+    private func poll(backend name: String, _ orders: [PollOrder]) {
+        spawn {
+            guard let backend = self.backends[name] else {
+                var outcomes: [Int64: PollOutcome] = [:]
+                for order in orders {
+                    outcomes[order.run] = .failed(error: "backend '\(name)' is not configured", transient: false)
+                }
+                return .pollFinished(backend: name, outcomes)
+            }
+            await self.pausePoint?("poll")
+            for order in orders where order.resumesAfterRestart {
+                await backend.resumeAfterRestart(ImageRef(id: order.imageID), target: order.target, logger: self.logger)
+            }
+            let refs = orders.map { ImageRef(id: $0.imageID) }
+            let deadline = self.clock.now().addingTimeInterval(self.pacing.backendCallTimeout)
+            let answer = await self.withDeadline(deadline, operation: "status of \(refs.count) images") {
+                await backend.statuses(of: refs, logger: self.logger)
+            }
+            var outcomes: [Int64: PollOutcome] = [:]
+            for order in orders {
+                switch answer {
+                case .failure(let error):
+                    outcomes[order.run] = .failed(error: "\(error)", transient: true)
+                case .success(let results):
+                    switch results[ImageRef(id: order.imageID)] {
+                    case .success(let state)?:
+                        let size =
+                            state == .active
+                            ? await self.size(of: order.imageID, target: order.target, on: backend) : nil
+                        outcomes[order.run] = .state(state, sizeBytes: size)
+                    case .failure(let error)?:
+                        outcomes[order.run] = .failed(error: "\(error)", transient: error.isTransient)
+                    case nil:
+                        break  // not answered this pass: asked again
+                    }
+                }
+            }
+            return .pollFinished(backend: name, outcomes)
+        }
+    }
+
+    /// The size of a newly active image; nil when the backend cannot tell, which never fails the run.
+    private func size(of imageID: String, target: String, on backend: any SnapshotBackend) async -> Int64? {
+        let deadline = clock.now().addingTimeInterval(pacing.backendCallTimeout)
+        let result = await withDeadline(deadline, operation: "info of \(imageID)") {
+            try await backend.info(of: ImageRef(id: imageID), target: target, logger: self.logger)?.sizeBytes
+        }
+        switch result {
+        case .success(let size): return size
+        case .failure(let error):
+            logger.notice("Cannot read the size of a new image", metadata: ["image": "\(imageID)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    // MARK: Finishing runs
+
+    private func finish(_ order: FinishOrder) async {
+        var order = order
+        var found: ImageInfo?
+        if order.looksUpImage, let backend = backends[order.backend] {
+            found = await lookUp(order, on: backend)
+        }
+        if order.asksSize, order.sizeBytes == nil, let image = order.imageID, let backend = backends[order.backend] {
+            order.sizeBytes = await size(of: image, target: order.target, on: backend)
+        }
+        let now = clock.now()
+        do {
+            _ = try await store.finishRun(
+                runID: order.run, state: order.state, error: order.error, sizeBytes: order.sizeBytes, now: now)
+        } catch {
+            logger.error("Store write failed", metadata: ["run": "\(order.run)", "error": "\(error)"])
+        }
+        log(order, now: now)
+        if let found {
+            _ = await adopt(
+                found.id.id, runID: order.run, job: order.job, description: found.description, state: found.state)
+        }
+    }
+
+    /// A run that may have made an image without recording it looks the image up by its name.
+    private func lookUp(_ order: FinishOrder, on backend: any SnapshotBackend) async -> ImageInfo? {
+        let deadline = clock.now().addingTimeInterval(pacing.backendCallTimeout)
+        let result = await withDeadline(deadline, operation: "list of \(order.target)") {
+            try await backend.list(target: order.target, logger: self.logger)
+        }
+        switch result {
+        case .success(let images):
+            return images.first { $0.name == order.imageName }
+        case .failure(let error):
+            logger.warning(
+                "Cannot look up the image of an ending run; the next sweep looks again",
+                metadata: ["job": "\(order.job)", "run": "\(order.run)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func log(_ order: FinishOrder, now: Date) {
+        var metadata: Logger.Metadata = [
+            "event": "run.\(order.state.rawValue)", "job": "\(order.job)", "run": "\(order.run)",
+            "target": "\(order.backend):\(order.target)", "state": "\(order.state.rawValue)",
+            "scheduled": "\(RunEngine.iso(order.scheduledAt))",
+        ]
+        if let image = order.imageID { metadata["image"] = "\(image)" }
+        if let size = order.sizeBytes { metadata["size_bytes"] = "\(size)" }
+        if let started = order.startedAt { metadata["duration_ms"] = "\(Int(now.timeIntervalSince(started) * 1000))" }
+        if let error = order.error { metadata["error"] = "\(error)" }
+        switch order.state {
+        case .succeeded: logger.info("Run succeeded", metadata: metadata)
+        case .timedOut: logger.critical("Run timed out", metadata: metadata)
+        case .missed: logger.warning("Run missed", metadata: metadata)
+        default: logger.error("Run failed", metadata: metadata)
+        }
+    }
+
+    // MARK: Retention
+
+    /// The plan retention would carry out for `job` now: its images of its current backend and target only.
+    func retentionPlan(for job: Job, now: Date) async throws -> (RetentionPlan, [ImageRecord]) {
+        let images = try await store.images(job: job.name, includeDeleted: false).filter {
+            $0.backend == job.backend && $0.target == job.target && $0.state != .deleting
+        }
+        return (RetentionPlanning.plan(for: job, images: images, now: now), images)
+    }
+
+    private func retain(_ job: Job) async {
+        let now = clock.now()
+        let plan: RetentionPlan
+        let images: [ImageRecord]
+        do {
+            (plan, images) = try await retentionPlan(for: job, now: now)
+            let byID = Dictionary(images.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+            _ = try await store.recordRetentionDecisions(
+                plan.decisions.compactMap { decision in
+                    guard let image = byID[decision.id] else { return nil }
+                    let reason = decision.reasons.joined(separator: "; ")
+                    return (image.key, decision.action == .keep ? .keep(reason: reason) : .delete(reason: reason))
+                })
+        } catch {
+            logger.error("Retention failed", metadata: ["job": "\(job.name)", "error": "\(error)"])
+            return
+        }
+        let byID = Dictionary(images.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        for decision in plan.deletions {
+            guard let image = byID[decision.id] else { continue }
+            await delete(image, reason: decision.reasons.joined(separator: "; "))
+        }
+    }
+
+    /// Deletes one image: taken into `deleting` in one store transaction only if it is still active and unpinned
+    /// (a pin confirmed before this point wins; one asked after it is refused), then deleted at the backend.
+    func delete(_ image: ImageRecord, reason: String) async {
+        do {
+            guard let taken = try await store.beginDeleting(id: image.id, backend: image.backend, reason: reason, now: clock.now())
+            else { return }
+            await completeDelete(taken, reason: reason)
+        } catch {
+            logger.error("Store write failed", metadata: ["image": "\(image.id)", "error": "\(error)"])
+        }
+    }
+
+    private func completeDelete(_ image: ImageRecord, reason: String) async {
+        var metadata: Logger.Metadata = [
+            "job": "\(image.job)", "image": "\(image.id)", "target": "\(image.backend):\(image.target)",
+        ]
+        guard let backend = backends[image.backend] else {
+            logger.error("Retention cannot delete: backend not configured", metadata: metadata)
+            _ = try? await store.abortDeleting(
+                id: image.id, backend: image.backend, error: "backend not configured", now: clock.now())
+            return
+        }
+        await pausePoint?("delete")
+        let deadline = clock.now().addingTimeInterval(pacing.backendCallTimeout)
+        let result = await withDeadline(deadline, operation: "delete of \(image.id)") {
+            try await backend.delete(ImageRef(id: image.id), logger: self.logger)
+        }
+        await pausePoint?("deleted")
+        do {
+            switch result {
+            case .success:
+                _ = try await store.markImageDeleted(id: image.id, backend: image.backend, now: clock.now(), reason: reason)
+                metadata["event"] = "image.deleted"
+                metadata["state"] = "deleted"
+                metadata["reason"] = "\(reason)"
+                logger.notice("Image deleted", metadata: metadata)
+            case .failure(let error):
+                _ = try await store.abortDeleting(id: image.id, backend: image.backend, error: "\(error)", now: clock.now())
+                metadata["error"] = "\(error)"
+                logger.error("Image delete failed; it is kept and retried at the next retention", metadata: metadata)
+            }
+        } catch {
+            metadata["error"] = "\(error)"
+            logger.error("Store write failed", metadata: metadata)
+        }
+    }
+
+    // MARK: Late images
+
+    private func checkLateImages() async -> EngineEvent {
+        let images: [ImageRecord]
+        do {
+            // Images of runs still under way are not among them: the store leaves out unfinished runs.
+            images = try await store.imagesLeftUnfinished(limit: 500).filter { backends[$0.backend] != nil }
+        } catch {
+            logger.error("Store read failed", metadata: ["error": "\(error)"])
+            return .lateImagesChecked(stillOpen: true, activeJobs: [])
+        }
+        var stillOpen = images.count >= 500
+        var activeJobs: Set<String> = []
+        for (name, group) in Dictionary(grouping: images, by: \.backend) {
+            guard let backend = backends[name] else { continue }
+            let deadline = clock.now().addingTimeInterval(pacing.backendCallTimeout)
+            let refs = group.map { ImageRef(id: $0.id) }
+            let answer = await withDeadline(deadline, operation: "status of \(refs.count) images") {
+                await backend.statuses(of: refs, logger: self.logger)
+            }
+            guard case .success(let results) = answer else {
+                stillOpen = true
+                continue
+            }
+            for image in group {
+                guard case .success(let state)? = results[ImageRef(id: image.id)], state.isFinal else {
+                    stillOpen = true
+                    continue
+                }
+                let stored = StoredImageState(imageState: state)
+                let size = state == .active ? await size(of: image.id, target: image.target, on: backend) : nil
+                do {
+                    _ = try await store.updateImageState(
+                        id: image.id, backend: image.backend, state: stored, sizeBytes: size, now: clock.now())
+                } catch {
+                    logger.error("Store write failed", metadata: ["image": "\(image.id)", "error": "\(error)"])
+                    stillOpen = true
+                    continue
+                }
+                var metadata: Logger.Metadata = [
+                    "event": "image.\(stored.rawValue)_late", "job": "\(image.job)", "image": "\(image.id)",
+                    "target": "\(image.backend):\(image.target)", "state": "\(stored.rawValue)",
+                ]
+                if let size { metadata["size_bytes"] = "\(size)" }
+                if let reason = state.errorReason { metadata["error"] = "\(reason)" }
+                logger.notice("Image finished after its run gave up on it", metadata: metadata)
+                if stored == .active { activeJobs.insert(image.job) }
+            }
+        }
+        return .lateImagesChecked(stillOpen: stillOpen, activeJobs: activeJobs)
+    }
+
+    // MARK: Sweep
+
+    /// Lists each backend for images carrying snapcron's marker that the store does not know, and records those
+    /// whose fire this store claimed (a create whose reply was lost, a crash before the image was recorded).
+    /// Marked images of fires it never claimed belong to another installation: reported, never touched.
+    func sweep(targets: [String: Set<String>]) async -> EngineEvent {
+        var recordedJobs: Set<String> = []
+        var storeTargets: [String: Set<String>] = [:]
+        if let known = try? await store.imageTargets() {
+            for item in known { storeTargets[item.backend, default: []].insert(item.target) }
+        }
+        for (name, backend) in backends.sorted(by: { $0.key < $1.key }) {
+            let listed: [ImageInfo]
+            do {
+                listed = try await listEverything(
+                    on: backend, targets: targets[name, default: []].union(storeTargets[name, default: []]))
+                let known = try await store.imageStates(backend: name)
+                var foreign: [String] = []
+                for info in listed where known[info.id.id] == nil {
+                    guard let marker = ImageMarker.parse(info.description), let scheduled = marker.scheduled else {
+                        continue
+                    }
+                    let runs = try await store.runs(job: marker.job, state: nil, since: scheduled, limit: 20)
+                    guard let run = runs.first(where: { $0.scheduledAt == scheduled && $0.imageName == info.name })
+                    else {
+                        foreign.append(info.id.id)
+                        continue
+                    }
+                    guard run.state.isTerminal else { continue }  // its run is still following it
+                    let found = FoundImage(
+                        id: info.id.id, backend: name, job: marker.job, target: info.target, name: info.name,
+                        description: info.description, createdAt: info.createdAt ?? run.startedAt ?? run.claimedAt,
+                        state: StoredImageState(imageState: info.state), sizeBytes: info.sizeBytes)
+                    if try await store.recordFoundImage(found, now: clock.now()) != nil {
+                        recordedJobs.insert(marker.job)
+                        logger.notice(
+                            "Unrecorded image found by the sweep",
+                            metadata: [
+                                "event": "image.found", "job": "\(marker.job)", "run": "\(run.id)",
+                                "image": "\(info.id.id)", "target": "\(name):\(info.target)",
+                                "state": "\(found.state.rawValue)",
+                            ])
+                    }
+                }
+                if !foreign.isEmpty {
+                    logger.warning(
+                        "Images with snapcron's marker that this daemon did not make (another installation?)",
+                        metadata: [
+                            "event": "image.foreign", "backend": "\(name)", "count": "\(foreign.count)",
+                            "images": "\(foreign.prefix(10).joined(separator: ","))",
+                        ])
+                }
+            } catch {
+                logger.warning("Sweep of a backend failed", metadata: ["backend": "\(name)", "error": "\(error)"])
+            }
+        }
+        return .sweepFinished(recordedJobs: recordedJobs)
+    }
+
+    private func listEverything(on backend: any SnapshotBackend, targets: Set<String>) async throws -> [ImageInfo] {
+        let deadline = clock.now().addingTimeInterval(pacing.backendCallTimeout)
+        let all = await withDeadline(deadline, operation: "list of every image") {
+            try await backend.listAll(logger: self.logger)
+        }
+        if case .success(let images?) = all { return images }
+        if case .failure(let error) = all { throw error }
+        var images: [ImageInfo] = []
+        for target in targets.sorted() {
+            let result = await withDeadline(deadline, operation: "list of \(target)") {
+                try await backend.list(target: target, logger: self.logger)
+            }
+            images += try result.get()
+        }
+        return images
+    }
+
+    // MARK: Tasks and deadlines
+
+    private func send(_ event: EngineEvent) async {
+        guard let sink = deliver.withLock({ $0 }) else { return }
+        await sink(event)
+    }
+
+    /// Runs `work` in a task of its own, counted in flight until its event (if any) is delivered.
+    private func spawn(_ work: @escaping @Sendable () async -> EngineEvent?) {
+        _ = spawnReturningTask(work)
+    }
+
+    @discardableResult
+    private func spawnReturningTask(_ work: @escaping @Sendable () async -> EngineEvent?) -> Task<Void, Never> {
+        tasksInFlight.add(1, ordering: .relaxed)
+        return Task {
+            if let event = await work() { await self.send(event) }
+            self.tasksInFlight.subtract(1, ordering: .relaxed)
+        }
+    }
+
+    /// Runs `body`, giving up at `deadline` (on the scheduler's clock): the body is cancelled and a transient
+    /// error returned, even when the body ignores its cancellation.
+    func withDeadline<T: Sendable>(
+        _ deadline: Date, operation: String, _ body: @escaping @Sendable () async throws -> T
+    ) async -> Result<T, any Error> {
+        let once = OnceResult<T>()
+        let clock = self.clock
+        return await withCheckedContinuation { continuation in
+            once.set(continuation)
+            let work = Task {
+                do {
+                    once.resume(.success(try await body()))
+                } catch {
+                    once.resume(.failure(error))
+                }
+            }
+            let timer = Task {
+                guard deadline > clock.now() else {
+                    work.cancel()
+                    once.resume(.failure(DeadlineExceeded(operation: operation)))
+                    return
+                }
+                do {
+                    try await clock.sleepForCallLimit(until: deadline)
+                } catch {
+                    return  // cancelled: the work finished first
+                }
+                work.cancel()
+                once.resume(.failure(DeadlineExceeded(operation: operation)))
+            }
+            once.onResume { timer.cancel() }
+        }
+    }
+}
+
+/// A backend call cut at its deadline.
+struct DeadlineExceeded: Error, CustomStringConvertible {
+    var operation: String
+    var description: String { "\(operation) did not answer before its deadline; cut" }
+}
+
+/// A continuation resumed once, by whichever of the work and its timer ends first.
+private final class OnceResult<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<Result<T, any Error>, Never>?
+        var early: Result<T, any Error>?
+        var done = false
+        var onResume: (@Sendable () -> Void)?
+    }
+    private let state = Mutex<State>(State())
+
+    func set(_ continuation: CheckedContinuation<Result<T, any Error>, Never>) {
+        let early: Result<T, any Error>? = state.withLock { state in
+            if let early = state.early {
+                state.early = nil
+                return early
+            }
+            state.continuation = continuation
+            return nil
+        }
+        if let early { continuation.resume(returning: early) }
+    }
+
+    func onResume(_ action: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { state -> Bool in
+            if state.done { return true }
+            state.onResume = action
+            return false
+        }
+        if runNow { action() }
+    }
+
+    func resume(_ result: Result<T, any Error>) {
+        let (continuation, action): (CheckedContinuation<Result<T, any Error>, Never>?, (@Sendable () -> Void)?) =
+            state.withLock { state in
+                guard !state.done else { return (nil, nil) }
+                state.done = true
+                if let continuation = state.continuation {
+                    state.continuation = nil
+                    return (continuation, state.onResume)
+                }
+                state.early = result
+                return (nil, state.onResume)
+            }
+        continuation?.resume(returning: result)
+        action?()
+    }
+}
+
+extension StoredImageState {
+    init(imageState: ImageState) {
+        switch imageState {
+        case .queued: self = .queued
+        case .saving: self = .saving
+        case .active: self = .active
+        case .error: self = .error
+        case .gone: self = .gone
+        }
+    }
+}
+
+extension EngineAction.NoteLevel {
+    var logLevel: Logger.Level {
+        switch self {
+        case .info: .info
+        case .notice: .notice
+        case .warning: .warning
+        case .error: .error
+        }
+    }
+}
+
+/// Retention's plan for one job: the planner over the job's images of its current backend and target. Images
+/// the job made of another target (before it was pointed elsewhere) are not its to judge: they are orphans.
+public enum RetentionPlanning {
+    public static func plan(for job: Job, images: [ImageRecord], now: Date) -> RetentionPlan {
+        let zone = TimeZone(identifier: job.zone.identifier) ?? TimeZone(identifier: "UTC")!
+        let candidates = images.filter {
+            $0.backend == job.backend && $0.target == job.target && $0.state != .deleted && $0.state != .deleting
+        }.map {
+            RetentionImage(id: $0.id, createdAt: $0.createdAt, state: $0.state.rawValue, pinned: $0.pinned)
+        }
+        return RetentionPlanner(policy: job.options.retention, timeZone: zone).plan(for: candidates, now: now)
+    }
+}

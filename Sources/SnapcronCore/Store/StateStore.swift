@@ -1,0 +1,123 @@
+import Foundation
+
+/// Where the scheduler keeps what must survive a crash: runs (one row per handled fire), images, per-job state.
+///
+/// The run engine reaches its store only through this protocol (SQLite is the embedded one; a shared database for
+/// several daemons is another). Contract, which every implementation keeps:
+/// - Each method is one transaction: it happens entirely or not at all.
+/// - A fire `(job, scheduledAt)` is claimed at most once, ever (`claimRuns`, `recordMissed`, `recordSkipped`); a
+///   second claim of the same fire answers nil and writes nothing.
+/// - Run states move only as ``RunState/allowsTransition(to:)`` says; an illegal move throws and writes nothing.
+/// - An image is deleted only through `beginDeleting` (only when active and unpinned) then `markImageDeleted`; a
+///   pin of an image being deleted is refused.
+/// - Times are stored in whole seconds (UTC).
+public protocol StateStore: Sendable {
+    // MARK: Start-up
+
+    /// Per-job state (paused, last handled fire) of every job the store knows.
+    func allJobStates() async throws -> [JobStateRecord]
+    /// Runs a restarted daemon must resume (claimed, creating, waiting), oldest first.
+    func unfinishedRuns() async throws -> [RunRecord]
+    /// The jobs that have at least one image not deleted.
+    func jobsWithImages() async throws -> Set<String>
+    /// The latest instant the store recorded (claims, fires, image creations): later than now means the clock
+    /// went backwards while the daemon was down.
+    func latestRecordedInstant() async throws -> Date?
+    /// Moves every job's last handled fire that lies after `now` back to `now` (after a backward clock step);
+    /// returns the names of the jobs moved.
+    func clampLastScheduled(notAfter now: Date) async throws -> [String]
+
+    // MARK: Fires
+
+    /// Claims many fires in one transaction; nil where a fire was already claimed. Scheduled and catch-up claims
+    /// advance the job's last handled fire.
+    func claimRuns(_ claims: [RunClaim], now: Date) async throws -> [RunRecord?]
+    /// Records a fire that will not run because it was missed; nil if that fire was already handled.
+    func recordMissed(job: String, scheduledAt: Date, now: Date, reason: String) async throws -> RunRecord?
+    /// Records a fire that will not run (paused job, busy target); consecutive skips of a job for the same reason
+    /// share one row. Nil if that fire was already handled.
+    func recordSkipped(job: String, scheduledAt: Date, trigger: RunTrigger, now: Date, reason: String) async throws
+        -> RunRecord?
+    /// Pauses or resumes a job, for good.
+    func setPaused(name: String, _ paused: Bool, now: Date) async throws -> JobStateRecord
+
+    // MARK: Runs
+
+    /// Moves runs to `creating` before their create calls, counting the attempt; nil for a run that may not move.
+    func markCreating(runIDs: [Int64], now: Date) async throws -> [RunRecord?]
+    /// Records the image a create returned (queued) and moves the run to `waiting`.
+    func markWaiting(runID: Int64, imageID: String, description: String?, now: Date, nextPollAt: Date) async throws
+        -> RunRecord
+    /// Records one poll of a waiting run's image.
+    func updatePoll(runID: Int64, imageState: StoredImageState, sizeBytes: Int64?, nextPollAt: Date?, now: Date)
+        async throws -> RunRecord
+    /// Moves a run to a terminal state; a succeeded run's image becomes active, a failed one's error.
+    func finishRun(runID: Int64, state: RunState, error: String?, sizeBytes: Int64?, now: Date) async throws
+        -> RunRecord
+    /// Records a transient create failure and when to try again (the run goes back to `claimed`).
+    func recordRetryableFailure(runID: Int64, error: String, nextAttemptAt: Date) async throws -> RunRecord
+    /// Records the image of a run that already ended without one (found later by its name).
+    func adoptImage(runID: Int64, imageID: String, description: String?, now: Date) async throws -> RunRecord
+    func run(id: Int64) async throws -> RunRecord?
+    /// History, newest fire first.
+    func runs(job: String?, state: RunState?, since: Date?, limit: Int) async throws -> [RunRecord]
+    /// The most recently finished failed or timed-out run.
+    func lastFailure() async throws -> RunRecord?
+
+    // MARK: Images
+
+    /// The images of `job`, newest first; deleted ones only when `includeDeleted`.
+    func images(job: String, includeDeleted: Bool) async throws -> [ImageRecord]
+    func image(id: String, backend: String) async throws -> ImageRecord?
+    /// Images still queued or saving that no unfinished run follows any more, oldest first.
+    func imagesLeftUnfinished(limit: Int) async throws -> [ImageRecord]
+    /// Every image id recorded for `backend`, in any state.
+    func imageStates(backend: String) async throws -> [String: StoredImageState]
+    /// Records an image found at the backend that the store did not know; nil when it is known already.
+    func recordFoundImage(_ image: FoundImage, now: Date) async throws -> ImageRecord?
+    /// The (job, backend, target) triples that still have images not deleted.
+    func imageTargets() async throws -> [ImageTarget]
+    func setPinned(id: String, backend: String, _ pinned: Bool) async throws -> ImageRecord
+    func updateImageState(id: String, backend: String, state: StoredImageState, sizeBytes: Int64?, now: Date)
+        async throws -> ImageRecord
+    /// Records a retention pass's verdicts (why each image is kept or to be deleted).
+    func recordRetentionDecisions(_ decisions: [(ImageKey, RetentionDecision)]) async throws -> [ImageRecord]
+    /// Takes an active, unpinned image into `deleting`; nil when it is not eligible (pinned meanwhile, say).
+    func beginDeleting(id: String, backend: String, reason: String, now: Date) async throws -> ImageRecord?
+    /// Records that the backend deleted the image.
+    func markImageDeleted(id: String, backend: String, now: Date, reason: String) async throws -> ImageRecord
+    /// Gives a `deleting` image back to `active` after the backend refused the delete.
+    func abortDeleting(id: String, backend: String, error: String, now: Date) async throws -> ImageRecord?
+    /// Images whose delete was under way when the daemon stopped.
+    func imagesBeingDeleted() async throws -> [ImageRecord]
+    /// The creation time of each job's newest active image created no later than `now`.
+    func newestActiveImageDates(notAfter now: Date) async throws -> [String: Date]
+
+    // MARK: Upkeep
+
+    /// Deletes finished runs and deleted or gone images older than `cutoff`.
+    func pruneHistory(olderThan cutoff: Date) async throws -> HistoryPruneResult
+    /// Whether the store is readable and consistent.
+    func health() async -> StoreHealth
+}
+
+/// One fire to claim.
+public struct RunClaim: Sendable, Hashable {
+    public var job: String
+    public var scheduledAt: Date
+    public var trigger: RunTrigger
+    public var imageName: String
+    public var backend: String
+    public var target: String
+
+    public init(
+        job: String, scheduledAt: Date, trigger: RunTrigger, imageName: String, backend: String, target: String
+    ) {
+        self.job = job
+        self.scheduledAt = scheduledAt
+        self.trigger = trigger
+        self.imageName = imageName
+        self.backend = backend
+        self.target = target
+    }
+}
