@@ -65,6 +65,10 @@ public enum StoredImageState: String, Sendable, CaseIterable, Codable {
     case error
     /// The backend no longer knows the image (removed outside snapcron).
     case gone
+    /// snapcron is deleting the image at its backend: it cannot be pinned meanwhile, and only
+    /// ``SnapcronDatabase/markImageDeleted(id:backend:now:reason:)`` or
+    /// ``SnapcronDatabase/abortDeleting(id:backend:error:now:)`` move it on.
+    case deleting
     /// snapcron deleted the image (see `deleteReason`).
     case deleted
 }
@@ -94,6 +98,10 @@ public struct RunRecord: Sendable, Hashable, Codable {
     public var nextPollAt: Date?
     /// Why the run failed, was skipped or missed, or the last transient error.
     public var error: String?
+    /// How many fires this row stands for: consecutive skips of a job for one reason share one row.
+    public var repeatCount: Int = 1
+    /// The latest fire a shared skipped row stands for (its first is ``scheduledAt``); nil for a single fire.
+    public var repeatedUntil: Date?
 }
 
 /// One row of `images`: an image snapcron created, keyed by backend and backend image id.

@@ -168,6 +168,8 @@ extension SnapcronDatabase {
 
     /// Records one poll of a `waiting` run: the image's state (and size, when known) and the next poll time.
     ///
+    /// An image being deleted or deleted keeps its state (the poll raced the delete); only the run is updated.
+    ///
     /// Finishing the run is a separate call (``finishRun(runID:state:error:now:)``).
     @discardableResult
     public func updatePoll(
@@ -177,17 +179,19 @@ extension SnapcronDatabase {
         nextPollAt: Date?,
         now: Date
     ) throws -> RunRecord {
-        guard imageState != .deleted else {
-            throw SnapcronStoreError(.invalidArgument, "a poll cannot report an image as deleted (run \(runID))")
+        guard imageState != .deleted, imageState != .deleting else {
+            throw SnapcronStoreError(
+                .invalidArgument, "a poll cannot report an image as \(imageState.rawValue) (run \(runID))")
         }
         return try write { db in
             guard let run = try fetchRun(db, id: runID) else { throw Self.runNotFound(runID) }
             guard run.state == .waiting else {
                 throw Self.illegalTransition(run, to: .waiting, because: "only a waiting run is polled")
             }
+            // A delete under way or done is not undone by a poll that raced it.
             try db.cachedStatement(sql: """
                     UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
-                    WHERE backend = ? AND id = ?
+                    WHERE backend = ? AND id = ? AND state NOT IN ('deleting', 'deleted')
                     """).execute(arguments: [imageState.rawValue, sizeBytes, now.epochSeconds, run.backend, run.imageID])
             try db.cachedStatement(sql: "UPDATE runs SET next_poll_at = ? WHERE id = ?").execute(arguments: [nextPollAt?.epochSeconds, runID])
             return try fetchRun(db, id: runID)!
@@ -213,7 +217,8 @@ extension SnapcronDatabase {
                     WHERE id = ?
                     """).execute(arguments: [state.rawValue, error, now.epochSeconds, runID])
             if let imageID = run.imageID, let backend = run.backend {
-                // timed_out and cancelled leave the image as last polled: it may still become active.
+                // timed_out and cancelled leave the image as last polled: it may still become active. An image
+                // gone, being deleted or deleted keeps that state.
                 let imageState: StoredImageState? =
                     switch state {
                     case .succeeded: .active
@@ -223,7 +228,7 @@ extension SnapcronDatabase {
                 if let imageState {
                     try db.cachedStatement(sql: """
                             UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
-                            WHERE backend = ? AND id = ? AND state NOT IN ('gone', 'deleted')
+                            WHERE backend = ? AND id = ? AND state NOT IN ('gone', 'deleting', 'deleted')
                             """).execute(arguments: [imageState.rawValue, sizeBytes, now.epochSeconds, backend, imageID])
                 }
             }
@@ -407,6 +412,8 @@ extension RunRecord {
         finishedAt = try decodeDate(row, "finished_at")
         nextPollAt = try decodeDate(row, "next_poll_at")
         error = try row.decode(forColumn: "error")
+        repeatCount = try row.decode(forColumn: "repeat_count")
+        repeatedUntil = try decodeDate(row, "repeated_until")
     }
 }
 
