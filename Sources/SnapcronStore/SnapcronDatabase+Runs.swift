@@ -6,6 +6,9 @@ extension SnapcronDatabase {
 
     /// Claims the fire (`job`, `scheduledAt`) and fixes its image name; nil when it was already claimed.
     ///
+    /// A fire is taken when a run of the job has that `scheduledAt`, or when it lies within a skipped row's span
+    /// (from its `scheduledAt` to its `repeatedUntil`, see ``recordSkipped(job:scheduledAt:trigger:now:reason:)``).
+    ///
     /// A scheduled or catch-up claim also advances the job's `lastScheduledAt`, in the same transaction.
     /// A manual claim does not: it is not a fire of the schedule. `scheduledAt` is stored in whole seconds.
     @discardableResult
@@ -71,10 +74,15 @@ extension SnapcronDatabase {
         }
     }
 
-    /// Records a fire skipped by the overlap policy; nil if already handled.
+    /// Records a fire skipped (by the overlap policy, or a paused job); nil if already handled.
     ///
-    /// The slot is claimed, so the fire is never run later. To skip a run that is already claimed, use
-    /// ``finishRun(runID:state:error:now:)`` with `.skipped`.
+    /// The slot is claimed, so the fire is never run later. Consecutive skips share one row: when the job's newest
+    /// row is skipped with the same `reason` and `trigger`, and `scheduledAt` is later than every fire it stands
+    /// for, that row is updated instead (`repeatCount` + 1, `repeatedUntil` = `scheduledAt`, `finishedAt` = `now`)
+    /// and returned. Any other row in between, or another reason, starts a new row. A fire within a row's span is
+    /// already handled (nil). Non-manual skips advance the job's `lastScheduledAt` either way, in the same
+    /// transaction. To skip a run that is already claimed, use ``finishRun(runID:state:error:sizeBytes:now:)``
+    /// with `.skipped`.
     @discardableResult
     public func recordSkipped(
         job: String,
@@ -84,7 +92,20 @@ extension SnapcronDatabase {
         reason: String
     ) throws -> RunRecord? {
         try write { db in
-            try insertRun(
+            let fire = scheduledAt.epochSeconds
+            if let newest = try newestRun(db, job: job), newest.state == .skipped, newest.error == reason,
+                newest.trigger == trigger, fire > (newest.repeatedUntil ?? newest.scheduledAt).epochSeconds
+            {
+                try db.cachedStatement(sql: """
+                        UPDATE runs SET repeat_count = repeat_count + 1, repeated_until = ?, finished_at = ?
+                        WHERE id = ?
+                        """).execute(arguments: [fire, now.epochSeconds, newest.id])
+                if trigger != .manual {
+                    try advanceLastScheduled(db, job: job, to: scheduledAt, now: now)
+                }
+                return try fetchRun(db, id: newest.id)
+            }
+            return try insertRun(
                 db, job: job, scheduledAt: scheduledAt, trigger: trigger, state: .skipped,
                 imageName: nil, backend: nil, target: nil, error: reason, now: now)
         }
@@ -330,7 +351,26 @@ extension SnapcronDatabase {
 
     // MARK: - Helpers
 
+    /// The run of `job` whose fires end latest: the highest `scheduledAt`, or a skipped row's `repeatedUntil`.
+    private func newestRun(_ db: Database, job: String) throws -> RunRecord? {
+        let byFire = try fetchRuns(
+            db, sql: "SELECT * FROM runs WHERE job = ? ORDER BY scheduled_at DESC LIMIT 1", arguments: [job]
+        ).first
+        let bySpan = try fetchRuns(
+            db,
+            sql: """
+                SELECT * FROM runs WHERE job = ? AND repeated_until IS NOT NULL
+                ORDER BY repeated_until DESC LIMIT 1
+                """,
+            arguments: [job]
+        ).first
+        guard let bySpan, let byFire else { return byFire ?? bySpan }
+        return bySpan.repeatedUntil! > byFire.scheduledAt ? bySpan : byFire
+    }
+
     /// Inserts a run unless its fire is taken; advances the job's last handled fire for non-manual triggers.
+    ///
+    /// Taken: a run of the job has that fire time, or a skipped row's span covers it.
     private func insertRun(
         _ db: Database,
         job: String,
@@ -344,6 +384,11 @@ extension SnapcronDatabase {
         now: Date
     ) throws -> RunRecord? {
         let finishedAt = state.isTerminal ? now.epochSeconds : nil
+        let covered = try Bool.fetchOne(
+            db.cachedStatement(sql: """
+                SELECT 1 FROM runs WHERE job = ? AND repeated_until >= ? AND scheduled_at <= ? LIMIT 1
+                """), arguments: [job, scheduledAt.epochSeconds, scheduledAt.epochSeconds]) ?? false
+        if covered { return nil }
         try db.cachedStatement(sql: """
                 INSERT INTO runs (job, scheduled_at, trigger, state, attempts, image_name, backend, target,
                                   claimed_at, finished_at, error)
