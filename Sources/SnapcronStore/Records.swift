@@ -141,6 +141,53 @@ public struct ImageKey: Sendable, Hashable, Codable {
     }
 }
 
+/// An image found at a backend (by its name or snapcron's marker) that the store did not know, such as one
+/// whose create reply was lost.
+public struct FoundImage: Sendable, Hashable {
+    /// The backend's image id.
+    public var id: String
+    public var backend: String
+    public var job: String
+    public var target: String
+    public var name: String
+    public var description: String?
+    public var createdAt: Date
+    /// As seen at the backend; never `deleted` or `deleting`.
+    public var state: StoredImageState
+    public var sizeBytes: Int64?
+
+    public init(
+        id: String, backend: String, job: String, target: String, name: String, description: String?,
+        createdAt: Date, state: StoredImageState, sizeBytes: Int64?
+    ) {
+        self.id = id
+        self.backend = backend
+        self.job = job
+        self.target = target
+        self.name = name
+        self.description = description
+        self.createdAt = createdAt
+        self.state = state
+        self.sizeBytes = sizeBytes
+    }
+}
+
+/// A (job, backend, target) that still has images not deleted, with how many.
+public struct ImageTarget: Sendable, Hashable {
+    public var job: String
+    public var backend: String
+    public var target: String
+    /// Images of this job at this backend and target that are not deleted.
+    public var count: Int
+
+    public init(job: String, backend: String, target: String, count: Int) {
+        self.job = job
+        self.backend = backend
+        self.target = target
+        self.count = count
+    }
+}
+
 /// A retention verdict for one image, with the reason shown by `snapcronctl prune --dry-run`.
 public enum RetentionDecision: Sendable, Hashable {
     case keep(reason: String)
