@@ -188,6 +188,19 @@ public struct ImageTarget: Sendable, Hashable {
     }
 }
 
+/// What ``SnapcronDatabase/pruneHistory(olderThan:)`` removed.
+public struct HistoryPruneResult: Sendable, Hashable {
+    /// Finished runs removed.
+    public var runs: Int
+    /// Deleted or gone images removed.
+    public var images: Int
+
+    public init(runs: Int, images: Int) {
+        self.runs = runs
+        self.images = images
+    }
+}
+
 /// A retention verdict for one image, with the reason shown by `snapcronctl prune --dry-run`.
 public enum RetentionDecision: Sendable, Hashable {
     case keep(reason: String)
