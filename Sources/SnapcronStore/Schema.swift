@@ -12,7 +12,76 @@ enum Schema {
         migrator.eraseDatabaseOnSchemaChange = false
         migrator.registerMigration("v1-runs-images-jobs", migrate: v1)
         migrator.registerMigration("v2-index-unfinished-images", migrate: v2)
+        migrator.registerMigration("v3-deleting-repeats-history", migrate: v3)
         return migrator
+    }
+
+    /// images.state gains 'deleting' (a delete under way at the backend, which a pin must not race); runs gain
+    /// repeat_count and repeated_until (one skipped row stands for many fires); indexes for history pruning,
+    /// found images, clock-step checks and orphaned targets.
+    ///
+    /// SQLite cannot alter a CHECK, so the images table is rebuilt: same columns in the same order, every row,
+    /// the v1/v2 indexes, the foreign key to runs. GRDB runs the step with foreign keys off and checks them before
+    /// commit; the explicit check below says so where the rebuild happens.
+    private static func v3(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE images_v3 (
+                    backend        TEXT    NOT NULL,
+                    id             TEXT    NOT NULL,
+                    job            TEXT    NOT NULL,
+                    target         TEXT    NOT NULL,
+                    name           TEXT    NOT NULL,
+                    description    TEXT,
+                    created_at     INTEGER NOT NULL,
+                    updated_at     INTEGER NOT NULL,
+                    state          TEXT    NOT NULL CHECK (state IN ('queued', 'saving', 'active', 'error', 'gone',
+                                           'deleting', 'deleted')),
+                    size_bytes     INTEGER CHECK (size_bytes >= 0),
+                    pinned         INTEGER NOT NULL DEFAULT 0 CHECK (pinned IN (0, 1)),
+                    deleted_at     INTEGER,
+                    run_id         INTEGER REFERENCES runs (id),
+                    keep_reason    TEXT,
+                    delete_reason  TEXT,
+                    PRIMARY KEY (backend, id),
+                    CHECK ((state = 'deleted') = (deleted_at IS NOT NULL)),
+                    -- A pinned image is never deleted, so none is being deleted.
+                    CHECK (state <> 'deleting' OR pinned = 0)
+                ) STRICT;
+                INSERT INTO images_v3 (backend, id, job, target, name, description, created_at, updated_at, state,
+                                       size_bytes, pinned, deleted_at, run_id, keep_reason, delete_reason)
+                SELECT backend, id, job, target, name, description, created_at, updated_at, state,
+                       size_bytes, pinned, deleted_at, run_id, keep_reason, delete_reason
+                FROM images;
+                DROP TABLE images;
+                ALTER TABLE images_v3 RENAME TO images;
+
+                -- As in v1 and v2 (dropped with the old table).
+                CREATE INDEX images_by_job ON images (job, created_at);
+                CREATE INDEX images_by_run ON images (run_id);
+                CREATE INDEX images_unfinished ON images (created_at, id) WHERE state IN ('queued', 'saving');
+                -- imagesBeingDeleted()
+                CREATE INDEX images_deleting ON images (created_at, id) WHERE state = 'deleting';
+                -- pruneHistory(olderThan:)
+                CREATE INDEX images_deleted ON images (deleted_at) WHERE state = 'deleted';
+                CREATE INDEX images_gone ON images (updated_at) WHERE state = 'gone';
+                -- imageTargets(), jobsWithImages()
+                CREATE INDEX images_live ON images (job, backend, target) WHERE state <> 'deleted';
+                -- latestRecordedInstant()
+                CREATE INDEX images_by_created ON images (created_at);
+
+                ALTER TABLE runs ADD COLUMN repeat_count INTEGER NOT NULL DEFAULT 1 CHECK (repeat_count >= 1);
+                -- Only a skipped row stands for later fires, up to and including this one.
+                ALTER TABLE runs ADD COLUMN repeated_until INTEGER
+                    CHECK (repeated_until IS NULL OR (state = 'skipped' AND repeated_until > scheduled_at));
+                -- Whether a fire lies inside a skipped row's span (claims), and the newest span of a job.
+                CREATE INDEX runs_repeated ON runs (job, repeated_until) WHERE repeated_until IS NOT NULL;
+                -- recordFoundImage: the run that chose an image's name
+                CREATE INDEX runs_by_image_name ON runs (job, image_name) WHERE image_name IS NOT NULL;
+                -- latestRecordedInstant()
+                CREATE INDEX runs_by_claimed ON runs (claimed_at);
+                """)
+        try db.checkForeignKeys()
     }
 
     /// imagesLeftUnfinished(): the few images still in progress, without reading every image.

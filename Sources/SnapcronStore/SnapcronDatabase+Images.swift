@@ -36,18 +36,67 @@ extension SnapcronDatabase {
     }
 
     /// Pins or unpins an image; retention never deletes a pinned image.
+    ///
+    /// Throws `.illegalTransition` (nothing written) when pinning an image that is being deleted: the backend
+    /// delete is already under way. Unpinning is always allowed.
     @discardableResult
     public func setPinned(id: String, backend: String, _ pinned: Bool) throws -> ImageRecord {
         try write { db in
-            _ = try fetchExistingImage(db, id: id, backend: backend)
+            let image = try fetchExistingImage(db, id: id, backend: backend)
+            if pinned && image.state == .deleting {
+                throw SnapcronStoreError(
+                    .illegalTransition, "image \(id) at backend \(backend) is being deleted; it cannot be pinned")
+            }
             try db.cachedStatement(sql: "UPDATE images SET pinned = ? WHERE backend = ? AND id = ?").execute(arguments: [pinned, backend, id])
             return try fetchImage(db, id: id, backend: backend)!
         }
     }
 
+    /// Starts a retention delete: an `active`, unpinned image becomes `deleting`, with `reason` as its delete reason.
+    ///
+    /// Call it before asking the backend to delete, so a pin arriving meanwhile is refused instead of lost. Returns
+    /// nil (nothing written) for an image that is pinned, not active, or not recorded. Finish with
+    /// ``markImageDeleted(id:backend:now:reason:)`` or ``abortDeleting(id:backend:error:now:)``.
+    public func beginDeleting(id: String, backend: String, reason: String, now: Date) throws -> ImageRecord? {
+        try write { db in
+            try db.cachedStatement(sql: """
+                    UPDATE images SET state = 'deleting', delete_reason = ?, keep_reason = NULL, updated_at = ?
+                    WHERE backend = ? AND id = ? AND state = 'active' AND pinned = 0
+                    """).execute(arguments: [reason, now.epochSeconds, backend, id])
+            guard db.changesCount == 1 else { return nil }
+            return try fetchImage(db, id: id, backend: backend)
+        }
+    }
+
+    /// Ends a delete the backend refused: the `deleting` image is `active` again, kept with the error as its reason
+    /// until the next retention pass decides again. Returns nil (nothing written) if the image is not deleting.
+    @discardableResult
+    public func abortDeleting(id: String, backend: String, error: String, now: Date) throws -> ImageRecord? {
+        try write { db in
+            try db.cachedStatement(sql: """
+                    UPDATE images SET state = 'active', delete_reason = NULL, keep_reason = ?, updated_at = ?
+                    WHERE backend = ? AND id = ? AND state = 'deleting'
+                    """).execute(arguments: [
+                    "delete failed: \(error); retried at the next retention pass", now.epochSeconds, backend, id,
+                ])
+            guard db.changesCount == 1 else { return nil }
+            return try fetchImage(db, id: id, backend: backend)
+        }
+    }
+
+    /// Images whose delete was started and neither recorded nor aborted (a daemon stopped mid-delete), oldest first.
+    public func imagesBeingDeleted() throws -> [ImageRecord] {
+        try read { db in
+            try Row.fetchAll(
+                db.cachedStatement(sql: "SELECT * FROM images WHERE state = 'deleting' ORDER BY created_at, id")
+            ).map(ImageRecord.init(row:))
+        }
+    }
+
     /// Records that snapcron deleted the image, and why; repeating it for a deleted image changes nothing.
     ///
-    /// Throws `.illegalTransition` for a pinned image: unpin it first.
+    /// Normally follows ``beginDeleting(id:backend:reason:now:)``; an image in another state (not yet through
+    /// `deleting`) may still be marked directly. Throws `.illegalTransition` for a pinned image: unpin it first.
     @discardableResult
     public func markImageDeleted(id: String, backend: String, now: Date, reason: String) throws -> ImageRecord {
         try write { db in
@@ -76,7 +125,8 @@ extension SnapcronDatabase {
     /// Records a retention pass's verdicts in one transaction: the reason each image was kept or is to be deleted.
     ///
     /// A delete verdict only records the plan; ``markImageDeleted(id:backend:now:reason:)`` records the deletion.
-    /// Throws `.illegalTransition` (nothing written) for a delete verdict on a pinned or already deleted image.
+    /// Throws `.illegalTransition` (nothing written) for a delete verdict on a pinned image, or on one already deleted
+    /// or being deleted.
     @discardableResult
     public func recordRetentionDecisions(_ decisions: [(ImageKey, RetentionDecision)]) throws -> [ImageRecord] {
         try write { db in
@@ -87,11 +137,20 @@ extension SnapcronDatabase {
                 case .keep(let reason):
                     (keepReason, deleteReason) = (reason, nil)
                 case .delete(let reason):
-                    guard !image.pinned, image.state != .deleted else {
+                    let refusal: String? =
+                        if image.pinned {
+                            "it is pinned"
+                        } else if image.state == .deleted {
+                            "it is already deleted"
+                        } else if image.state == .deleting {
+                            "it is being deleted"
+                        } else {
+                            nil
+                        }
+                    if let refusal {
                         throw SnapcronStoreError(
                             .illegalTransition,
-                            "image \(key.id) at backend \(key.backend) cannot be deleted: "
-                                + (image.pinned ? "it is pinned" : "it is already deleted"))
+                            "image \(key.id) at backend \(key.backend) cannot be deleted: \(refusal)")
                     }
                     (keepReason, deleteReason) = (nil, reason)
                 }
@@ -103,19 +162,24 @@ extension SnapcronDatabase {
 
     /// Records an image state seen at the backend outside a run's polling (e.g. `gone` found by a list).
     ///
-    /// Use ``markImageDeleted(id:backend:now:reason:)`` for deletions; a deleted image's state is final.
+    /// Use ``beginDeleting(id:backend:reason:now:)`` and ``markImageDeleted(id:backend:now:reason:)`` for deletions.
+    /// Throws `.illegalTransition` (nothing written) for an image that is deleted (final) or being deleted (only
+    /// ``markImageDeleted(id:backend:now:reason:)`` and ``abortDeleting(id:backend:error:now:)`` move it on).
     @discardableResult
     public func updateImageState(id: String, backend: String, state: StoredImageState, sizeBytes: Int64? = nil, now: Date)
         throws -> ImageRecord
     {
-        guard state != .deleted else {
-            throw SnapcronStoreError(.invalidArgument, "use markImageDeleted to record that image \(id) was deleted")
+        guard state != .deleted, state != .deleting else {
+            throw SnapcronStoreError(
+                .invalidArgument,
+                "use beginDeleting and markImageDeleted to record that image \(id) is being deleted or was deleted")
         }
         return try write { db in
             let image = try fetchExistingImage(db, id: id, backend: backend)
-            guard image.state != .deleted else {
+            guard image.state != .deleted, image.state != .deleting else {
+                let current = image.state == .deleted ? "is deleted" : "is being deleted"
                 throw SnapcronStoreError(
-                    .illegalTransition, "image \(id) at backend \(backend) is deleted; cannot become \(state.rawValue)")
+                    .illegalTransition, "image \(id) at backend \(backend) \(current); cannot become \(state.rawValue)")
             }
             try db.cachedStatement(sql: """
                     UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?

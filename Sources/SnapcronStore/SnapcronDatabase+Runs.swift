@@ -7,6 +7,9 @@ extension SnapcronDatabase {
 
     /// Claims the fire (`job`, `scheduledAt`) and fixes its image name; nil when it was already claimed.
     ///
+    /// A fire is taken when a run of the job has that `scheduledAt`, or when it lies within a skipped row's span
+    /// (from its `scheduledAt` to its `repeatedUntil`, see ``recordSkipped(job:scheduledAt:trigger:now:reason:)``).
+    ///
     /// A scheduled or catch-up claim also advances the job's `lastScheduledAt`, in the same transaction.
     /// A manual claim does not: it is not a fire of the schedule. `scheduledAt` is stored in whole seconds.
     @discardableResult
@@ -54,10 +57,15 @@ extension SnapcronDatabase {
         }
     }
 
-    /// Records a fire skipped by the overlap policy; nil if already handled.
+    /// Records a fire skipped (by the overlap policy, or a paused job); nil if already handled.
     ///
-    /// The slot is claimed, so the fire is never run later. To skip a run that is already claimed, use
-    /// ``finishRun(runID:state:error:now:)`` with `.skipped`.
+    /// The slot is claimed, so the fire is never run later. Consecutive skips share one row: when the job's newest
+    /// row is skipped with the same `reason` and `trigger`, and `scheduledAt` is later than every fire it stands
+    /// for, that row is updated instead (`repeatCount` + 1, `repeatedUntil` = `scheduledAt`, `finishedAt` = `now`)
+    /// and returned. Any other row in between, or another reason, starts a new row. A fire within a row's span is
+    /// already handled (nil). Non-manual skips advance the job's `lastScheduledAt` either way, in the same
+    /// transaction. To skip a run that is already claimed, use ``finishRun(runID:state:error:sizeBytes:now:)``
+    /// with `.skipped`.
     @discardableResult
     public func recordSkipped(
         job: String,
@@ -67,7 +75,20 @@ extension SnapcronDatabase {
         reason: String
     ) throws -> RunRecord? {
         try write { db in
-            try insertRun(
+            let fire = scheduledAt.epochSeconds
+            if let newest = try newestRun(db, job: job), newest.state == .skipped, newest.error == reason,
+                newest.trigger == trigger, fire > (newest.repeatedUntil ?? newest.scheduledAt).epochSeconds
+            {
+                try db.cachedStatement(sql: """
+                        UPDATE runs SET repeat_count = repeat_count + 1, repeated_until = ?, finished_at = ?
+                        WHERE id = ?
+                        """).execute(arguments: [fire, now.epochSeconds, newest.id])
+                if trigger != .manual {
+                    try advanceLastScheduled(db, job: job, to: scheduledAt, now: now)
+                }
+                return try fetchRun(db, id: newest.id)
+            }
+            return try insertRun(
                 db, job: job, scheduledAt: scheduledAt, trigger: trigger, state: .skipped,
                 imageName: nil, backend: nil, target: nil, error: reason, now: now)
         }
@@ -151,6 +172,8 @@ extension SnapcronDatabase {
 
     /// Records one poll of a `waiting` run: the image's state (and size, when known) and the next poll time.
     ///
+    /// An image being deleted or deleted keeps its state (the poll raced the delete); only the run is updated.
+    ///
     /// Finishing the run is a separate call (``finishRun(runID:state:error:now:)``).
     @discardableResult
     public func updatePoll(
@@ -160,17 +183,19 @@ extension SnapcronDatabase {
         nextPollAt: Date?,
         now: Date
     ) throws -> RunRecord {
-        guard imageState != .deleted else {
-            throw SnapcronStoreError(.invalidArgument, "a poll cannot report an image as deleted (run \(runID))")
+        guard imageState != .deleted, imageState != .deleting else {
+            throw SnapcronStoreError(
+                .invalidArgument, "a poll cannot report an image as \(imageState.rawValue) (run \(runID))")
         }
         return try write { db in
             guard let run = try fetchRun(db, id: runID) else { throw Self.runNotFound(runID) }
             guard run.state == .waiting else {
                 throw Self.illegalTransition(run, to: .waiting, because: "only a waiting run is polled")
             }
+            // A delete under way or done is not undone by a poll that raced it.
             try db.cachedStatement(sql: """
                     UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
-                    WHERE backend = ? AND id = ?
+                    WHERE backend = ? AND id = ? AND state NOT IN ('deleting', 'deleted')
                     """).execute(arguments: [imageState.rawValue, sizeBytes, now.epochSeconds, run.backend, run.imageID])
             try db.cachedStatement(sql: "UPDATE runs SET next_poll_at = ? WHERE id = ?").execute(arguments: [nextPollAt?.epochSeconds, runID])
             return try fetchRun(db, id: runID)!
@@ -196,7 +221,8 @@ extension SnapcronDatabase {
                     WHERE id = ?
                     """).execute(arguments: [state.rawValue, error, now.epochSeconds, runID])
             if let imageID = run.imageID, let backend = run.backend {
-                // timed_out and cancelled leave the image as last polled: it may still become active.
+                // timed_out and cancelled leave the image as last polled: it may still become active. An image
+                // gone, being deleted or deleted keeps that state.
                 let imageState: StoredImageState? =
                     switch state {
                     case .succeeded: .active
@@ -206,7 +232,7 @@ extension SnapcronDatabase {
                 if let imageState {
                     try db.cachedStatement(sql: """
                             UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
-                            WHERE backend = ? AND id = ? AND state NOT IN ('gone', 'deleted')
+                            WHERE backend = ? AND id = ? AND state NOT IN ('gone', 'deleting', 'deleted')
                             """).execute(arguments: [imageState.rawValue, sizeBytes, now.epochSeconds, backend, imageID])
                 }
             }
@@ -308,7 +334,26 @@ extension SnapcronDatabase {
 
     // MARK: - Helpers
 
+    /// The run of `job` whose fires end latest: the highest `scheduledAt`, or a skipped row's `repeatedUntil`.
+    private func newestRun(_ db: Database, job: String) throws -> RunRecord? {
+        let byFire = try fetchRuns(
+            db, sql: "SELECT * FROM runs WHERE job = ? ORDER BY scheduled_at DESC LIMIT 1", arguments: [job]
+        ).first
+        let bySpan = try fetchRuns(
+            db,
+            sql: """
+                SELECT * FROM runs WHERE job = ? AND repeated_until IS NOT NULL
+                ORDER BY repeated_until DESC LIMIT 1
+                """,
+            arguments: [job]
+        ).first
+        guard let bySpan, let byFire else { return byFire ?? bySpan }
+        return bySpan.repeatedUntil! > byFire.scheduledAt ? bySpan : byFire
+    }
+
     /// Inserts a run unless its fire is taken; advances the job's last handled fire for non-manual triggers.
+    ///
+    /// Taken: a run of the job has that fire time, or a skipped row's span covers it.
     private func insertRun(
         _ db: Database,
         job: String,
@@ -322,6 +367,11 @@ extension SnapcronDatabase {
         now: Date
     ) throws -> RunRecord? {
         let finishedAt = state.isTerminal ? now.epochSeconds : nil
+        let covered = try Bool.fetchOne(
+            db.cachedStatement(sql: """
+                SELECT 1 FROM runs WHERE job = ? AND repeated_until >= ? AND scheduled_at <= ? LIMIT 1
+                """), arguments: [job, scheduledAt.epochSeconds, scheduledAt.epochSeconds]) ?? false
+        if covered { return nil }
         try db.cachedStatement(sql: """
                 INSERT INTO runs (job, scheduled_at, trigger, state, attempts, image_name, backend, target,
                                   claimed_at, finished_at, error)
@@ -390,7 +440,9 @@ extension RunRecord {
             startedAt: try decodeDate(row, "started_at"),
             finishedAt: try decodeDate(row, "finished_at"),
             nextPollAt: try decodeDate(row, "next_poll_at"),
-            error: try row.decode(forColumn: "error"))
+            error: try row.decode(forColumn: "error"),
+            repeatCount: try row.decode(forColumn: "repeat_count"),
+            repeatedUntil: try decodeDate(row, "repeated_until"))
     }
 }
 

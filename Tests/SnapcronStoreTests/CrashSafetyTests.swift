@@ -1,3 +1,4 @@
+import SnapcronCore
 import Foundation
 import GRDB
 import SnapcronStore
@@ -99,13 +100,21 @@ import Testing
                 WHERE r.state = 'succeeded' AND i.state <> 'active'
                 """)
             #expect(succeededNotActive == 0, "after kill \(round)")
-            // claimRun advances the job's last fire in the same transaction.
+            // claimRun advances the job's last fire in the same transaction (recordSkipped too, also when it
+            // extends a skipped row's span instead of inserting one).
             let lastFireMismatch = try count(
                 """
                 SELECT COUNT(*) FROM jobs j
-                WHERE j.last_scheduled_at IS NOT (SELECT MAX(scheduled_at) FROM runs r
+                WHERE j.last_scheduled_at IS NOT (SELECT MAX(COALESCE(repeated_until, scheduled_at)) FROM runs r
                                                   WHERE r.job = j.name AND r.trigger <> 'manual')
                 """)
+            let badSpans = try count(
+                """
+                SELECT COUNT(*) FROM runs
+                WHERE (repeated_until IS NULL) <> (repeat_count = 1)
+                   OR (repeated_until IS NOT NULL AND state <> 'skipped')
+                """)
+            #expect(badSpans == 0, "after kill \(round)")
             #expect(lastFireMismatch == 0, "after kill \(round)")
             let unattempted = try count(
                 "SELECT COUNT(*) FROM runs WHERE state IN ('creating', 'waiting', 'succeeded') AND attempts < 1")

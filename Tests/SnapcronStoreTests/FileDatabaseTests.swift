@@ -42,7 +42,107 @@ import Testing
         let applied = try DatabaseQueue(path: path).read { db in
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
         }
-        #expect(applied == ["v1-runs-images-jobs", "v2-index-unfinished-images"])
+        #expect(applied == ["v1-runs-images-jobs", "v2-index-unfinished-images", "v3-deleting-repeats-history"])
+    }
+
+    @Test func aVersion2FileIsUpgradedInPlaceKeepingEveryRowAndIndex() throws {
+        // Given a file as the second release left it, with runs, images in every v2 state and job state
+        let queue = try DatabaseQueue(path: path)
+        try Schema.migrator.migrate(queue, upTo: "v2-index-unfinished-images")
+        try queue.write { db in
+            try db.execute(
+                sql: """
+                    INSERT INTO runs (id, job, scheduled_at, trigger, state, attempts, image_name, image_id, backend,
+                                      target, claimed_at, started_at, finished_at, next_poll_at, error)
+                    VALUES (1, 'web', 100, 'schedule', 'succeeded', 1, 'n1', 'img-1', 'fake', 'vm-1', 100, 101, 160,
+                            NULL, NULL),
+                           (2, 'web', 200, 'catch-up', 'waiting', 2, 'n2', 'img-2', 'fake', 'vm-1', 200, 201, NULL,
+                            260, '503'),
+                           (3, 'web', 300, 'schedule', 'skipped', 0, NULL, NULL, NULL, NULL, 300, NULL, 300, NULL,
+                            'overlap'),
+                           (4, 'db', 150, 'manual', 'failed', 3, 'n4', 'img-4', 'other', 'vm-2', 150, 151, 170,
+                            NULL, 'disk full');
+                    INSERT INTO images (backend, id, job, target, name, description, created_at, updated_at, state,
+                                        size_bytes, pinned, deleted_at, run_id, keep_reason, delete_reason)
+                    VALUES ('fake', 'img-1', 'web', 'vm-1', 'n1', 'd1', 101, 160, 'active', 4096, 1, NULL, 1,
+                            'pinned', NULL),
+                           ('fake', 'img-2', 'web', 'vm-1', 'n2', NULL, 201, 230, 'saving', NULL, 0, NULL, 2, NULL,
+                            NULL),
+                           ('other', 'img-4', 'db', 'vm-2', 'n4', NULL, 151, 170, 'error', NULL, 0, NULL, 4, NULL,
+                            NULL),
+                           ('fake', 'img-0', 'web', 'vm-1', 'n0', NULL, 50, 90, 'deleted', 10, 0, 90, NULL, NULL,
+                            'beyond keep=1'),
+                           ('other', 'img-5', 'db', 'vm-2', 'n5', NULL, 60, 95, 'gone', NULL, 0, NULL, NULL, NULL,
+                            NULL);
+                    INSERT INTO jobs (name, paused, last_scheduled_at, updated_at) VALUES ('web', 1, 300, 310);
+                    """)
+        }
+        let dump = { (db: Database) in
+            (
+                try Row.fetchAll(db, sql: "SELECT * FROM runs ORDER BY id"),
+                try Row.fetchAll(
+                    db,
+                    sql: """
+                        SELECT backend, id, job, target, name, description, created_at, updated_at, state, size_bytes,
+                               pinned, deleted_at, run_id, keep_reason, delete_reason
+                        FROM images ORDER BY backend, id
+                        """),
+                try Row.fetchAll(db, sql: "SELECT * FROM jobs")
+            )
+        }
+        let (runsBefore, imagesBefore, jobsBefore) = try queue.read(dump)
+        try queue.close()
+
+        // When snapcron opens it
+        let upgraded = try SnapcronDatabase(path: path)
+
+        // Then every row is intact, with the new run columns at their defaults
+        let (runsAfter, imagesAfter, jobsAfter) = try upgraded.read(dump)
+        #expect(imagesAfter == imagesBefore)
+        #expect(jobsAfter == jobsBefore)
+        #expect(runsAfter.count == runsBefore.count)
+        for (before, after) in zip(runsBefore, runsAfter) {
+            for column in before.columnNames {
+                #expect(after[column] as DatabaseValue == before[column] as DatabaseValue, "runs.\(column)")
+            }
+            #expect(after["repeat_count"] as Int64? == 1)
+            #expect(after["repeated_until"] as Int64? == nil)
+        }
+        #expect(try upgraded.run(id: 3)?.repeatCount == 1)
+        #expect(try upgraded.image(id: "img-1", backend: "fake")?.pinned == true)
+        // And the foreign key, the old indexes and the table's STRICT CHECKs survive the rebuild
+        let (violations, indexes, tableSQL) = try upgraded.read { db in
+            (
+                try Row.fetchAll(db, sql: "PRAGMA foreign_key_check"),
+                Set(try String.fetchAll(db, sql: "SELECT name FROM sqlite_master WHERE type = 'index'")),
+                try String.fetchOne(db, sql: "SELECT sql FROM sqlite_master WHERE name = 'images'") ?? ""
+            )
+        }
+        #expect(violations.isEmpty)
+        #expect(
+            indexes.isSuperset(of: [
+                "images_by_job", "images_by_run", "images_unfinished", "images_deleting", "images_deleted",
+                "images_gone", "images_live", "images_by_created", "runs_by_state_target", "runs_by_state_finished",
+                "runs_by_scheduled", "runs_repeated", "runs_by_image_name", "runs_by_claimed",
+            ]))
+        #expect(tableSQL.contains("REFERENCES runs (id)"))
+        #expect(tableSQL.hasSuffix("STRICT"))
+        let orphan = #expect(throws: DatabaseError.self) {
+            try upgraded.write { db in
+                try db.execute(
+                    sql: """
+                        INSERT INTO images (backend, id, job, target, name, created_at, updated_at, state, run_id)
+                        VALUES ('fake', 'x', 'web', 'vm-1', 'x', 1, 1, 'queued', 999)
+                        """)
+            }
+        }
+        #expect(orphan?.resultCode == .SQLITE_CONSTRAINT)
+        // And the new state works on an upgraded row
+        let deleting = try upgraded.beginDeleting(id: "img-1", backend: "fake", reason: "x", now: minute(0))
+        #expect(deleting == nil, "pinned")
+        try upgraded.setPinned(id: "img-1", backend: "fake", false)
+        let began = try upgraded.beginDeleting(id: "img-1", backend: "fake", reason: "x", now: minute(0))
+        #expect(began?.state == .deleting)
     }
 
     @Test func aVersion1FileIsUpgradedInPlaceKeepingItsData() throws {

@@ -26,6 +26,16 @@ extension SnapcronDatabase {
         try markCreating(runID: run.id, now: minute(m))
         return try markWaiting(runID: run.id, imageID: image, now: minute(m), nextPollAt: minute(m + 1))
     }
+
+    /// Claims and drives a run to `succeeded`, so its image `image` (created at `minute(m)`) is active.
+    @discardableResult
+    func activeImage(_ job: String, at m: Int, image: String, target: String = "vm-1") throws -> ImageRecord {
+        let run = try #require(try claim(job, at: m, target: target))
+        try markCreating(runID: run.id, now: minute(m))
+        try markWaiting(runID: run.id, imageID: image, now: minute(m), nextPollAt: minute(m + 1))
+        try finishRun(runID: run.id, state: .succeeded, error: nil, now: minute(m + 1))
+        return try #require(try self.image(id: image, backend: "fake"))
+    }
 }
 
 /// A fresh directory under the system temp directory, removed when released.

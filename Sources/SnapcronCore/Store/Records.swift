@@ -65,7 +65,8 @@ public enum StoredImageState: String, Sendable, CaseIterable, Codable {
     case error
     /// The backend no longer knows the image (removed outside snapcron).
     case gone
-    /// A retention delete is under way at the backend: nothing may pin it meanwhile.
+    /// snapcron is deleting the image at its backend: it cannot be pinned meanwhile, and only a finished delete
+    /// (deleted) or a refused one (back to active) moves it on.
     case deleting
     /// snapcron deleted the image (see `deleteReason`).
     case deleted
@@ -96,9 +97,9 @@ public struct RunRecord: Sendable, Hashable, Codable {
     public var nextPollAt: Date?
     /// Why the run failed, was skipped or missed, or the last transient error.
     public var error: String?
-    /// How many consecutive fires this row stands for: skips of one job for one reason share a row.
+    /// How many fires this row stands for: consecutive skips of a job for one reason share one row.
     public var repeatCount: Int = 1
-    /// The latest fire a shared skipped row stands for.
+    /// The latest fire a shared skipped row stands for (its first is ``scheduledAt``); nil for a single fire.
     public var repeatedUntil: Date?
 
     public init(
@@ -180,6 +181,66 @@ public struct ImageKey: Sendable, Hashable, Codable {
     }
 }
 
+/// An image found at a backend (by its name or snapcron's marker) that the store did not know, such as one
+/// whose create reply was lost.
+public struct FoundImage: Sendable, Hashable {
+    /// The backend's image id.
+    public var id: String
+    public var backend: String
+    public var job: String
+    public var target: String
+    public var name: String
+    public var description: String?
+    public var createdAt: Date
+    /// As seen at the backend; never `deleted` or `deleting`.
+    public var state: StoredImageState
+    public var sizeBytes: Int64?
+
+    public init(
+        id: String, backend: String, job: String, target: String, name: String, description: String?,
+        createdAt: Date, state: StoredImageState, sizeBytes: Int64?
+    ) {
+        self.id = id
+        self.backend = backend
+        self.job = job
+        self.target = target
+        self.name = name
+        self.description = description
+        self.createdAt = createdAt
+        self.state = state
+        self.sizeBytes = sizeBytes
+    }
+}
+
+/// A (job, backend, target) that still has images not deleted, with how many.
+public struct ImageTarget: Sendable, Hashable {
+    public var job: String
+    public var backend: String
+    public var target: String
+    /// Images of this job at this backend and target that are not deleted.
+    public var count: Int
+
+    public init(job: String, backend: String, target: String, count: Int) {
+        self.job = job
+        self.backend = backend
+        self.target = target
+        self.count = count
+    }
+}
+
+/// What ``SnapcronDatabase/pruneHistory(olderThan:)`` removed.
+public struct HistoryPruneResult: Sendable, Hashable {
+    /// Finished runs removed.
+    public var runs: Int
+    /// Deleted or gone images removed.
+    public var images: Int
+
+    public init(runs: Int, images: Int) {
+        self.runs = runs
+        self.images = images
+    }
+}
+
 /// A retention verdict for one image, with the reason shown by `snapcronctl prune --dry-run`.
 public enum RetentionDecision: Sendable, Hashable {
     case keep(reason: String)
@@ -214,59 +275,5 @@ public struct StoreHealth: Sendable, Hashable {
     public init(isOK: Bool, message: String) {
         self.isOK = isOK
         self.message = message
-    }
-}
-
-/// An image found at a backend (by its name or snapcron's marker) that the store did not know.
-public struct FoundImage: Sendable, Hashable {
-    public var id: String
-    public var backend: String
-    public var job: String
-    public var target: String
-    public var name: String
-    public var description: String?
-    public var createdAt: Date
-    public var state: StoredImageState
-    public var sizeBytes: Int64?
-
-    public init(
-        id: String, backend: String, job: String, target: String, name: String, description: String?,
-        createdAt: Date, state: StoredImageState, sizeBytes: Int64?
-    ) {
-        self.id = id
-        self.backend = backend
-        self.job = job
-        self.target = target
-        self.name = name
-        self.description = description
-        self.createdAt = createdAt
-        self.state = state
-        self.sizeBytes = sizeBytes
-    }
-}
-
-/// A (job, backend, target) that still has images, with how many are not deleted.
-public struct ImageTarget: Sendable, Hashable {
-    public var job: String
-    public var backend: String
-    public var target: String
-    public var count: Int
-
-    public init(job: String, backend: String, target: String, count: Int) {
-        self.job = job
-        self.backend = backend
-        self.target = target
-        self.count = count
-    }
-}
-
-/// What a history prune removed.
-public struct HistoryPruneResult: Sendable, Hashable {
-    public var runs: Int
-    public var images: Int
-
-    public init(runs: Int, images: Int) {
-        self.runs = runs
-        self.images = images
     }
 }
