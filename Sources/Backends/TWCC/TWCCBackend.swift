@@ -1,4 +1,3 @@
-public import AsyncHTTPClient
 import Foundation
 public import Logging
 import NIOHTTP1
@@ -13,8 +12,10 @@ import TargetRules
 /// ``marker`` and then waits for a 404.
 ///
 /// Every request is paced by a token bucket (`requestsPerSecond`), limited in concurrency
-/// (`maxRequestsInFlight`), bounded by `requestTimeout`, and retried on transient failures (connection errors,
-/// timeouts, 429, 5xx) within one ``RetryPolicy`` budget per call.
+/// (`maxRequestsInFlight`), bounded as a whole (body included) by `requestTimeout`, and retried on transient
+/// failures (connection errors, timeouts, 429, 5xx) within one ``RetryPolicy`` budget per call. Requests go out
+/// through a client of the backend's own that never follows redirects, and only to an `https://` base URL (or
+/// plain `http://` on loopback), so the API key reaches no one but the API.
 public struct TWCCBackend: SnapshotBackend {
     /// The tag snapcron puts in the `desc` of every image it makes; `delete` refuses images without it.
     public static let marker = "[snapcron]"
@@ -25,18 +26,11 @@ public struct TWCCBackend: SnapshotBackend {
 
     /// - Parameters:
     ///   - name: the configured backend name, used in errors and logs.
-    ///   - httpClient: the client to send with; the shared one by default (no shutdown needed).
-    ///   - timing: real time by default; tests pass a virtual clock.
-    public init(
-        name: String = "twcc", configuration: Configuration, httpClient: HTTPClient = .shared,
-        timing: Timing = .live
-    ) {
+    ///   - timing: real time by default; tests pass a virtual clock (the request timeout stays on real time).
+    public init(name: String = "twcc", configuration: Configuration, timing: Timing = .live) {
         self.name = name
         self.configuration = configuration
-        self.client = APIClient(
-            name: name, configuration: configuration, http: httpClient, timing: timing,
-            rateLimiter: RateLimiter(requestsPerSecond: configuration.requestsPerSecond, timing: timing),
-            inFlight: ConcurrencyLimiter(limit: configuration.maxRequestsInFlight))
+        self.client = APIClient(name: name, configuration: configuration, timing: timing)
     }
 
     private func budget() -> RetryBudget {
