@@ -64,6 +64,9 @@ extension TWCCBackend {
         public var retry: RetryPolicy
         /// Sent as `User-Agent`.
         public var userAgent: String
+        /// How long the server found for a target (site id or name) is used before it is looked up again; a save
+        /// answered 404 drops it at once.
+        public var serverLookupLifetime: Duration
 
         public static let defaultBaseURL = "https://apigateway.twcc.ai"
         public static let defaultPlatform = "openstack-taichung-default-2"
@@ -77,7 +80,8 @@ extension TWCCBackend {
             maxRequestsInFlight: Int = 4,
             requestTimeout: Duration = .seconds(30),
             retry: RetryPolicy = RetryPolicy(),
-            userAgent: String = "snapcron-twcc/1"
+            userAgent: String = "snapcron-twcc/1",
+            serverLookupLifetime: Duration = .seconds(600)
         ) {
             self.baseURL = String(baseURL.reversed().drop { $0 == "/" }.reversed())
             self.platform = platform
@@ -88,6 +92,7 @@ extension TWCCBackend {
             self.requestTimeout = requestTimeout
             self.retry = retry
             self.userAgent = userAgent
+            self.serverLookupLifetime = serverLookupLifetime
         }
 
         /// Why the API key must not be sent to `baseURL`, or nil when it may.
