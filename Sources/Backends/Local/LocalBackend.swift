@@ -258,6 +258,16 @@ public actor LocalBackend: SnapshotBackend {
 
     /// Every image of `target` in the store, oldest first.
     public func list(target: String, logger: Logger) async throws -> [ImageInfo] {
+        try images(of: target, logger: logger)
+    }
+
+    /// Every image in the store, whatever its target, oldest first.
+    public func listAll(logger: Logger) async throws -> [ImageInfo]? {
+        try images(of: nil, logger: logger)
+    }
+
+    /// The images of `target` (of every target when nil), oldest first.
+    private func images(of target: String?, logger: Logger) throws -> [ImageInfo] {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: imagesDirectory)
@@ -278,7 +288,7 @@ public actor LocalBackend: SnapshotBackend {
                 logger.warning("Skipping an image with an unreadable manifest", metadata: ["path": "\(folder)"])
                 continue
             }
-            guard manifest.target == target else { continue }
+            if let target, manifest.target != target { continue }
             let state = jobs[imageName]?.progress.state ?? diskState(of: manifest, in: folder)
             if state == .gone { continue }
             images.append(
