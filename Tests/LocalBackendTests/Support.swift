@@ -128,9 +128,8 @@ func filesContaining(_ needle: String, below path: String) -> [String] {
     while let relative = enumerator.nextObject() as? String {
         let full = path + "/" + relative
         guard let info = lstatOf(full), (info.st_mode & S_IFMT) == S_IFREG else { continue }
-        if let data = FileManager.default.contents(atPath: full), String(decoding: data, as: UTF8.self).contains(needle) {
-            found.append(relative)
-        }
+        guard let data = FileManager.default.contents(atPath: full) else { continue }
+        if String(decoding: data, as: UTF8.self).contains(needle) { found.append(relative) }
     }
     return found
 }

@@ -41,7 +41,8 @@ import Testing
         try await withStandIn { standIn in
             let backend = try makeBackend(standIn)
             let kept = try await backend.create(target: "101", name: "snapcron-kept", description: "", logger: quiet)
-            let vanished = try await backend.create(target: "101", name: "snapcron-gone", description: "", logger: quiet)
+            let vanished = try await backend.create(
+                target: "101", name: "snapcron-gone", description: "", logger: quiet)
             standIn.deleteBehindOurBack(Int(vanished.id)!)
             let foreign = ImageRef(id: "not-a-twcc-id")
             standIn.resetRequestCounts()
@@ -70,7 +71,8 @@ import Testing
         try await withStandIn { standIn in
             let backend = try makeBackend(standIn)
             let images = [ImageRef(id: "2"), ImageRef(id: "900")]
-            standIn.inject(.reply(503, json: #"{"detail": "Service Unavailable"}"#), method: .GET, path: "images/", times: 4)
+            standIn.inject(
+                .reply(503, json: #"{"detail": "Service Unavailable"}"#), method: .GET, path: "images/", times: 4)
             let transient = await backend.statuses(of: images, logger: quiet)
             for image in images {
                 let error = try #require(transient[image].flatMap { try? $0.failure() })
@@ -95,7 +97,8 @@ import Testing
             let backend = try makeBackend(standIn)
             let a = try await backend.create(
                 target: "web01", name: "snapcron-a", description: "snapcron:job=a", logger: quiet)
-            let b = try await backend.create(target: "102", name: "snapcron-b", description: "snapcron:job=b", logger: quiet)
+            let b = try await backend.create(
+                target: "102", name: "snapcron-b", description: "snapcron:job=b", logger: quiet)
             standIn.resetRequestCounts()
             let all = try #require(try await backend.listAll(logger: quiet))
             #expect(standIn.requestCounts == [.listImages: 1, .listSites: 1])
@@ -115,7 +118,8 @@ import Testing
             let backend = try makeBackend(standIn)
             for index in 0..<20 {
                 _ = try await backend.create(target: "101", name: "snapcron-c-\(index)", description: "", logger: quiet)
-                _ = try await backend.create(target: "db01", name: "snapcron-d-\(index)", description: "", logger: quiet)
+                _ = try await backend.create(
+                    target: "db01", name: "snapcron-d-\(index)", description: "", logger: quiet)
             }
             #expect(standIn.requestCount(.getSite) == 1)
             #expect(standIn.requestCount(.listSites) == 1)

@@ -59,7 +59,8 @@ import Testing
     @Test(
         arguments: [
             "http://example.invalid", "http://example.invalid:8080/", "http://10.0.0.1", "http://128.0.0.1",
-            "http://127.0.0.1.nip.io", "http://localhost.example", "http://[::2]:80", "http://127.0.0.1@example.invalid",
+            "http://127.0.0.1.nip.io", "http://localhost.example", "http://[::2]:80",
+            "http://127.0.0.1@example.invalid",
         ])
     func plainHTTPToAnotherHostIsRefusedAtConfigTime(_ url: String) throws {
         #expect {

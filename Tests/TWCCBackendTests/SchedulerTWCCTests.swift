@@ -50,8 +50,9 @@ import Testing
     static func rig(_ standIn: TWCCStandIn, clock: ManualClock, schedule: String) throws -> Rig {
         var config = SnapcronConfig.default(stateDir: "/var/lib/snapcron-test")
         config.backends["twcc"] = BackendConfig(name: "twcc", type: .twcc)
-        let jobs = try ScheduleFile.parse(text: schedule, file: "schedule", config: config, now: start, systemZone: .utc)
-            .jobs
+        let jobs = try ScheduleFile.parse(
+            text: schedule, file: "schedule", config: config, now: start, systemZone: .utc
+        ).jobs
         let store = try SnapcronDatabase.inMemory()
         let backend = try makeBackend(standIn)
         let (logger, log) = CapturingLogHandler.logger()
