@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
+        .library(name: "TWCCStandIn", targets: ["TWCCStandIn"]),
         .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),
         .library(name: "ControlProtocol", targets: ["ControlProtocol"]),
         .library(name: "ControlClient", targets: ["ControlClient"]),
@@ -71,6 +72,15 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Sources/Backends/TWCC",
+            swiftSettings: swiftSettings
+        ),
+        // A stand-in of the TWCC VCS API on loopback, for the TWCC tests and the benchmarks (simulated time).
+        .target(
+            name: "TWCCStandIn",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"), nioConcurrency,
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -188,7 +198,8 @@ let package = Package(
         .testTarget(
             name: "TWCCBackendTests",
             dependencies: [
-                "TWCCBackend", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", "SnapcronStore", logging,
+                "TWCCBackend", "TWCCStandIn", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", "SnapcronStore",
+                logging,
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -30,10 +30,14 @@ public struct SnapshotBackendConformance: Sendable {
         public static let unknownImageIsGone = Rule("status of an unknown image is gone")
         public static let invalidTargetIsRejected = Rule("an empty target is rejected with a permanent error")
         public static let errorsAreSnapshotBackendErrors = Rule("every thrown error is a SnapshotBackendError")
+        public static let statusesAgreeWithStatus = Rule(
+            "statuses(of:) agrees with status for a created and an unknown image")
+        public static let listAllContainsCreatedImage = Rule("a non-nil listAll contains a created image")
 
         public static let all: [Rule] = [
             .createReachesActive, .createIsIdempotentByName, .listIsScopedToTarget, .deleteMakesImageGone,
-            .deleteIsIdempotent, .unknownImageIsGone, .invalidTargetIsRejected,
+            .deleteIsIdempotent, .unknownImageIsGone, .invalidTargetIsRejected, .statusesAgreeWithStatus,
+            .listAllContainsCreatedImage,
         ]
 
         public var description: String { name }
@@ -270,6 +274,50 @@ public struct SnapshotBackendConformance: Sendable {
             } catch let error as SnapshotBackendError {
                 context.expect(!error.isTransient, "create marks an empty target transient")
             }
+
+        case .statusesAgreeWithStatus:
+            let image = try await create(targetA, "statuses", &context)
+            _ = try await awaitFinal(backend, image, logger)
+            let unknown = ImageRef(id: context.imageName("never-made"))
+            let single = try await backend.status(image, logger: logger)
+            // The protocol lets an answer leave an image out (it is asked again at the next pass): allow a few.
+            var answers: [ImageRef: Result<ImageState, SnapshotBackendError>] = [:]
+            for _ in 0..<3 where answers[image] == nil || answers[unknown] == nil {
+                for (key, value) in await backend.statuses(of: [image, unknown], logger: logger) {
+                    if !(key == image || key == unknown) {
+                        context.fail("statuses(of:) answered for \(key), which it was not asked about")
+                    }
+                    answers[key] = answers[key] ?? value
+                }
+            }
+            switch answers[image] {
+            case nil: context.fail("statuses(of:) never answered for the created image \(image)")
+            case .success(let state):
+                context.expect(state == single, "statuses(of:) says \(state) for \(image), status says \(single)")
+            case .failure(let error): context.fail("statuses(of:) failed for \(image): \(error)")
+            }
+            switch answers[unknown] {
+            case nil: context.fail("statuses(of:) never answered for the unknown image \(unknown)")
+            case .success(let state):
+                context.expect(state == .gone, "statuses(of:) says \(state) for an unknown image, not gone")
+            case .failure(let error): context.fail("statuses(of:) failed for an unknown image: \(error)")
+            }
+            let none = await backend.statuses(of: [], logger: logger)
+            context.expect(none.isEmpty, "statuses(of: []) answered \(none.count) images")
+
+        case .listAllContainsCreatedImage:
+            let image = try await create(targetA, "list-all", &context)
+            _ = try await awaitFinal(backend, image, logger)
+            guard let all = try await backend.listAll(logger: logger) else { break }  // not supported: nothing to check
+            let entry = all.first { $0.id == image }
+            context.expect(entry != nil, "listAll omits the new image \(image)")
+            let name = context.imageName("list-all")
+            context.expect(
+                entry.map { $0.name == name } ?? true, "listAll names \(image) '\(entry!.name)', not \(name)")
+            context.expect(
+                entry.map { $0.description.contains("conformance list-all") } ?? true,
+                "listAll's description of \(image) lacks the one given at create: '\(entry!.description)'")
+            context.expect(!all.contains { $0.state == .gone }, "listAll includes gone images")
 
         default:
             context.fail("unknown rule")

@@ -335,6 +335,24 @@ import Glibc
         #expect(try FileManager.default.contentsOfDirectory(atPath: scratch.images).isEmpty)
     }
 
+    @Test func listAllReturnsTheImagesOfEveryTarget() async throws {
+        let scratch = try Scratch()
+        defer { scratch.remove() }
+        try writeFile(scratch.path + "/a.img", "disk a")
+        try writeFile(scratch.path + "/b.img", "disk b")
+        let backend = scratch.backend()
+        let a = try await backend.create(
+            target: scratch.path + "/a.img", name: "all-a", description: "snapcron:job=a", logger: quiet)
+        let b = try await backend.create(target: scratch.path + "/b.img", name: "all-b", description: "", logger: quiet)
+        _ = await backend.awaitCompletion(of: a)
+        _ = await backend.awaitCompletion(of: b)
+        let all = try #require(try await backend.listAll(logger: quiet))
+        #expect(all.map(\.id) == [a, b])
+        #expect(all.map(\.target) == [scratch.path + "/a.img", scratch.path + "/b.img"])
+        #expect(all.first?.description == "snapcron:job=a")
+        #expect(try await scratch.backend().listAll(logger: quiet)?.count == 2)
+    }
+
     @Test func manifestRecordsTheImage() async throws {
         let scratch = try Scratch()
         defer { scratch.remove() }

@@ -26,10 +26,11 @@ struct Scratch {
         try? FileManager.default.removeItem(atPath: path)
     }
 
-    func backend(hook: LocalBackend.CopyHook? = nil) -> LocalBackend {
+    func backend(hook: LocalBackend.CopyHook? = nil, entryHook: LocalBackend.EntryHook? = nil) -> LocalBackend {
         LocalBackend(
             configuration: .init(
-                imagesDirectory: images, now: { Date(timeIntervalSince1970: 1_700_000_000) }, copyHook: hook))
+                imagesDirectory: images, now: { Date(timeIntervalSince1970: 1_700_000_000) }, copyHook: hook,
+                entryHook: entryHook))
     }
 }
 
@@ -103,5 +104,77 @@ final class CopyGate: @unchecked Sendable {
 
     func letGo() {
         release.signal()
+    }
+}
+
+/// Runs an action once, from whichever thread gets there first (a copy thread's hook).
+final class Once: @unchecked Sendable {
+    private let lock = NSLock()
+    private var done = false
+
+    func run(_ action: () -> Void) {
+        let first = lock.withLock {
+            defer { done = true }
+            return !done
+        }
+        if first { action() }
+    }
+}
+
+/// Every regular file below `path` whose content contains `needle` (symlinks are not followed).
+func filesContaining(_ needle: String, below path: String) -> [String] {
+    guard let enumerator = FileManager.default.enumerator(atPath: path) else { return [] }
+    var found: [String] = []
+    while let relative = enumerator.nextObject() as? String {
+        let full = path + "/" + relative
+        guard let info = lstatOf(full), (info.st_mode & S_IFMT) == S_IFREG else { continue }
+        guard let data = FileManager.default.contents(atPath: full) else { continue }
+        if String(decoding: data, as: UTF8.self).contains(needle) { found.append(relative) }
+    }
+    return found
+}
+
+/// The final state of `image`, or nil when its copy has not finished within `limit` (a copy thread stuck for good,
+/// which the test must report rather than wait on for ever).
+///
+/// The limit is a watchdog only: a working copy answers as soon as it is done.
+func finalState(of image: ImageRef, in backend: LocalBackend, within limit: Duration) async -> ImageState? {
+    let gate = FirstAnswer<ImageState?>()
+    return await withCheckedContinuation { continuation in
+        gate.set(continuation)
+        Task { gate.answer(await backend.awaitCompletion(of: image)) }
+        Task {
+            try? await Task.sleep(for: limit)
+            gate.answer(nil)
+        }
+    }
+}
+
+/// Resumes a continuation with the first answer given; later answers are dropped.
+final class FirstAnswer<Value: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var continuation: CheckedContinuation<Value, Never>?
+    private var early: Value??
+
+    func set(_ continuation: CheckedContinuation<Value, Never>) {
+        let pending: Value?? = lock.withLock {
+            if let early { return early }
+            self.continuation = continuation
+            return nil
+        }
+        if let pending { continuation.resume(returning: pending!) }
+    }
+
+    func answer(_ value: Value) {
+        let waiting: CheckedContinuation<Value, Never>? = lock.withLock {
+            if let continuation {
+                self.continuation = nil
+                early = .some(value)
+                return continuation
+            }
+            if early == nil { early = .some(value) }
+            return nil
+        }
+        waiting?.resume(returning: value)
     }
 }

@@ -37,6 +37,11 @@ import Testing
                 "setting base_url: expected an http(s) URL, got 'ftp://x'"
             ),
             (
+                ["project_id": .integer(1), "base_url": .string("http://example.invalid")],
+                "setting base_url: 'http://example.invalid' is plain http, which would send the API key unencrypted; "
+                    + "use https:// (http:// is allowed only for loopback hosts: 127.0.0.0/8, ::1, localhost)"
+            ),
+            (
                 ["project_id": .integer(1), "platform": .string("a/b")],
                 "setting platform: 'a/b' is not a platform name"
             ),

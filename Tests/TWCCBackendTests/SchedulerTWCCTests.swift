@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
+import TWCCStandIn
 import Testing
 
 @testable import TWCCBackend
@@ -33,12 +34,26 @@ import Testing
         }
     }
 
-    static func rig(_ standIn: TWCCStandIn, schedule: String) throws -> Rig {
+    /// A stand-in whose images bake on the scheduler's own manual clock (so it does not matter whether the scheduler
+    /// follows them with `status` or `statuses(of:)`), and the scheduler running `schedule` against it.
+    static func withRig(
+        schedule: String, progression: TWCCStandIn.Progression, _ body: (TWCCStandIn, Rig) async throws -> Void
+    ) async throws {
+        let clock = ManualClock(now: start)
+        try await withStandIn(now: { clock.now() }) { standIn in
+            standIn.setProgression(progression)
+            let rig = try Self.rig(standIn, clock: clock, schedule: schedule)
+            try await body(standIn, rig)
+        }
+    }
+
+    static func rig(_ standIn: TWCCStandIn, clock: ManualClock, schedule: String) throws -> Rig {
         var config = SnapcronConfig.default(stateDir: "/var/lib/snapcron-test")
         config.backends["twcc"] = BackendConfig(name: "twcc", type: .twcc)
-        let jobs = try ScheduleFile.parse(text: schedule, file: "schedule", config: config, now: start, systemZone: .utc).jobs
+        let jobs = try ScheduleFile.parse(
+            text: schedule, file: "schedule", config: config, now: start, systemZone: .utc
+        ).jobs
         let store = try SnapcronDatabase.inMemory()
-        let clock = ManualClock(now: start)
         let backend = try makeBackend(standIn)
         let (logger, log) = CapturingLogHandler.logger()
         let service = SchedulerService(
@@ -47,8 +62,8 @@ import Testing
     }
 
     @Test func scheduledJobsReachActiveAndRetentionDeletesExactlyTheOldestOfOurs() async throws {
-        try await withStandIn { standIn in
-            let rig = try Self.rig(standIn, schedule: "0 * * * *  web  twcc:101  keep=2\n")
+        try await Self.withRig(schedule: "0 * * * *  web  twcc:101  keep=2\n", progression: .baking(seconds: 300)) {
+            standIn, rig in
             await rig.run(until: Self.start.addingTimeInterval(4 * 3600 + 600))
             rig.task.cancel()
 
@@ -69,9 +84,10 @@ import Testing
     }
 
     @Test func anImageThatEndsInErrorFailsItsRunWithTheReason() async throws {
-        try await withStandIn { standIn in
-            standIn.setProgression(.fails("snapshot of volume failed"))
-            let rig = try Self.rig(standIn, schedule: "0 * * * *  db  twcc:102  keep=2 retries=0\n")
+        let failing = TWCCStandIn.Progression.timed(
+            queued: 30, saving: 120, final: "ERROR", reason: "snapshot of volume failed")
+        try await Self.withRig(schedule: "0 * * * *  db  twcc:102  keep=2 retries=0\n", progression: failing) {
+            _, rig in
             await rig.run(until: Self.start.addingTimeInterval(3600 + 600))
             rig.task.cancel()
             let run = try #require(try rig.store.runs(job: "db", limit: 10).first)
@@ -84,9 +100,8 @@ import Testing
     }
 
     @Test func anImageStuckQueuedTimesOutWithAdvice() async throws {
-        try await withStandIn { standIn in
-            standIn.setProgression(.stuckQueued)
-            let rig = try Self.rig(standIn, schedule: "0 * * * *  db  twcc:102  timeout=30m\n")
+        try await Self.withRig(schedule: "0 * * * *  db  twcc:102  timeout=30m\n", progression: .stuckQueued) {
+            _, rig in
             await rig.run(until: Self.start.addingTimeInterval(3600 + 45 * 60))
             rig.task.cancel()
             let run = try #require(try rig.store.runs(job: "db", limit: 10).first)

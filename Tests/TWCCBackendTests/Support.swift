@@ -4,6 +4,7 @@ import NIOConcurrencyHelpers
 import SnapcronCore
 import SnapshotBackend
 import TWCCBackend
+import TWCCStandIn
 
 extension ConfigValue: TWCCSettingValue {}
 
@@ -12,6 +13,11 @@ let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 /// Virtual time: `sleep` returns at once and moves `now`; every sleep is recorded.
 final class VirtualTiming: Sendable {
     private let state = NIOLockedValueBox((now: Duration.zero, sleeps: [Duration]()))
+
+    /// Moves `now` on without recording a sleep.
+    func advance(by duration: Duration) {
+        state.withLockedValue { $0.now += duration }
+    }
 
     var sleeps: [Duration] { state.withLockedValue { $0.sleeps } }
     var slept: Duration { sleeps.reduce(.zero, +) }
@@ -59,9 +65,11 @@ final class CapturingLogHandler: LogHandler, Sendable {
     }
 }
 
-/// Starts a stand-in, runs `body`, stops it.
-func withStandIn<T>(_ body: (TWCCStandIn) async throws -> T) async throws -> T {
-    let standIn = TWCCStandIn()
+/// Starts a stand-in (its timed progressions on `now` when given), runs `body`, stops it.
+func withStandIn<T>(
+    now: (@Sendable () -> Date)? = nil, _ body: (TWCCStandIn) async throws -> T
+) async throws -> T {
+    let standIn = TWCCStandIn(now: now)
     try await standIn.start()
     do {
         let result = try await body(standIn)
@@ -76,12 +84,13 @@ func withStandIn<T>(_ body: (TWCCStandIn) async throws -> T) async throws -> T {
 /// A backend pointed at `standIn`, fast by default: high rate, short back-offs on virtual time.
 func makeBackend(
     _ standIn: TWCCStandIn, key: String? = nil, requestsPerSecond: Double = 10_000, inFlight: Int = 8,
-    timeout: Duration = .seconds(10), retry: TWCCBackend.RetryPolicy = .init(), timing: VirtualTiming = VirtualTiming()
+    timeout: Duration = .seconds(10), retry: TWCCBackend.RetryPolicy = .init(),
+    timing: VirtualTiming = VirtualTiming(), baseURL: String? = nil
 ) throws -> TWCCBackend {
     TWCCBackend(
         name: "twcc-test",
         configuration: .init(
-            baseURL: standIn.baseURL, platform: standIn.platform, projectID: standIn.projectID,
+            baseURL: baseURL ?? standIn.baseURL, platform: standIn.platform, projectID: standIn.projectID,
             apiKey: try APIKey(key ?? standIn.apiKey), requestsPerSecond: requestsPerSecond,
             maxRequestsInFlight: inFlight, requestTimeout: timeout, retry: retry),
         timing: timing.timing)
@@ -97,5 +106,20 @@ func backendError(_ body: () async throws -> Void) async -> SnapshotBackendError
     } catch {
         return SnapshotBackendError(
             backend: "?", operation: .init("?"), message: "not a backend error: \(error)", isTransient: false)
+    }
+}
+
+/// A wall clock that moves only when told: what a benchmark gives the stand-in as its `now`.
+final class SimulatedClock: Sendable {
+    private let date: NIOLockedValueBox<Date>
+
+    init(_ start: Date = Date(timeIntervalSince1970: 1_893_456_000)) {
+        date = NIOLockedValueBox(start)
+    }
+
+    func now() -> Date { date.withLockedValue { $0 } }
+
+    func advance(by seconds: TimeInterval) {
+        date.withLockedValue { $0 += seconds }
     }
 }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOHTTP1
 import SnapcronTestKit
 import SnapshotBackend
+import TWCCStandIn
 import Testing
 
 @testable import TWCCBackend

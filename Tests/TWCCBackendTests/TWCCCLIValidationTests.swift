@@ -1,5 +1,6 @@
 import Foundation
 import NIOHTTP1
+import TWCCStandIn
 import Testing
 
 /// Keeps the stand-in honest: the real twccli 0.6.1 from PyPI is driven against it (`Tests/twcc-cli/drive_twccli.py`).

@@ -32,6 +32,20 @@ public actor LocalBackend: SnapshotBackend {
     /// tests use it to act at a chosen point. Reflinked files have no extents to report.
     public typealias CopyHook = @Sendable (CopyCheckpoint) -> Void
 
+    /// Called on the copy thread once an entry of a directory target (or the target itself) has been examined with
+    /// `lstat` (`stat` for the target), just before it is opened. Tests use it to swap the entry at that moment.
+    public typealias EntryHook = @Sendable (EntryCheckpoint) -> Void
+
+    /// The entry a copy is about to open when the ``EntryHook`` runs.
+    public struct EntryCheckpoint: Sendable, Hashable {
+        /// The image name.
+        public var image: String
+        /// The entry's path: the target, or a path inside it.
+        public var path: String
+        /// The path below the target (`sub/file`), empty for the target itself.
+        public var relativePath: String
+    }
+
     /// Where a copy is when the ``CopyHook`` runs.
     public struct CopyCheckpoint: Sendable, Hashable {
         /// The image name.
@@ -56,19 +70,23 @@ public actor LocalBackend: SnapshotBackend {
         public var now: @Sendable () -> Date
         /// A test hook run before each copied extent.
         public var copyHook: CopyHook?
+        /// A test hook run between examining and opening each entry.
+        public var entryHook: EntryHook?
 
         public init(
             name: String = "local",
             imagesDirectory: String,
             allowReflink: Bool = true,
             now: @escaping @Sendable () -> Date = { Date() },
-            copyHook: CopyHook? = nil
+            copyHook: CopyHook? = nil,
+            entryHook: EntryHook? = nil
         ) {
             self.name = name
             self.imagesDirectory = imagesDirectory
             self.allowReflink = allowReflink
             self.now = now
             self.copyHook = copyHook
+            self.entryHook = entryHook
         }
     }
 
@@ -240,6 +258,16 @@ public actor LocalBackend: SnapshotBackend {
 
     /// Every image of `target` in the store, oldest first.
     public func list(target: String, logger: Logger) async throws -> [ImageInfo] {
+        try images(of: target, logger: logger)
+    }
+
+    /// Every image in the store, whatever its target, oldest first.
+    public func listAll(logger: Logger) async throws -> [ImageInfo]? {
+        try images(of: nil, logger: logger)
+    }
+
+    /// The images of `target` (of every target when nil), oldest first.
+    private func images(of target: String?, logger: Logger) throws -> [ImageInfo] {
         let names: [String]
         do {
             names = try FileManager.default.contentsOfDirectory(atPath: imagesDirectory)
@@ -260,7 +288,7 @@ public actor LocalBackend: SnapshotBackend {
                 logger.warning("Skipping an image with an unreadable manifest", metadata: ["path": "\(folder)"])
                 continue
             }
-            guard manifest.target == target else { continue }
+            if let target, manifest.target != target { continue }
             let state = jobs[imageName]?.progress.state ?? diskState(of: manifest, in: folder)
             if state == .gone { continue }
             images.append(
@@ -379,7 +407,8 @@ public actor LocalBackend: SnapshotBackend {
         let cancel = CancellationFlag()
         let copier = ImageCopier(
             imagesDirectory: imagesDirectory, manifest: manifest, lockDescriptor: lock,
-            allowReflink: configuration.allowReflink, hook: configuration.copyHook, now: configuration.now,
+            allowReflink: configuration.allowReflink, hook: configuration.copyHook,
+            entryHook: configuration.entryHook, now: configuration.now,
             progress: progress, cancel: cancel, logger: logger)
         let imageName = manifest.name
         let task = Task {

@@ -59,6 +59,20 @@ extension stat {
     /// Bytes the file occupies on disk.
     var allocatedBytes: Int64 { Int64(st_blocks) * 512 }
     var permissionBits: mode_t { st_mode & 0o7777 }
+
+    /// The file type in words, for errors: `regular file`, `directory`, `symbolic link`, `fifo`, ...
+    var kindName: String {
+        switch st_mode & S_IFMT {
+        case S_IFREG: "regular file"
+        case S_IFDIR: "directory"
+        case S_IFLNK: "symbolic link"
+        case S_IFIFO: "fifo"
+        case S_IFSOCK: "socket"
+        case S_IFCHR: "character device"
+        case S_IFBLK: "block device"
+        default: "file of unknown type"
+        }
+    }
 }
 
 /// Closes a descriptor, ignoring errors (used on paths where the data was already fsynced or is discarded).

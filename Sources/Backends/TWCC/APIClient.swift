@@ -75,6 +75,33 @@ struct APIClient: Sendable {
     let timing: TWCCBackend.Timing
     let rateLimiter: RateLimiter
     let inFlight: ConcurrencyLimiter
+    /// Why the key must not go to the base URL (plain http to a remote host), checked before every request in case
+    /// the configuration was built in code rather than from settings.
+    let baseURLProblem: String?
+
+    init(
+        name: String, configuration: TWCCBackend.Configuration, timing: TWCCBackend.Timing,
+        http: HTTPClient = APIClient.http
+    ) {
+        self.name = name
+        self.configuration = configuration
+        self.http = http
+        self.timing = timing
+        self.rateLimiter = RateLimiter(requestsPerSecond: configuration.requestsPerSecond, timing: timing)
+        self.inFlight = ConcurrencyLimiter(limit: configuration.maxRequestsInFlight)
+        self.baseURLProblem = TWCCBackend.Configuration.problem(withBaseURL: configuration.baseURL)
+    }
+
+    /// The client every TWCC backend sends with, made for the API key's sake: redirects are never followed (the
+    /// shared client follows them to any host and keeps custom headers such as `x-API-KEY`), and responses are
+    /// not decompressed. It lives as long as the process, like `HTTPClient.shared`.
+    static let http: HTTPClient = {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.decompression = .disabled
+        configuration.tlsConfiguration = nil  // the default: certificates verified against the system store
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+    }()
 
     /// Whether a failed request may be sent again by `send` itself.
     enum Resend {
@@ -104,6 +131,9 @@ struct APIClient: Sendable {
         acceptNotFound: Bool = false, resend: Resend = .whenTransient, call: CallContext,
         budget: inout RetryBudget, logger: Logger
     ) async throws -> Reply {
+        if let baseURLProblem {
+            throw call.permanent("refusing to send the API key: base_url \(baseURLProblem)")
+        }
         var request = HTTPClientRequest(url: url(path, query: query))
         request.method = method
         request.headers.add(name: "x-API-KEY", value: configuration.apiKey.secret)
@@ -159,9 +189,16 @@ struct APIClient: Sendable {
         let timeout = configuration.requestTimeout
         let started = timing.now()
         do {
-            let response = try await http.execute(request, timeout: .milliseconds(timeout.milliseconds))
-            let body = try await response.body.collect(upTo: 8 << 20)
-            let status = Int(response.status.code)
+            let http = self.http
+            let deadline = NIODeadline.now() + .milliseconds(timeout.milliseconds)
+            // AHC's deadline ends when the response head arrives; a body that trickles in for ever would hold the
+            // call (and its in-flight slot) for good, so the whole exchange is bounded here.
+            let (code, headers, body) = try await Self.bounded(by: timeout) {
+                let response = try await http.execute(request, deadline: deadline)
+                let body = try await response.body.collect(upTo: 8 << 20)
+                return (response.status.code, response.headers, body)
+            }
+            let status = Int(code)
             logger.debug(
                 "TWCC request",
                 metadata: [
@@ -170,10 +207,20 @@ struct APIClient: Sendable {
                 ])
             let reply = Reply(status: status, body: Data(body.readableBytesView))
             if status == 429 || (500..<600).contains(status) {
-                let retryAfter = response.headers.first(name: "retry-after").flatMap(Int.init).map {
+                let retryAfter = headers.first(name: "retry-after").flatMap(Int.init).map {
                     Duration.seconds($0)
                 }
                 return .retryable(call.transient(Self.describe(reply, label)), retryAfter: retryAfter)
+            }
+            if (300..<400).contains(status) {
+                // Redirects are not followed: the key is sent to base_url and nowhere else.
+                let location = headers.first(name: "location").map { " to \($0.prefix(200))" } ?? ""
+                return .reply(
+                    Reply(
+                        status: 0,
+                        body: Data(
+                            "HTTP \(status) redirect\(location) not followed (the API key goes to base_url only)"
+                                .utf8)))
             }
             return .reply(reply)
         } catch let error as HTTPClientError where Self.permanentClientErrors.contains(error) {
@@ -181,11 +228,33 @@ struct APIClient: Sendable {
         } catch let error as HTTPClientError where error == .deadlineExceeded || error == .readTimeout {
             return .retryable(
                 call.transient("\(label) timed out after \(timeout.milliseconds) ms"), retryAfter: nil)
+        } catch is RequestTimedOut {
+            return .retryable(
+                call.transient("\(label) timed out after \(timeout.milliseconds) ms"), retryAfter: nil)
         } catch is CancellationError {
             return .retryable(call.transient("\(label) cancelled"), retryAfter: nil)
         } catch {
             // Connection refused or reset, TLS and DNS failures: the network, so worth another try.
             return .retryable(call.transient("\(label) failed: \(Self.text(of: error))"), retryAfter: nil)
+        }
+    }
+
+    /// The whole request took longer than the request timeout.
+    private struct RequestTimedOut: Error {}
+
+    /// Runs `work`, cancelling it when `timeout` (real time, like the network it waits for) runs out first.
+    private static func bounded<T: Sendable>(
+        by timeout: Duration, _ work: @escaping @Sendable () async throws -> T
+    ) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { try await work() }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let value = first else { throw RequestTimedOut() }
+            return value
         }
     }
 

@@ -1,4 +1,11 @@
+import Foundation
 import SnapshotBackend
+
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
 
 /// A typed value of one `[backends.NAME]` setting, as the config reader keeps it.
 ///
@@ -50,12 +57,16 @@ extension TWCCBackend {
         public var requestsPerSecond: Double
         /// The most requests in flight at once.
         public var maxRequestsInFlight: Int
-        /// How long one HTTP request may take before it counts as a (transient) timeout.
+        /// How long one HTTP request may take, from connecting to the last byte of the reply's body, before it counts
+        /// as a (transient) timeout.
         public var requestTimeout: Duration
         /// Retries of transient failures.
         public var retry: RetryPolicy
         /// Sent as `User-Agent`.
         public var userAgent: String
+        /// How long the server found for a target (site id or name) is used before it is looked up again; a save
+        /// answered 404 drops it at once.
+        public var serverLookupLifetime: Duration
 
         public static let defaultBaseURL = "https://apigateway.twcc.ai"
         public static let defaultPlatform = "openstack-taichung-default-2"
@@ -69,7 +80,8 @@ extension TWCCBackend {
             maxRequestsInFlight: Int = 4,
             requestTimeout: Duration = .seconds(30),
             retry: RetryPolicy = RetryPolicy(),
-            userAgent: String = "snapcron-twcc/1"
+            userAgent: String = "snapcron-twcc/1",
+            serverLookupLifetime: Duration = .seconds(600)
         ) {
             self.baseURL = String(baseURL.reversed().drop { $0 == "/" }.reversed())
             self.platform = platform
@@ -80,6 +92,51 @@ extension TWCCBackend {
             self.requestTimeout = requestTimeout
             self.retry = retry
             self.userAgent = userAgent
+            self.serverLookupLifetime = serverLookupLifetime
+        }
+
+        /// Why the API key must not be sent to `baseURL`, or nil when it may.
+        ///
+        /// `https://` is required: the key travels in a header, so plain `http://` would hand it to anyone on the
+        /// path. Plain `http://` is accepted only for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), where a
+        /// local stand-in or a TLS-terminating proxy listens. A URL with user info is refused: it would read as one
+        /// host and connect to another.
+        public static func problem(withBaseURL baseURL: String) -> String? {
+            guard baseURL.hasPrefix("https://") || baseURL.hasPrefix("http://") else {
+                return "expected an http(s) URL, got '\(baseURL)'"
+            }
+            guard let components = URLComponents(string: baseURL), let host = components.host, !host.isEmpty else {
+                return "'\(baseURL)' is not a URL with a host"
+            }
+            guard components.user == nil, components.password == nil else {
+                return "'\(baseURL)' must not contain user info (user@host)"
+            }
+            guard components.query == nil, components.fragment == nil else {
+                return "'\(baseURL)' must not have a query or fragment"
+            }
+            if components.scheme == "http" && !isLoopback(host: host) {
+                return "'\(baseURL)' is plain http, which would send the API key unencrypted; use https:// "
+                    + "(http:// is allowed only for loopback hosts: 127.0.0.0/8, ::1, localhost)"
+            }
+            return nil
+        }
+
+        /// Whether `host` (as a URL carries it: a name, a dotted quad or a bracketed IPv6 address) is loopback.
+        static func isLoopback(host: String) -> Bool {
+            var name = host
+            if name.hasPrefix("[") && name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
+            if name.lowercased() == "localhost" { return true }
+            var v4 = in_addr()
+            if inet_pton(AF_INET, name, &v4) == 1 {
+                // s_addr is in network byte order: its first byte in memory is the first octet.
+                return withUnsafeBytes(of: &v4) { $0[0] } == 127
+            }
+            var v6 = in6_addr()
+            if inet_pton(AF_INET6, name, &v6) == 1 {
+                let bytes = withUnsafeBytes(of: &v6) { Array($0) }
+                return bytes == Array(repeating: 0, count: 15) + [1]
+            }
+            return false
         }
 
         /// The keys of a `type = "twcc"` table that this backend reads (besides `api_key_credential`/`api_key_file`,
@@ -112,9 +169,7 @@ extension TWCCBackend {
                 throw fail("project_id", "expected an integer greater than 0")
             }
             let baseURL = try string("base_url") ?? Self.defaultBaseURL
-            guard baseURL.hasPrefix("https://") || baseURL.hasPrefix("http://") else {
-                throw fail("base_url", "expected an http(s) URL, got '\(baseURL)'")
-            }
+            if let problem = Self.problem(withBaseURL: baseURL) { throw fail("base_url", problem) }
             let platform = try string("platform") ?? Self.defaultPlatform
             guard platform.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
                 throw fail("platform", "'\(platform)' is not a platform name")

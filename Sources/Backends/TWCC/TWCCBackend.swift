@@ -1,4 +1,3 @@
-public import AsyncHTTPClient
 import Foundation
 public import Logging
 import NIOHTTP1
@@ -12,9 +11,14 @@ import TargetRules
 /// project's images of that server, and `delete` removes only images whose description carries
 /// ``marker`` and then waits for a 404.
 ///
+/// `statuses(of:)` answers a whole batch with one project-wide `GET images/` (images missing from it are asked one
+/// by one), and `listAll` returns that list, so following many images costs one request per pass.
+///
 /// Every request is paced by a token bucket (`requestsPerSecond`), limited in concurrency
-/// (`maxRequestsInFlight`), bounded by `requestTimeout`, and retried on transient failures (connection errors,
-/// timeouts, 429, 5xx) within one ``RetryPolicy`` budget per call.
+/// (`maxRequestsInFlight`), bounded as a whole (body included) by `requestTimeout`, and retried on transient
+/// failures (connection errors, timeouts, 429, 5xx) within one ``RetryPolicy`` budget per call. Requests go out
+/// through a client of the backend's own that never follows redirects, and only to an `https://` base URL (or
+/// plain `http://` on loopback), so the API key reaches no one but the API.
 public struct TWCCBackend: SnapshotBackend {
     /// The tag snapcron puts in the `desc` of every image it makes; `delete` refuses images without it.
     public static let marker = "[snapcron]"
@@ -22,21 +26,17 @@ public struct TWCCBackend: SnapshotBackend {
     public let name: String
     public let configuration: Configuration
     private let client: APIClient
+    /// The server of each target, looked up once per ``Configuration/serverLookupLifetime``.
+    private let servers: ServerDirectory
 
     /// - Parameters:
     ///   - name: the configured backend name, used in errors and logs.
-    ///   - httpClient: the client to send with; the shared one by default (no shutdown needed).
-    ///   - timing: real time by default; tests pass a virtual clock.
-    public init(
-        name: String = "twcc", configuration: Configuration, httpClient: HTTPClient = .shared,
-        timing: Timing = .live
-    ) {
+    ///   - timing: real time by default; tests pass a virtual clock (the request timeout stays on real time).
+    public init(name: String = "twcc", configuration: Configuration, timing: Timing = .live) {
         self.name = name
         self.configuration = configuration
-        self.client = APIClient(
-            name: name, configuration: configuration, http: httpClient, timing: timing,
-            rateLimiter: RateLimiter(requestsPerSecond: configuration.requestsPerSecond, timing: timing),
-            inFlight: ConcurrencyLimiter(limit: configuration.maxRequestsInFlight))
+        self.client = APIClient(name: name, configuration: configuration, timing: timing)
+        self.servers = ServerDirectory(lifetime: configuration.serverLookupLifetime, timing: timing)
     }
 
     private func budget() -> RetryBudget {
@@ -63,7 +63,7 @@ public struct TWCCBackend: SnapshotBackend {
         var budget = budget()
         while true {
             do {
-                let server = try await resolveServer(of: target, call: call, budget: &budget, logger: logger)
+                let (server, remembered) = try await server(of: target, call: call, budget: &budget, logger: logger)
                 // Idempotent by name: a create whose reply was lost already made the image.
                 if let existing = try await images(ofServer: server.id, call: call, budget: &budget, logger: logger)
                     .first(where: { $0.name == imageName })
@@ -79,7 +79,16 @@ public struct TWCCBackend: SnapshotBackend {
                 let path = "images/\(server.id)/save/"
                 // Sent once per round: after a lost reply the next round looks the name up before sending again.
                 let reply = try await client.send(
-                    .PUT, path, body: request, resend: .never, call: call, budget: &budget, logger: logger)
+                    .PUT, path, body: request, acceptNotFound: remembered, resend: .never, call: call,
+                    budget: &budget, logger: logger)
+                if reply.isNotFound {
+                    // The remembered server is gone (the instance was rebuilt or removed): look the site up again.
+                    logger.info(
+                        "TWCC server gone, looking its site up again",
+                        metadata: ["backend": "\(name)", "twcc.server": "\(server.id)", "target": "\(target)"])
+                    await servers.forget(target)
+                    continue
+                }
                 if let image = try? JSONDecoder().decode(WireImage.self, from: reply.body) {
                     logger.info(
                         "TWCC image create started",
@@ -118,13 +127,98 @@ public struct TWCCBackend: SnapshotBackend {
         let call = CallContext(backend: name, operation: .list, target: target)
         try Self.checkTarget(target, call: call)
         var budget = budget()
-        let server = try await resolveServer(of: target, call: call, budget: &budget, logger: logger)
+        let (server, _) = try await server(of: target, call: call, budget: &budget, logger: logger)
         return try await images(ofServer: server.id, call: call, budget: &budget, logger: logger).compactMap { wire in
             let state = try Self.state(of: wire, call: call)
             guard state != .gone else { return nil }
-            return ImageInfo(
-                id: ImageRef(id: String(wire.id)), name: wire.name ?? "", description: wire.desc ?? "",
-                target: target, createdAt: wire.createTime.flatMap(Self.parseTime), state: state, sizeBytes: nil)
+            return Self.info(of: wire, target: target, state: state)
+        }
+    }
+
+    /// The states of `images` from one `GET images/?project=` (the project's list, which carries each image's
+    /// status); an image missing from the list is asked with ``status(_:logger:)`` (a 404 there is `.gone`).
+    ///
+    /// When the list call fails, every image gets that error (transient or permanent as the failure was), so the
+    /// cost of a pass stays one request however many images bake.
+    public func statuses(
+        of images: [ImageRef], logger: Logger
+    ) async -> [ImageRef: Result<ImageState, SnapshotBackendError>] {
+        var results: [ImageRef: Result<ImageState, SnapshotBackendError>] = [:]
+        var wanted: [Int: [ImageRef]] = [:]
+        for image in images {
+            if let id = Self.imageID(image) {
+                wanted[id, default: []].append(image)
+            } else {
+                results[image] = .success(.gone)  // never a TWCC image id
+            }
+        }
+        guard !wanted.isEmpty else { return results }
+        let call = CallContext(backend: name, operation: .status)
+        var budget = budget()
+        let listed: [WireImage]
+        do {
+            listed = try await projectImages(call: call, budget: &budget, logger: logger)
+        } catch {
+            let failure = error as? SnapshotBackendError ?? call.transient("\(error)")
+            for image in wanted.values.joined() {
+                var own = failure
+                own.image = image
+                results[image] = .failure(own)
+            }
+            return results
+        }
+        for wire in listed {
+            guard let refs = wanted.removeValue(forKey: wire.id) else { continue }
+            let outcome: Result<ImageState, SnapshotBackendError>
+            do {
+                outcome = .success(try Self.state(of: wire, call: call))
+            } catch let error as SnapshotBackendError {
+                outcome = .failure(error)
+            } catch {
+                outcome = .failure(call.permanent("\(error)"))
+            }
+            for ref in refs { results[ref] = outcome.mapError { Self.error($0, about: ref) } }
+        }
+        // Not listed: deleted, or not the project's; the image's own call says which.
+        for (_, refs) in wanted.sorted(by: { $0.key < $1.key }) {
+            let outcome: Result<ImageState, SnapshotBackendError>
+            do {
+                outcome = .success(try await status(refs[0], logger: logger))
+            } catch let error as SnapshotBackendError {
+                outcome = .failure(error)
+            } catch {
+                outcome = .failure(call.transient("\(error)"))
+            }
+            for ref in refs { results[ref] = outcome.mapError { Self.error($0, about: ref) } }
+        }
+        logger.debug(
+            "TWCC statuses",
+            metadata: ["backend": "\(name)", "twcc.images": "\(images.count)", "twcc.listed": "\(listed.count)"])
+        return results
+    }
+
+    /// Every image of the project, in any state but gone: the caller picks snapcron's by the marker in the
+    /// description. One `GET images/?project=`, plus one `GET sites/?project=` to name each image's target by its
+    /// site id (the canonical spelling of a target); `target` is empty for an image whose server belongs to no
+    /// site of the project (public images, images of removed instances).
+    public func listAll(logger: Logger) async throws -> [ImageInfo]? {
+        let call = CallContext(backend: name, operation: .list)
+        var budget = budget()
+        let listed = try await projectImages(call: call, budget: &budget, logger: logger)
+        var siteOfServer: [Int: Int] = [:]
+        if listed.contains(where: { $0.server?.id != nil }) {
+            let reply = try await client.send(
+                .GET, "sites/", query: [("project", String(configuration.projectID))], call: call, budget: &budget,
+                logger: logger)
+            for site in try client.decode([WireSite].self, reply, "GET sites/", call: call) {
+                for server in site.servers ?? [] { siteOfServer[server.id] = site.id }
+            }
+        }
+        return try listed.compactMap { wire in
+            let state = try Self.state(of: wire, call: call)
+            guard state != .gone else { return nil }
+            let target = wire.server?.id.flatMap { siteOfServer[$0] }.map(String.init) ?? ""
+            return Self.info(of: wire, target: target, state: state)
         }
     }
 
@@ -170,6 +264,19 @@ public struct TWCCBackend: SnapshotBackend {
         return description.isEmpty ? marker : "\(description) \(marker)"
     }
 
+    private static func info(of wire: WireImage, target: String, state: ImageState) -> ImageInfo {
+        ImageInfo(
+            id: ImageRef(id: String(wire.id)), name: wire.name ?? "", description: wire.desc ?? "",
+            target: target, createdAt: wire.createTime.flatMap(Self.parseTime), state: state, sizeBytes: nil)
+    }
+
+    /// `error` as the error of `image` (a batch's shared failure names each image it failed).
+    private static func error(_ error: SnapshotBackendError, about image: ImageRef) -> SnapshotBackendError {
+        var own = error
+        own.image = image
+        return own
+    }
+
     private static func imageID(_ image: ImageRef) -> Int? {
         guard !image.id.isEmpty, image.id.allSatisfy(\.isNumber), let id = Int(image.id), id > 0 else { return nil }
         return id
@@ -198,6 +305,17 @@ public struct TWCCBackend: SnapshotBackend {
         let fractional = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
         if let date = try? fractional.parse(text) { return date }
         return try? Date.ISO8601FormatStyle().parse(text)
+    }
+
+    /// The server to save for `target`, and whether it was remembered from an earlier lookup rather than just
+    /// looked up (a remembered one may have gone since).
+    private func server(
+        of target: String, call: CallContext, budget: inout RetryBudget, logger: Logger
+    ) async throws -> (WireServer, remembered: Bool) {
+        if let server = await servers.server(of: target) { return (server, true) }
+        let server = try await resolveServer(of: target, call: call, budget: &budget, logger: logger)
+        await servers.remember(server, of: target)
+        return (server, false)
     }
 
     /// The server to save for `target` (a site id or name), with the `os` fields the save body needs.
@@ -241,10 +359,55 @@ public struct TWCCBackend: SnapshotBackend {
     private func images(
         ofServer serverID: Int, call: CallContext, budget: inout RetryBudget, logger: Logger
     ) async throws -> [WireImage] {
+        try await projectImages(call: call, budget: &budget, logger: logger).filter { $0.server?.id == serverID }
+    }
+
+    /// Every image of the project: `GET images/?project=<id>`, a plain JSON array (the API does not paginate).
+    private func projectImages(
+        call: CallContext, budget: inout RetryBudget, logger: Logger
+    ) async throws -> [WireImage] {
         let reply = try await client.send(
             .GET, "images/", query: [("project", String(configuration.projectID))], call: call, budget: &budget,
             logger: logger)
         return try client.decode([WireImage].self, reply, "GET images/", call: call)
-            .filter { $0.server?.id == serverID }
+    }
+}
+
+/// The server found for each target (site id or name), kept for a while so that creates on one site do not
+/// repeat the two lookups each time.
+///
+/// Concurrent first creates on one site may each look it up; the scheduler's per-backend limit keeps that small.
+actor ServerDirectory {
+    private struct Entry {
+        var server: WireServer
+        var expires: Duration
+    }
+
+    private let lifetime: Duration
+    private let timing: TWCCBackend.Timing
+    private var entries: [String: Entry] = [:]
+
+    init(lifetime: Duration, timing: TWCCBackend.Timing) {
+        self.lifetime = lifetime
+        self.timing = timing
+    }
+
+    /// The remembered server of `target`, unless its time is up.
+    func server(of target: String) -> WireServer? {
+        guard let entry = entries[target] else { return nil }
+        guard timing.now() < entry.expires else {
+            entries[target] = nil
+            return nil
+        }
+        return entry.server
+    }
+
+    func remember(_ server: WireServer, of target: String) {
+        guard lifetime > .zero else { return }
+        entries[target] = Entry(server: server, expires: timing.now() + lifetime)
+    }
+
+    func forget(_ target: String) {
+        entries[target] = nil
     }
 }

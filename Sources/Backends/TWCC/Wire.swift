@@ -24,9 +24,15 @@ struct WireImage: Decodable, Sendable {
 
 /// A VCS instance ("site").
 struct WireSite: Decodable, Sendable {
+    struct ServerRef: Decodable, Sendable {
+        var id: Int
+    }
+
     var id: Int
     var name: String?
     var status: String?
+    /// The site's servers; a VCS site has one.
+    var servers: [ServerRef]?
 }
 
 /// A server of a site; `os` and `os_version` go into the save request.
