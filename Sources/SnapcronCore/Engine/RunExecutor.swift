@@ -727,8 +727,8 @@ private final class OnceResult<T: Sendable>: Sendable {
                 state.early = result
                 return (nil, state.onResume)
             }
-        continuation?.resume(returning: result)
         action?()
+        continuation?.resume(returning: result)
     }
 }
 
