@@ -408,6 +408,27 @@ import Testing
         #expect(try sim.store.images(job: "lossy").map(\.id) == ["fake-1"])
     }
 
+    /// A create whose reply was lost, in a run that ended without finding the image by name (its look-up failed),
+    /// is recorded by the sweep however many runs of the job came after it. The sweep used to look for the fire
+    /// among the job's newest 20 runs only, and took the image for another installation's.
+    @Test func theSweepRecordsALostImageAfterManyLaterRuns() async throws {
+        let jobs = try simulationJobs("* * * * *   busy   fake:vm1   retries=0")
+        var pacing = RunPacing()
+        pacing.firstSweepDelay = 40 * 60
+        let sim = try Simulation(start: utc("2026-06-01T00:00:30Z"), pacing: pacing)
+        await sim.fake.enqueueCreate(.active, reply: .crashBeforeReply)
+        await sim.fake.failNext(.list)  // the ending run's look-up by name
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T00:45:00Z"))
+        await sim.stop()
+        let runs = try sim.runs("busy")
+        let first = try #require(runs.first)
+        #expect(first.scheduledAt == utc("2026-06-01T00:01:00Z") && first.state == .failed && first.imageID == nil)
+        #expect(runs.count > 21, "more than 20 runs after the lost image's fire when the sweep comes")
+        let found = try #require(try sim.store.image(id: "fake-1", backend: "fake"), "recorded by the sweep")
+        #expect(found.runID == first.id && found.name == first.imageName && found.state == .active)
+    }
+
     @Test func anActiveImageGetsTheSizeTheBackendListsAndAFailedLookupFailsNothing() async throws {
         let jobs = try simulationJobs("*/10 * * * *   sized   fake:vm1")
         let sim = try Simulation(start: utc("2026-06-01T00:00:00Z"))
