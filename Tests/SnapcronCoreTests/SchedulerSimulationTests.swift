@@ -378,6 +378,24 @@ import Testing
         #expect(await sim.fake.images.isEmpty)
     }
 
+    /// A run whose timeout passes while it waits for its create retry ends timed out, in the store too. The store
+    /// used to refuse claimed → timed_out (a waiting retry is `claimed`), leaving the run unfinished for good.
+    @Test func aRunWaitingForItsRetryAtItsTimeoutEndsTimedOut() async throws {
+        let jobs = try simulationJobs("0 * * * *   flaky   fake:vm1   timeout=1m retries=3")
+        var pacing = RunPacing()
+        pacing.retryBase = 600  // the retry would come 7.5 to 12.5 minutes later: after the timeout
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"), pacing: pacing)
+        await sim.fake.failNext(.create, times: 1, transient: true, message: "503 service unavailable")
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T01:30:00Z"))
+        await sim.stop()
+        let run = try #require(try sim.runs("flaky").first)
+        #expect(run.state == .timedOut)
+        #expect(run.finishedAt == utc("2026-06-01T01:01:00Z"))
+        #expect(try sim.store.unfinishedRuns().isEmpty)
+        #expect(await sim.fake.calls(of: .create).count == 1)
+    }
+
     @Test func permanentCreateFailureFailsAtOnce() async throws {
         let jobs = try simulationJobs("0 * * * *   broken   fake:vm1")
         let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
