@@ -709,6 +709,28 @@ import Testing
         #expect(creates.count == 6 && Set(creates).count == 6)
     }
 
+    /// After the clock was stepped back, an orphaned image dated in the future does not stand in for the newest:
+    /// the explicit orphan prune keeps it, and keeps the newest image dated before now (as retention does).
+    @Test func pruneOrphanedKeepsTheNewestImageNotDatedInTheFuture() async throws {
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
+        await sim.start(try simulationJobs("0 * * * *   web   fake:vm1"))
+        await sim.run(until: utc("2026-06-01T03:30:00Z"))
+        // The job now images another disk: its images of vm1 (01:00, 02:00, 03:00) are orphans.
+        await sim.service.apply(jobs: try simulationJobs("0 * * * *   web   fake:vm2"))
+        await sim.settle()
+        // The clock is stepped back to 02:30: the 03:00 image is dated in the future.
+        await sim.step(to: utc("2026-06-01T02:30:00Z"))
+        let deleted = try await sim.service.pruneOrphaned(dryRun: false)
+        await sim.settle()
+        await sim.stop()
+        let name = { (hour: Int) in
+            SchedulerService.imageName(job: "web", scheduled: utc("2026-06-01T00:00:00Z") + Double(hour * 3600))
+        }
+        #expect(deleted.map(\.image.name) == [name(1)])
+        let kept = try sim.store.images(job: "web").filter { $0.target == "vm1" && $0.state == .active }
+        #expect(kept.map(\.name).sorted() == [name(2), name(3)])
+    }
+
     @Test func clockStepForwardRunsTheNewestFireWithinTheDeadline() async throws {
         let jobs = try simulationJobs(
             """
