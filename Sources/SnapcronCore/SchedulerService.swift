@@ -208,6 +208,9 @@ public actor SchedulerService {
         sleepTask?.cancel()
     }
 
+    /// For tests that drive hanging backend calls on a manual clock: the executor's tasks still running.
+    nonisolated var backendWorkInFlight: Int { executor.inFlight }
+
     /// For tests on a manual clock: returns once no backend call is in flight and the loop is asleep.
     public func waitUntilIdle() async {
         while executor.inFlight > 0 || !isSleeping || wakeRequested || !pendingEvents.isEmpty
