@@ -731,6 +731,28 @@ import Testing
         #expect(kept.map(\.name).sorted() == [name(2), name(3)])
     }
 
+    /// A run waiting for its create retry when the daemon stops, started again after the clock was stepped back:
+    /// its retry (and its timeout) count from now. They used to keep the times the last process recorded, hours
+    /// ahead, and the run held its target until the clock caught up.
+    @Test func aRetryResumedAfterABackwardClockStepComesAtOnce() async throws {
+        let jobs = try simulationJobs("0 * * * *   flaky   fake:vm1")
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
+        await sim.fake.failNext(.create, times: 1, transient: true, message: "503 service unavailable")
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T01:00:05Z"))  // the retry is due 11 to 19 s after 01:00
+        await sim.stop()
+        #expect(try sim.runs("flaky").first?.state == .claimed)
+        // Down while the clock is stepped back six hours; started again.
+        sim.clock.manual.advance(to: utc("2026-05-31T19:00:00Z"), allowingBackwards: true)
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-05-31T19:30:00Z"))
+        await sim.stop()
+        let run = try #require(try sim.runs("flaky").first)
+        #expect(run.state == .succeeded)
+        #expect(run.attempts == 2)
+        #expect((run.finishedAt ?? .distantFuture) < utc("2026-05-31T19:01:00Z"))
+    }
+
     @Test func clockStepForwardRunsTheNewestFireWithinTheDeadline() async throws {
         let jobs = try simulationJobs(
             """
