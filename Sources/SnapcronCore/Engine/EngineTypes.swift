@@ -154,6 +154,8 @@ enum EngineEvent: Sendable {
     case createsNotStarted([Int64], error: String)
     case createFinished(Int64, CreateOutcome)
     case pollFinished(backend: String, [Int64: PollOutcome])
+    /// A run's end is written: retention (after a success) and late checks (an image left unfinished) may follow.
+    case runRecorded(job: String, state: RunState, hasImage: Bool)
     case retentionFinished(job: String)
     /// Late images became final; `activeJobs` got a new active image.
     case lateImagesChecked(stillOpen: Bool, activeJobs: Set<String>)

@@ -389,6 +389,9 @@ struct RunEngine {
             createFinished(id, outcome: outcome, now: now, out: &out)
         case .pollFinished(let backend, let outcomes):
             pollFinished(backend: backend, outcomes: outcomes, now: now, out: &out)
+        case .runRecorded(let job, let state, let hasImage):
+            if state == .succeeded { requestRetention(job: job, out: &out) }
+            if state == .timedOut && hasImage { followLateImages(now: now) }
         case .retentionFinished(let job):
             retentionRunning.remove(job)
             if retentionPending.remove(job) != nil { requestRetention(job: job, out: &out) }
@@ -689,12 +692,10 @@ struct RunEngine {
         order.asksSize = asksSize
         // A run that started a create but has no image id may have made one whose reply was lost.
         order.looksUpImage = looksUp && run.imageID == nil && run.attempts > 0
+        // Retention and late checks follow once the end is written (``EngineEvent/runRecorded``), never before.
         out.append(.finish(order))
         switch state {
-        case .succeeded:
-            requestRetention(job: run.job, out: &out)
         case .timedOut:
-            if run.imageID != nil || order.looksUpImage { followLateImages(now: now) }
             lastFailure = "\(run.job) timed out at \(Self.iso(now))"
         case .failed:
             lastFailure = "\(run.job) failed at \(Self.iso(now))"

@@ -108,12 +108,9 @@ final class RunExecutor: Sendable {
             case .finish(let order):
                 createTasks.withLock { $0.removeValue(forKey: order.run) }?.cancel()
                 if order.looksUpImage || order.asksSize {
-                    spawn {
-                        await self.finish(order)
-                        return nil
-                    }
+                    spawn { await self.finish(order) }
                 } else {
-                    await finish(order)
+                    events.append(await finish(order))
                 }
             case .retain(let order):
                 spawn {
@@ -355,7 +352,7 @@ final class RunExecutor: Sendable {
 
     // MARK: Finishing runs
 
-    private func finish(_ order: FinishOrder) async {
+    private func finish(_ order: FinishOrder) async -> EngineEvent {
         var order = order
         var found: ImageInfo?
         if order.looksUpImage, let backend = backends[order.backend] {
@@ -376,6 +373,7 @@ final class RunExecutor: Sendable {
             _ = await adopt(
                 found.id.id, runID: order.run, job: order.job, description: found.description, state: found.state)
         }
+        return .runRecorded(job: order.job, state: order.state, hasImage: order.imageID != nil)
     }
 
     /// A run that may have made an image without recording it looks the image up by its name.
