@@ -52,6 +52,8 @@ struct RunEngine {
     private var unfinishedImages: [String: Int] = [:]
     private var pollQueues: [String: MinHeap<RunTimer>] = [:]
     private var pollPassesInFlight: Set<String> = []
+    /// When each backend may have its next poll pass (``RunPacing/pollPassGap`` after the last one began).
+    private var nextPollPass: [String: Date] = [:]
     private var retentionRunning: Set<String> = []
     private var retentionPending: Set<String> = []
     private var retentionBacklog: [String] = []
@@ -202,7 +204,7 @@ struct RunEngine {
         if let first = fireQueue.first { wake = min(wake, first.due) }
         if let first = timers.first { wake = min(wake, first.due) }
         for (backend, queue) in pollQueues where !pollPassesInFlight.contains(backend) {
-            if let first = queue.first { wake = min(wake, first.due) }
+            if let first = queue.first { wake = min(wake, max(first.due, nextPollPass[backend] ?? first.due)) }
         }
         if !retentionBacklog.isEmpty { wake = now }
         for date in [nextLateImageCheck, nextSweep, nextHistoryPrune].compactMap({ $0 }) { wake = min(wake, date) }
@@ -591,14 +593,18 @@ struct RunEngine {
     /// together share one batched call).
     private mutating func startPollPasses(now: Date, out: inout [EngineAction]) {
         for backend in pollQueues.keys.sorted() where !pollPassesInFlight.contains(backend) {
-            guard var queue = pollQueues[backend], let first = queue.first, first.due <= now else { continue }
+            guard var queue = pollQueues[backend], let first = queue.first, first.due <= now,
+                now >= nextPollPass[backend] ?? now
+            else { continue }
             var orders: [PollOrder] = []
             while let top = queue.first {
                 guard var run = runs[top.run], case .waiting(let at) = run.phase, at == top.due else {
                     _ = queue.popFirst()
                     continue
                 }
-                let window = top.due <= now ? 0 : run.pollInterval * pacing.pollCoalescing
+                // Also the images due before this backend's next pass may start.
+                let window =
+                    top.due <= now ? 0 : max(run.pollInterval * pacing.pollCoalescing, pacing.pollPassGap)
                 guard top.due <= now.addingTimeInterval(window) else { break }
                 _ = queue.popFirst()
                 run.phase = .polling
@@ -612,6 +618,7 @@ struct RunEngine {
             }
             pollQueues[backend] = queue.isEmpty ? nil : queue
             if !orders.isEmpty {
+                nextPollPass[backend] = now.addingTimeInterval(pacing.pollPassGap)
                 pollPassesInFlight.insert(backend)
                 out.append(.poll(backend: backend, orders))
             }
