@@ -1,10 +1,13 @@
+import BackendTypes
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import SnapcronConfig
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import Testing
+import TWCCDescriptor
 
 @testable import TWCCBackend
 

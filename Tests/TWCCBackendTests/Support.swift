@@ -5,8 +5,6 @@ import SnapcronCore
 import SnapshotBackend
 import TWCCBackend
 
-extension ConfigValue: TWCCSettingValue {}
-
 let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
 /// Virtual time: `sleep` returns at once and moves `now`; every sleep is recorded.
