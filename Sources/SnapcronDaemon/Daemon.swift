@@ -44,6 +44,8 @@ public final class Daemon: Sendable {
     public let store: SnapcronDatabase
     public let scheduler: SchedulerService
     let backends: [String: any SnapshotBackend]
+    /// Held from start to exit: no second daemon on the same state directory.
+    let stateLock: StateDirectoryLock
     let logger: Logger
     /// systemd's notification socket; every call is a no-op outside systemd.
     let notifier = Notifier()
@@ -91,6 +93,8 @@ public final class Daemon: Sendable {
         } catch {
             throw DaemonStartError("cannot create state directory \(config.stateDirectory): \(error.localizedDescription)")
         }
+        // One daemon per state directory, before anything in it is opened: a second one fails here.
+        stateLock = try StateDirectoryLock(directory: config.stateDirectory)
         do {
             store = try SnapcronDatabase(path: config.stateDirectory + "/state.db")
         } catch {
