@@ -161,8 +161,11 @@ public final class Daemon: Sendable {
         if control == nil && notifier.isActive {
             throw DaemonStartError("the control socket \(socketOptions.path) could not be opened (see the log)")
         }
-        // Above the control socket's requests, so that a flood of them never queues in front of a fire.
-        let runner = Task(priority: .high) { [scheduler] in
+        // At the default priority, above the control socket's requests (`.low`), so that a flood of them never
+        // queues in front of a fire. Not above the default: libdispatch gives each worker thread the nice value of
+        // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
+        // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
+        let runner = Task { [scheduler] in
             try await scheduler.run(heartbeat: heartbeat, observer: observer)
         }
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { [self] signal in

@@ -91,7 +91,7 @@ final class Harness: @unchecked Sendable {  // set up once, then only read
     /// Starts the scheduler loop and waits until it sleeps.
     func startScheduler() async {
         let scheduler = self.scheduler
-        loop = Task(priority: .high) { try await scheduler.run() }  // as in Daemon.run
+        loop = Task { try await scheduler.run() }  // as in Daemon.run
         await scheduler.waitUntilIdle()
     }
 
