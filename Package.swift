@@ -23,6 +23,8 @@ let package = Package(
         .library(name: "ExecBackend", targets: ["ExecBackend"]),
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronConfig", targets: ["SnapcronConfig"]),
+        .library(name: "BackendTypes", targets: ["BackendTypes"]),
+        .library(name: "ExecDescriptor", targets: ["ExecDescriptor"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
         .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),
