@@ -18,6 +18,9 @@ let package = Package(
             name: "daemon-bench",
             dependencies: [
                 .product(name: "SnapcronCore", package: "snapcron"),
+                .product(name: "SnapcronConfig", package: "snapcron"),
+                .product(name: "BackendTypes", package: "snapcron"),
+                .product(name: "ExecDescriptor", package: "snapcron"),
                 .product(name: "SnapcronStore", package: "snapcron"),
                 .product(name: "SnapcronTestKit", package: "snapcron"),
                 .product(name: "CronExpression", package: "snapcron"),

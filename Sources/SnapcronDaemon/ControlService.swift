@@ -279,10 +279,8 @@ public final class ControlService: Sendable {
 
     func check(_ params: CheckParams) -> CheckResult {
         let file = params.file ?? "<schedule>"
-        switch Daemon.validateSchedule(
-            text: params.text, file: file, config: environment.config, backends: environment.backends,
-            now: environment.now())
-        {
+        let loader = ScheduleLoader(config: environment.config, backends: environment.backends)
+        switch loader.check(text: params.text, file: file, now: environment.now()) {
         case .success(let schedule):
             return CheckResult(
                 valid: true, jobs: schedule.jobs.count, errors: [], warnings: Self.infos(schedule.warnings))

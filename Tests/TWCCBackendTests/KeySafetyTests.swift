@@ -1,3 +1,4 @@
+import BackendTypes
 import Foundation
 import NIOCore
 import NIOHTTP1

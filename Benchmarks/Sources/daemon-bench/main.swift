@@ -1,6 +1,9 @@
+import BackendTypes
 import CronExpression
+import ExecDescriptor
 import Foundation
 import Logging
+import SnapcronConfig
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit

@@ -9,8 +9,7 @@ import SnapshotBackend
 
 /// A typed value of one `[backends.NAME]` setting, as the config reader keeps it.
 ///
-/// `SnapcronCore.ConfigValue` already has these members, so the wiring code conforms it with an empty
-/// `extension ConfigValue: TWCCSettingValue {}`; that keeps this backend free of a dependency on the core.
+/// The config's `ConfigValue` has these members; `TWCCBackend+Factory.swift` conforms it with an empty extension.
 public protocol TWCCSettingValue {
     /// The value if it is a string.
     var string: String? { get }

@@ -1,5 +1,10 @@
+import BackendTypes
+import ExecDescriptor
 import Foundation
+import LocalDescriptor
+import SnapcronConfig
 import Testing
+import TWCCDescriptor
 
 @testable import SnapcronCore
 
