@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "SnapcronConfig", targets: ["SnapcronConfig"]),
         .library(name: "BackendTypes", targets: ["BackendTypes"]),
         .library(name: "ExecDescriptor", targets: ["ExecDescriptor"]),
+        .library(name: "TWCCDescriptor", targets: ["TWCCDescriptor"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
         .library(name: "TWCCStandIn", targets: ["TWCCStandIn"]),

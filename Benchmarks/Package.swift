@@ -36,6 +36,9 @@ let package = Package(
                 .product(name: "SnapcronStore", package: "snapcron"),
                 .product(name: "SnapshotBackend", package: "snapcron"),
                 .product(name: "TWCCBackend", package: "snapcron"),
+                .product(name: "TWCCDescriptor", package: "snapcron"),
+                .product(name: "ExecDescriptor", package: "snapcron"),
+                .product(name: "BackendTypes", package: "snapcron"),
                 .product(name: "TWCCStandIn", package: "snapcron"),
                 .product(name: "ExecBackend", package: "snapcron"),
             ]

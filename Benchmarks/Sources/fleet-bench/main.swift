@@ -6,6 +6,8 @@
 //
 //   swift run -c release --package-path Benchmarks fleet-bench            all scenarios
 //   SCENARIO=twcc-40|twcc-1000|exec-50 swift run ... fleet-bench          one
+import BackendTypes
+import ExecDescriptor
 import Foundation
 import Logging
 import SnapcronCore
@@ -13,6 +15,7 @@ import SnapcronStore
 import SnapshotBackend
 import Synchronization
 import TWCCBackend
+import TWCCDescriptor
 import TWCCStandIn
 import ExecBackend
 
@@ -103,7 +106,7 @@ func runFleet(
 }
 
 func scheduleJobs(_ text: String, backend: String, type: BackendType, now: Date) throws -> [Job] {
-    var config = SnapcronConfig.default()
+    var config = SnapcronConfig(file: nil, stateDirectory: "/var/lib/snapcron-fleet-bench", backends: [:])
     config.backends[backend] = BackendConfig(name: backend, type: type)
     return try ScheduleFile.parse(text: text, file: "fleet", config: config, now: now, systemZone: .utc).jobs
 }

@@ -235,6 +235,7 @@ struct RunEngine {
         }
         fireQueue.replaceAll(with: entries)
         staleFireEntries = 0
+        nextPollPass = [:]
         for (id, var run) in runs {
             if let started = run.startedAt, started > now {
                 run.startedAt = now
