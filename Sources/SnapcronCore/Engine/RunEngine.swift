@@ -129,19 +129,7 @@ struct RunEngine {
 
     /// Picks up a run that was unfinished when the daemon stopped.
     private mutating func resume(_ record: RunRecord, now: Date, out: inout [EngineAction]) {
-        let job = jobs[record.job]?.job
-        let options = job?.options ?? JobOptions()
-        let jitter = job.map { Self.jitter(for: $0, scheduled: record.scheduledAt) } ?? 0
-        var run = EngineRun(
-            id: record.id, job: record.job, backend: record.backend ?? job?.backend ?? "",
-            target: record.target ?? job?.target ?? "",
-            scheduledAt: record.scheduledAt, trigger: record.trigger,
-            imageName: record.imageName ?? Self.imageName(job: record.job, scheduled: record.scheduledAt),
-            timeout: options.timeout.timeInterval, retries: options.retries,
-            startBy: record.trigger == .manual
-                ? nil : record.scheduledAt.addingTimeInterval(options.deadline.timeInterval + jitter),
-            attempts: record.attempts, phase: .queued, startedAt: record.startedAt,
-            pollInterval: pacing.firstPollInterval, imageID: record.imageID)
+        var run = engineRun(for: record)
         if record.state == .claimed, record.attempts == 0, let startBy = run.startBy, now > startBy {
             // Never started, and the outage outlasted its deadline: it must not hold its target against the
             // fresh catch-up fire.
@@ -413,10 +401,17 @@ struct RunEngine {
     }
 
     private mutating func track(_ record: RunRecord, now: Date) {
+        let run = engineRun(for: record)
+        insert(run)
+        enqueue(run)
+    }
+
+    /// A stored run as the engine follows it, with its job's current options (defaults for a removed job).
+    private func engineRun(for record: RunRecord) -> EngineRun {
         let job = jobs[record.job]?.job
         let options = job?.options ?? JobOptions()
         let jitter = job.map { Self.jitter(for: $0, scheduled: record.scheduledAt) } ?? 0
-        let run = EngineRun(
+        return EngineRun(
             id: record.id, job: record.job, backend: record.backend ?? job?.backend ?? "",
             target: record.target ?? job?.target ?? "", scheduledAt: record.scheduledAt, trigger: record.trigger,
             imageName: record.imageName ?? Self.imageName(job: record.job, scheduled: record.scheduledAt),
@@ -425,8 +420,6 @@ struct RunEngine {
                 ? nil : record.scheduledAt.addingTimeInterval(options.deadline.timeInterval + jitter),
             attempts: record.attempts, phase: .queued, startedAt: record.startedAt,
             pollInterval: pacing.firstPollInterval, imageID: record.imageID)
-        insert(run)
-        enqueue(run)
     }
 
     private mutating func insert(_ run: EngineRun) {
