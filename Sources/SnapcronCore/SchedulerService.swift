@@ -208,6 +208,9 @@ public actor SchedulerService {
         sleepTask?.cancel()
     }
 
+    /// For tests that drive hanging backend calls on a manual clock: the executor's tasks still running.
+    nonisolated var backendWorkInFlight: Int { executor.inFlight }
+
     /// For tests on a manual clock: returns once no backend call is in flight and the loop is asleep.
     public func waitUntilIdle() async {
         while executor.inFlight > 0 || !isSleeping || wakeRequested || !pendingEvents.isEmpty
@@ -327,12 +330,15 @@ public actor SchedulerService {
         }
     }
 
-    /// Deletes orphaned images, but never a pinned one, one not active, or the newest active one of each
-    /// (job, backend, target). Returns the images deleted (or, with `dryRun`, that would be).
+    /// Deletes orphaned images, but never a pinned one, one not active, one dated in the future, or the newest
+    /// active one of each (job, backend, target). Returns the images deleted (or, with `dryRun`, that would be).
     public func pruneOrphaned(dryRun: Bool) async throws(SchedulerError) -> [OrphanedImage] {
         let orphans = try await orphanedImages()
+        // As retention: an image dated after now (made under a wrong clock) is kept and does not count as the
+        // newest, or it would stand in for the real newest image and let it go.
+        let latestTrusted = clock.now().addingTimeInterval(RetentionPlanner.futureTolerance)
         var newest: [String: ImageRecord] = [:]
-        for orphan in orphans where orphan.image.state == .active {
+        for orphan in orphans where orphan.image.state == .active && orphan.image.createdAt <= latestTrusted {
             let key = "\(orphan.image.job)\u{0}\(orphan.image.backend)\u{0}\(orphan.image.target)"
             if let current = newest[key], (current.createdAt, current.id) >= (orphan.image.createdAt, orphan.image.id) {
                 continue
@@ -342,6 +348,7 @@ public actor SchedulerService {
         let keptIDs = Set(newest.values.map(\.key))
         let doomed = orphans.filter {
             $0.image.state == .active && !$0.image.pinned && !keptIDs.contains($0.image.key)
+                && $0.image.createdAt <= latestTrusted
         }
         if !dryRun {
             for orphan in doomed {

@@ -267,6 +267,16 @@ extension SnapcronDatabase {
         try read { db in try fetchRun(db, id: id) }
     }
 
+    /// The run of the fire (`job`, `scheduledAt`), if any: one row at most (UNIQUE (job, scheduled_at)).
+    public func run(job: String, scheduledAt: Date) throws -> RunRecord? {
+        try read { db in
+            try fetchRuns(
+                db, sql: "SELECT * FROM runs WHERE job = ? AND scheduled_at = ?",
+                arguments: [job, scheduledAt.epochSeconds]
+            ).first
+        }
+    }
+
     /// Runs a restarted daemon must resume (claimed, creating, waiting), oldest first.
     public func unfinishedRuns() throws -> [RunRecord] {
         try read { db in

@@ -379,6 +379,24 @@ import Testing
         #expect(await sim.fake.images.isEmpty)
     }
 
+    /// A run whose timeout passes while it waits for its create retry ends timed out, in the store too. The store
+    /// used to refuse claimed → timed_out (a waiting retry is `claimed`), leaving the run unfinished for good.
+    @Test func aRunWaitingForItsRetryAtItsTimeoutEndsTimedOut() async throws {
+        let jobs = try simulationJobs("0 * * * *   flaky   fake:vm1   timeout=1m retries=3")
+        var pacing = RunPacing()
+        pacing.retryBase = 600  // the retry would come 7.5 to 12.5 minutes later: after the timeout
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"), pacing: pacing)
+        await sim.fake.failNext(.create, times: 1, transient: true, message: "503 service unavailable")
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T01:30:00Z"))
+        await sim.stop()
+        let run = try #require(try sim.runs("flaky").first)
+        #expect(run.state == .timedOut)
+        #expect(run.finishedAt == utc("2026-06-01T01:01:00Z"))
+        #expect(try sim.store.unfinishedRuns().isEmpty)
+        #expect(await sim.fake.calls(of: .create).count == 1)
+    }
+
     @Test func permanentCreateFailureFailsAtOnce() async throws {
         let jobs = try simulationJobs("0 * * * *   broken   fake:vm1")
         let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
@@ -407,6 +425,27 @@ import Testing
         #expect(run.imageID == "fake-1")
         #expect(await sim.fake.images.map(\.ref.id) == ["fake-1"])
         #expect(try sim.store.images(job: "lossy").map(\.id) == ["fake-1"])
+    }
+
+    /// A create whose reply was lost, in a run that ended without finding the image by name (its look-up failed),
+    /// is recorded by the sweep however many runs of the job came after it. The sweep used to look for the fire
+    /// among the job's newest 20 runs only, and took the image for another installation's.
+    @Test func theSweepRecordsALostImageAfterManyLaterRuns() async throws {
+        let jobs = try simulationJobs("* * * * *   busy   fake:vm1   retries=0")
+        var pacing = RunPacing()
+        pacing.firstSweepDelay = 40 * 60
+        let sim = try Simulation(start: utc("2026-06-01T00:00:30Z"), pacing: pacing)
+        await sim.fake.enqueueCreate(.active, reply: .crashBeforeReply)
+        await sim.fake.failNext(.list)  // the ending run's look-up by name
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T00:45:00Z"))
+        await sim.stop()
+        let runs = try sim.runs("busy")
+        let first = try #require(runs.first)
+        #expect(first.scheduledAt == utc("2026-06-01T00:01:00Z") && first.state == .failed && first.imageID == nil)
+        #expect(runs.count > 21, "more than 20 runs after the lost image's fire when the sweep comes")
+        let found = try #require(try sim.store.image(id: "fake-1", backend: "fake"), "recorded by the sweep")
+        #expect(found.runID == first.id && found.name == first.imageName && found.state == .active)
     }
 
     @Test func anActiveImageGetsTheSizeTheBackendListsAndAFailedLookupFailsNothing() async throws {
@@ -669,6 +708,50 @@ import Testing
         #expect(runs.allSatisfy { $0.state == .succeeded && $0.trigger == .schedule })
         let creates = await sim.fake.calls(of: .create).compactMap(\.name)
         #expect(creates.count == 6 && Set(creates).count == 6)
+    }
+
+    /// After the clock was stepped back, an orphaned image dated in the future does not stand in for the newest:
+    /// the explicit orphan prune keeps it, and keeps the newest image dated before now (as retention does).
+    @Test func pruneOrphanedKeepsTheNewestImageNotDatedInTheFuture() async throws {
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
+        await sim.start(try simulationJobs("0 * * * *   web   fake:vm1"))
+        await sim.run(until: utc("2026-06-01T03:30:00Z"))
+        // The job now images another disk: its images of vm1 (01:00, 02:00, 03:00) are orphans.
+        await sim.service.apply(jobs: try simulationJobs("0 * * * *   web   fake:vm2"))
+        await sim.settle()
+        // The clock is stepped back to 02:30: the 03:00 image is dated in the future.
+        await sim.step(to: utc("2026-06-01T02:30:00Z"))
+        let deleted = try await sim.service.pruneOrphaned(dryRun: false)
+        await sim.settle()
+        await sim.stop()
+        let name = { (hour: Int) in
+            SchedulerService.imageName(job: "web", scheduled: utc("2026-06-01T00:00:00Z") + Double(hour * 3600))
+        }
+        #expect(deleted.map(\.image.name) == [name(1)])
+        let kept = try sim.store.images(job: "web").filter { $0.target == "vm1" && $0.state == .active }
+        #expect(kept.map(\.name).sorted() == [name(2), name(3)])
+    }
+
+    /// A run waiting for its create retry when the daemon stops, started again after the clock was stepped back:
+    /// its retry (and its timeout) count from now. They used to keep the times the last process recorded, hours
+    /// ahead, and the run held its target until the clock caught up.
+    @Test func aRetryResumedAfterABackwardClockStepComesAtOnce() async throws {
+        let jobs = try simulationJobs("0 * * * *   flaky   fake:vm1")
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
+        await sim.fake.failNext(.create, times: 1, transient: true, message: "503 service unavailable")
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T01:00:05Z"))  // the retry is due 11 to 19 s after 01:00
+        await sim.stop()
+        #expect(try sim.runs("flaky").first?.state == .claimed)
+        // Down while the clock is stepped back six hours; started again.
+        sim.clock.manual.advance(to: utc("2026-05-31T19:00:00Z"), allowingBackwards: true)
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-05-31T19:30:00Z"))
+        await sim.stop()
+        let run = try #require(try sim.runs("flaky").first)
+        #expect(run.state == .succeeded)
+        #expect(run.attempts == 2)
+        #expect((run.finishedAt ?? .distantFuture) < utc("2026-05-31T19:01:00Z"))
     }
 
     @Test func clockStepForwardRunsTheNewestFireWithinTheDeadline() async throws {

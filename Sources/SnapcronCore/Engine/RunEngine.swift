@@ -137,6 +137,10 @@ struct RunEngine {
                 .finish(finishOrder(run, state: .missed, error: "not started before its deadline (daemon was down)")))
             return
         }
+        // A clock stepped back while the daemon was down leaves the run's recorded times ahead of now: as for a
+        // step seen while running (`detectBackwardStep`), they count from now, or the run would wait out the
+        // step before its retry and its timeout, holding its target all that time.
+        if let started = run.startedAt, started > now { run.startedAt = now }
         switch record.state {
         case .waiting where record.imageID != nil:
             run.holdsQuota = true
@@ -145,7 +149,8 @@ struct RunEngine {
             run.resumesAfterRestart = !run.finalPoll
             run.phase = .waiting(now)
         case .claimed where record.attempts > 0:
-            run.phase = .retryDue(max(now, record.nextPollAt ?? now))
+            let retry = record.nextPollAt ?? now
+            run.phase = .retryDue(retry > now.addingTimeInterval(pacing.retryMax) ? now : max(now, retry))
         default:
             break  // claimed, or creating: create again by name (the backend finds the image if it was made)
         }

@@ -587,8 +587,9 @@ final class RunExecutor: Sendable {
                     guard let marker = ImageMarker.parse(info.description), let scheduled = marker.scheduled else {
                         continue
                     }
-                    let runs = try await store.runs(job: marker.job, state: nil, since: scheduled, limit: 20)
-                    guard let run = runs.first(where: { $0.scheduledAt == scheduled && $0.imageName == info.name })
+                    // The fire itself, however many runs of the job came after it.
+                    guard let run = try await store.run(job: marker.job, scheduledAt: scheduled),
+                        run.imageName == info.name
                     else {
                         foreign.append(info.id.id)
                         continue

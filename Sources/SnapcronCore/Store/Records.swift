@@ -34,7 +34,8 @@ public enum RunState: String, Sendable, CaseIterable, Codable {
     public func allowsTransition(to next: RunState) -> Bool {
         switch self {
         case .claimed:
-            [.creating, .failed, .missed, .skipped, .cancelled].contains(next)
+            // claimed → timed_out: a run waiting for its retry (or for a create slot) when its timeout passes.
+            [.creating, .failed, .timedOut, .missed, .skipped, .cancelled].contains(next)
         case .creating:
             // creating → creating: a create resumed after a crash (same image name);
             // creating → claimed: a transient failure waiting for its retry.

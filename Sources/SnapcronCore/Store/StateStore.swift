@@ -59,6 +59,8 @@ public protocol StateStore: Sendable {
     /// Records the image of a run that already ended without one (found later by its name).
     func adoptImage(runID: Int64, imageID: String, description: String?, now: Date) async throws -> RunRecord
     func run(id: Int64) async throws -> RunRecord?
+    /// The run of the fire (`job`, `scheduledAt`) this store claimed or recorded, if any.
+    func run(job: String, scheduledAt: Date) async throws -> RunRecord?
     /// History, newest fire first.
     func runs(job: String?, state: RunState?, since: Date?, limit: Int) async throws -> [RunRecord]
     /// The most recently finished failed or timed-out run.
