@@ -22,6 +22,10 @@ let package = Package(
         .library(name: "TWCCBackend", targets: ["TWCCBackend"]),
         .library(name: "ExecBackend", targets: ["ExecBackend"]),
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
+        .library(name: "SnapcronConfig", targets: ["SnapcronConfig"]),
+        .library(name: "BackendTypes", targets: ["BackendTypes"]),
+        .library(name: "ExecDescriptor", targets: ["ExecDescriptor"]),
+        .library(name: "TWCCDescriptor", targets: ["TWCCDescriptor"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
         .library(name: "TWCCStandIn", targets: ["TWCCStandIn"]),
@@ -45,33 +49,49 @@ let package = Package(
         // timerfd/eventfd, which Glibc's Swift module does not export.
         .target(name: "CLinuxShims"),
         .target(name: "SnapshotBackend", dependencies: [logging], swiftSettings: swiftSettings),
-        // The target syntax of each backend type, pure: the backends apply it, and so does `snapcronctl check`
-        // without linking them.
-        .target(name: "TargetRules", dependencies: ["SnapshotBackend"], swiftSettings: swiftSettings),
+        // What a backend type is (descriptor and factory protocols, target rules, the settings reader, config
+        // values), pure: every backend type's descriptor builds on it.
+        .target(name: "BackendTypes", dependencies: ["SnapshotBackend"], swiftSettings: swiftSettings),
+        // One folder per backend type: a pure descriptor module (keys, settings, target rule) in Descriptor/, which
+        // the config reader and `snapcronctl check` link, and the backend module with its factory, which only the
+        // daemon links. Listed once, in BackendType.all (Sources/SnapcronConfig).
+        .target(
+            name: "LocalDescriptor", dependencies: ["BackendTypes"], path: "Sources/Backends/Local/Descriptor",
+            swiftSettings: swiftSettings),
         .target(
             name: "LocalBackend",
             dependencies: [
-                "SnapshotBackend", "TargetRules", logging, .product(name: "Crypto", package: "swift-crypto"),
+                "SnapshotBackend", "BackendTypes", "LocalDescriptor", logging,
+                .product(name: "Crypto", package: "swift-crypto"),
             ],
             path: "Sources/Backends/Local",
+            exclude: ["Descriptor"],
             swiftSettings: swiftSettings
         ),
         // pipe2, POSIX_SPAWN_SETSID and addclosefrom_np, which Glibc's Swift module does not export.
         .target(name: "CExecShims"),
         .target(
+            name: "ExecDescriptor", dependencies: ["BackendTypes"], path: "Sources/Backends/Exec/Descriptor",
+            swiftSettings: swiftSettings),
+        .target(
             name: "ExecBackend",
-            dependencies: ["SnapshotBackend", "TargetRules", "CExecShims", logging],
+            dependencies: ["SnapshotBackend", "BackendTypes", "ExecDescriptor", "CExecShims", logging],
             path: "Sources/Backends/Exec",
+            exclude: ["Descriptor"],
             swiftSettings: swiftSettings
         ),
         .target(
+            name: "TWCCDescriptor", dependencies: ["BackendTypes"], path: "Sources/Backends/TWCC/Descriptor",
+            swiftSettings: swiftSettings),
+        .target(
             name: "TWCCBackend",
             dependencies: [
-                "SnapshotBackend", "TargetRules", logging,
+                "SnapshotBackend", "BackendTypes", "TWCCDescriptor", logging,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Sources/Backends/TWCC",
+            exclude: ["Descriptor"],
             swiftSettings: swiftSettings
         ),
         // A stand-in of the TWCC VCS API on loopback, for the TWCC tests and the benchmarks (simulated time).
@@ -105,7 +125,16 @@ let package = Package(
         .target(
             name: "SnapcronCore",
             dependencies: [
-                "CronExpression", "CLinuxShims", "SnapshotBackend", "TargetRules", logging,
+                "CronExpression", "CLinuxShims", "SnapshotBackend", "BackendTypes", logging,
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // Reads snapcron.toml (TOMLKit) into SnapcronCore's model, each backend table by its type's descriptor; the
+        // list of backend types. No backend module: `snapcronctl check` uses it without their network stacks.
+        .target(
+            name: "SnapcronConfig",
+            dependencies: [
+                "SnapcronCore", "BackendTypes", "LocalDescriptor", "ExecDescriptor", "TWCCDescriptor",
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings
@@ -119,7 +148,9 @@ let package = Package(
         .target(
             name: "SnapcronDaemon",
             dependencies: [
-                "SnapcronCore", "SnapcronStore", "SnapshotBackend", "LocalBackend", "ExecBackend", "TWCCBackend",
+                "SnapcronCore", "SnapcronConfig", "BackendTypes", "SnapcronStore", "SnapshotBackend",
+                // Linked for their factories (BackendType.factory finds them); never named in the code.
+                "LocalBackend", "ExecBackend", "TWCCBackend",
                 "SnapcronSystemd", "ControlProtocol", logging, nioCore, nioPosix, nioConcurrency,
             ],
             swiftSettings: swiftSettings
@@ -136,7 +167,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "snapcronctl",
-            dependencies: ["CronExpression", "SnapcronCore", "ControlProtocol", "ControlClient", argumentParser],
+            // No backend module: `check` validates settings and targets by the descriptors (SnapcronConfig).
+            dependencies: [
+                "CronExpression", "SnapcronCore", "SnapcronConfig", "ControlProtocol", "ControlClient", argumentParser,
+            ],
             swiftSettings: swiftSettings
         ),
         // Child process for the crash-safety test: hammers the store until SIGKILLed.
@@ -150,7 +184,18 @@ let package = Package(
         ),
         .testTarget(
             name: "SnapcronCoreTests",
-            dependencies: ["SnapcronCore", "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", logging],
+            dependencies: [
+                "SnapcronCore", "SnapcronConfig", "BackendTypes", "LocalDescriptor", "ExecDescriptor", "TWCCDescriptor",
+                "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", logging,
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // snapcron.toml read into the model, every backend type's settings by its descriptor.
+        .testTarget(
+            name: "SnapcronConfigTests",
+            dependencies: [
+                "SnapcronConfig", "SnapcronCore", "BackendTypes", "LocalDescriptor", "ExecDescriptor", "TWCCDescriptor",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -165,8 +210,8 @@ let package = Package(
         .testTarget(
             name: "ControlServerTests",
             dependencies: [
-                "SnapcronDaemon", "ControlProtocol", "ControlClient", "SnapcronCore", "SnapcronStore",
-                "SnapcronTestKit", "SnapshotBackend", logging, nioCore,
+                "SnapcronDaemon", "ControlProtocol", "ControlClient", "SnapcronCore", "SnapcronConfig", "BackendTypes",
+                "ExecDescriptor", "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", logging, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
@@ -198,8 +243,8 @@ let package = Package(
         .testTarget(
             name: "TWCCBackendTests",
             dependencies: [
-                "TWCCBackend", "TWCCStandIn", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", "SnapcronStore",
-                logging,
+                "TWCCBackend", "TWCCStandIn", "TWCCDescriptor", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
+                "SnapcronCore", "SnapcronConfig", "SnapcronStore", logging,
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -210,8 +255,8 @@ let package = Package(
         .testTarget(
             name: "ExecBackendTests",
             dependencies: [
-                "ExecBackend", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore", "SnapcronDaemon", "SnapcronStore",
-                logging,
+                "ExecBackend", "ExecDescriptor", "BackendTypes", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore",
+                "SnapcronConfig", "SnapcronDaemon", "SnapcronStore", logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -225,7 +270,10 @@ let package = Package(
         // Runs the built snapcrond binary against real files and a real database, and kills it.
         .testTarget(
             name: "SnapcrondTests",
-            dependencies: ["snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", nioConcurrency],
+            dependencies: [
+                "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", "SnapcronConfig", "BackendTypes",
+                "LocalDescriptor", nioConcurrency,
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -18,10 +18,29 @@ let package = Package(
             name: "daemon-bench",
             dependencies: [
                 .product(name: "SnapcronCore", package: "snapcron"),
+                .product(name: "SnapcronConfig", package: "snapcron"),
+                .product(name: "BackendTypes", package: "snapcron"),
+                .product(name: "ExecDescriptor", package: "snapcron"),
                 .product(name: "SnapcronStore", package: "snapcron"),
                 .product(name: "SnapcronTestKit", package: "snapcron"),
                 .product(name: "CronExpression", package: "snapcron"),
                 .product(name: "SnapshotBackend", package: "snapcron"),
+            ]
+        ),
+        // A fleet's night on the real run engine and real backend code: TWCC against the stand-in API, exec with
+        // real processes; time runs on a clock sped up by a known factor (the backend's pacing too).
+        .executableTarget(
+            name: "fleet-bench",
+            dependencies: [
+                .product(name: "SnapcronCore", package: "snapcron"),
+                .product(name: "SnapcronStore", package: "snapcron"),
+                .product(name: "SnapshotBackend", package: "snapcron"),
+                .product(name: "TWCCBackend", package: "snapcron"),
+                .product(name: "TWCCDescriptor", package: "snapcron"),
+                .product(name: "ExecDescriptor", package: "snapcron"),
+                .product(name: "BackendTypes", package: "snapcron"),
+                .product(name: "TWCCStandIn", package: "snapcron"),
+                .product(name: "ExecBackend", package: "snapcron"),
             ]
         ),
     ]

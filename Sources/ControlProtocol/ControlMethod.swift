@@ -2,15 +2,16 @@ import Foundation
 
 /// The methods of the control socket.
 public enum ControlMethod: String, Sendable, CaseIterable, Codable {
-    case status, jobs, job, next, history, images, run, freshness
+    case status, jobs, job, next, history, images, orphans, run, freshness
     case trigger, pause, resume, pin, unpin, reload, check, prune
+    case pruneOrphans = "prune_orphans"
 
     /// Whether the method can change the daemon's state: only root, the daemon's user and the socket's group
-    /// may call it. `prune` with `dry_run` only reads (see ``ParsedRequest/changesState``).
+    /// may call it. `prune` and `prune_orphans` with `dry_run` only read (see ``ParsedRequest/changesState``).
     public var changesState: Bool {
         switch self {
-        case .status, .jobs, .job, .next, .history, .images, .run, .freshness, .check: false
-        case .trigger, .pause, .resume, .pin, .unpin, .reload, .prune: true
+        case .status, .jobs, .job, .next, .history, .images, .orphans, .run, .freshness, .check: false
+        case .trigger, .pause, .resume, .pin, .unpin, .reload, .prune, .pruneOrphans: true
         }
     }
 }
@@ -69,7 +70,7 @@ public struct ParamType: Sendable, Hashable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) { hasher.combine(description) }
 }
 
-/// No parameters (`status`, `jobs`, `reload`).
+/// No parameters (`status`, `jobs`, `orphans`, `reload`).
 public struct NoParams: ControlParams, Hashable {
     public static let members: [ParamMember] = []
     public init() {}
@@ -158,4 +159,11 @@ public struct PruneParams: ControlParams, Hashable {
         self.job = job
         self.dryRun = dryRun
     }
+}
+
+/// `prune_orphans`: delete the orphaned images (see ``OrphansResult``), or with `dry_run` only show which.
+public struct PruneOrphansParams: ControlParams, Hashable {
+    public static let members: [ParamMember] = [.boolean("dry_run")]
+    public var dryRun: Bool?
+    public init(dryRun: Bool? = nil) { self.dryRun = dryRun }
 }

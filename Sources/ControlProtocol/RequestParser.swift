@@ -7,9 +7,10 @@ public struct ParsedRequest: Sendable {
     public var method: ControlMethod
     private var params: JSONValue?
 
-    /// Whether this call may change state: the method's own rule, except that `prune` with `dry_run` reads.
+    /// Whether this call may change state: the method's own rule, except that `prune` and `prune_orphans` with
+    /// `dry_run` read.
     public var changesState: Bool {
-        if method == .prune, case .bool(true)? = params?["dry_run"] { return false }
+        if method == .prune || method == .pruneOrphans, case .bool(true)? = params?["dry_run"] { return false }
         return method.changesState
     }
 

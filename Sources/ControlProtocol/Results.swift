@@ -381,3 +381,81 @@ public struct PruneResult: Codable, Sendable, Hashable {
         self.deleting = deleting
     }
 }
+
+/// An image of a (job, backend, target) that no job of the schedule images now: the job was pointed at another
+/// target, or left the schedule. Retention leaves it alone; only `prune_orphans` deletes it.
+public struct OrphanedImageInfo: Codable, Sendable, Hashable {
+    public var job: String
+    public var backend: String
+    public var target: String
+    public var id: String
+    public var name: String
+    public var createdAt: Date
+    public var state: String
+    public var pinned: Bool
+    /// Why it is an orphan, e.g. `job db now images local:/vm2.img` or `no job db in the schedule`.
+    public var reason: String
+
+    public init(
+        job: String, backend: String, target: String, id: String, name: String, createdAt: Date, state: String,
+        pinned: Bool, reason: String
+    ) {
+        self.job = job
+        self.backend = backend
+        self.target = target
+        self.id = id
+        self.name = name
+        self.createdAt = createdAt
+        self.state = state
+        self.pinned = pinned
+        self.reason = reason
+    }
+}
+
+/// `orphans`: every orphaned image (deleted ones left out).
+public struct OrphansResult: Codable, Sendable, Hashable {
+    public var images: [OrphanedImageInfo]
+    public init(images: [OrphanedImageInfo]) { self.images = images }
+}
+
+/// `prune_orphans`: the orphaned images deleted, or with `dry_run` those that would be; never a pinned one, one not
+/// active, or the newest active one of each old (job, backend, target).
+public struct PruneOrphansResult: Codable, Sendable, Hashable {
+    public struct Deletion: Codable, Sendable, Hashable {
+        public var job: String
+        public var backend: String
+        public var target: String
+        public var id: String
+        public var name: String
+        public var createdAt: Date
+        /// The image's state in the store after the call: `deleted`, or still `active` for a dry run or a delete
+        /// the backend refused (the journal says why).
+        public var state: String
+        /// Always `delete`, as in `prune`.
+        public var action: String
+        /// Why the image is an orphan.
+        public var reason: String
+
+        public init(
+            job: String, backend: String, target: String, id: String, name: String, createdAt: Date, state: String,
+            action: String, reason: String
+        ) {
+            self.job = job
+            self.backend = backend
+            self.target = target
+            self.id = id
+            self.name = name
+            self.createdAt = createdAt
+            self.state = state
+            self.action = action
+            self.reason = reason
+        }
+    }
+
+    public var dryRun: Bool
+    public var images: [Deletion]
+    public init(dryRun: Bool, images: [Deletion]) {
+        self.dryRun = dryRun
+        self.images = images
+    }
+}

@@ -1,3 +1,4 @@
+import BackendTypes
 import Foundation
 
 /// What to do when a job fires while its previous run of the same target is unfinished.

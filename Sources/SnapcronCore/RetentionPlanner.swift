@@ -1,3 +1,4 @@
+import BackendTypes
 import Foundation
 
 /// A GFS tier of retention: the calendar period whose newest image a `keep-<period>=N` rule keeps.

@@ -1,3 +1,4 @@
+import BackendTypes
 import CronExpression
 import Foundation
 
@@ -474,10 +475,10 @@ struct ScheduleParser {
             error("missing ID after '\(name):' in target", at: line, column..<column + 1)
             return (nil, id)
         }
-        if backend.type == .local, !id.hasPrefix("/") {
+        if backend.type.descriptor.targetsAreAbsolutePaths, !id.hasPrefix("/") {
             error(
-                "target of local backend '\(name)' must be an absolute path, got '\(id)'", at: line, idColumns,
-                note: "e.g. \(name):/var/lib/libvirt/images/web.qcow2")
+                "target of \(backend.type.name) backend '\(name)' must be an absolute path, got '\(id)'", at: line,
+                idColumns, note: "e.g. \(name):\(backend.type.descriptor.exampleTarget)")
             return (nil, id)
         }
         return (backend, id)
@@ -488,11 +489,10 @@ struct ScheduleParser {
     }
 
     var exampleTarget: String {
-        let backend = config.backends.values.sorted { $0.name < $1.name }.first
-        return switch backend?.type {
-        case .local?, nil: "\(backend?.name ?? "local"):/var/lib/libvirt/images/web.qcow2"
-        case let type?: "\(backend!.name):\(type == .twcc ? "101" : "tank/vm/web")"
+        guard let backend = config.backends.values.min(by: { $0.name < $1.name }) else {
+            return "local:/var/lib/libvirt/images/web.qcow2"
         }
+        return "\(backend.name):\(backend.type.descriptor.exampleTarget)"
     }
 
     mutating func error(_ message: String, at line: SourceLine, _ columns: Range<Int>, note: String? = nil) {

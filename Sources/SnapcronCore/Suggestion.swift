@@ -1,7 +1,7 @@
 /// Finds the "did you mean" candidate for a misspelt name.
-enum Suggestion {
+public enum Suggestion {
     /// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
-    static func closest(to word: String, in candidates: some Sequence<String>) -> String? {
+    public static func closest(to word: String, in candidates: some Sequence<String>) -> String? {
         let word = word.lowercased()
         // Allow about one edit per three characters, at least one: `kep` → `keep`, but not `foo` → `keep`.
         let limit = max(1, word.count / 3)

@@ -1,30 +1,17 @@
-import TargetRules
+import BackendTypes
 
 /// Checks the targets of one backend: a live backend's `validate(target:)` in the daemon, the ``TargetRule`` of its
 /// type in `snapcronctl check`. Throws what is wrong, worded for the operator.
 public typealias TargetValidator = @Sendable (_ target: String) throws -> Void
 
 extension SnapcronConfig {
-    /// The settings of a `local` backend; without its own, images go to `<state_dir>/images`.
-    public func localSettings(of backend: BackendConfig) -> LocalBackendSettings {
-        backend.local ?? LocalBackendSettings(imagesDirectory: Self.joinPath(stateDirectory, "images"))
-    }
-
-    /// Each configured backend's target check by name, from the config alone: the rule of its type with its
-    /// settings. The backends the daemon builds from the same settings apply the same rules.
+    /// Each configured backend's target check by name, from the config alone: the rule its type's descriptor makes
+    /// from its settings. The backends the daemon builds from the same settings apply the same rules.
     public var targetValidators: [String: TargetValidator] {
-        var validators: [String: TargetValidator] = [:]
-        for (name, backend) in backends {
-            let rule: TargetRule
-            switch backend.type {
-            case .local: rule = .local(imagesDirectory: localSettings(of: backend).imagesDirectory)
-            case .exec: rule = .exec(pattern: backend.exec?.targetPattern)
-            case .twcc: rule = .twcc
-            default: continue  // reported as not available when a job uses it
-            }
-            validators[name] = { target in try rule.validate(target, backend: name) }
+        backends.mapValues { backend in
+            let (rule, name) = (backend.targetRule(stateDirectory: stateDirectory), backend.name)
+            return { target in try rule.validate(target, backend: name) }
         }
-        return validators
     }
 }
 

@@ -394,8 +394,9 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         let line = pending.removeFirst()
         let (service, peer) = (server.service, peer)
         let promise = context.eventLoop.makePromise(of: ControlResponse?.self)
-        // At the default priority, below the scheduler loop's (see `Daemon.run`): its fires run first.
-        promise.completeWithTask { await service.response(to: line, peer: peer) }
+        // Below the scheduler loop, which runs at the default priority (see `Daemon.run`): its fires run first. The
+        // task completes the promise itself: awaiting it from a default-priority task would raise it back.
+        Task(priority: .low) { promise.succeed(await service.response(to: line, peer: peer)) }
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
             let (handler, context) = loopBound.value

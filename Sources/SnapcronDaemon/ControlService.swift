@@ -110,6 +110,9 @@ public final class ControlService: Sendable {
         case .next: return try encode(next(try request.decodeParams(NextParams.self)))
         case .history: return try encode(history(try request.decodeParams(HistoryParams.self)))
         case .images: return try encode(images(job: try request.decodeParams(JobParams.self).job))
+        case .orphans:
+            _ = try request.decodeParams(NoParams.self)
+            return try encode(await orphans())
         case .run: return try encode(run(id: try request.decodeParams(RunParams.self).id))
         case .freshness:
             _ = try request.decodeParams(NoParams.self)
@@ -124,6 +127,8 @@ public final class ControlService: Sendable {
             return try encode(await reload())
         case .check: return try encode(check(try request.decodeParams(CheckParams.self)))
         case .prune: return try encode(await prune(try request.decodeParams(PruneParams.self)))
+        case .pruneOrphans:
+            return try encode(await pruneOrphans(try request.decodeParams(PruneOrphansParams.self)))
         }
     }
 
@@ -247,6 +252,23 @@ public final class ControlService: Sendable {
         return ImagesResult(job: name, images: images.map { imageInfo($0, plan: plan) })
     }
 
+    /// Images of targets no job images now; the scheduler decides which (it holds the live schedule).
+    func orphans() async throws -> OrphansResult {
+        let orphans: [OrphanedImage]
+        do {
+            orphans = try await environment.scheduler.orphanedImages()
+        } catch {
+            throw RPCError(error, context: "cannot list the orphaned images")
+        }
+        return OrphansResult(
+            images: orphans.map {
+                OrphanedImageInfo(
+                    job: $0.image.job, backend: $0.image.backend, target: $0.image.target, id: $0.image.id,
+                    name: $0.image.name, createdAt: $0.image.createdAt, state: $0.image.state.rawValue,
+                    pinned: $0.image.pinned, reason: $0.reason)
+            })
+    }
+
     func run(id: Int64) throws -> RunInfo {
         let store = environment.store
         guard let record = try storeCall({ try store.run(id: id) }) else {
@@ -279,10 +301,8 @@ public final class ControlService: Sendable {
 
     func check(_ params: CheckParams) -> CheckResult {
         let file = params.file ?? "<schedule>"
-        switch Daemon.validateSchedule(
-            text: params.text, file: file, config: environment.config, backends: environment.backends,
-            now: environment.now())
-        {
+        let loader = ScheduleLoader(config: environment.config, backends: environment.backends)
+        switch loader.check(text: params.text, file: file, now: environment.now()) {
         case .success(let schedule):
             return CheckResult(
                 valid: true, jobs: schedule.jobs.count, errors: [], warnings: Self.infos(schedule.warnings))
@@ -386,6 +406,32 @@ public final class ControlService: Sendable {
                     reasons: $0.reasons)
             },
             deleting: dryRun || keepsEverything ? [] : plan.deletions.map(\.id))
+    }
+
+    func pruneOrphans(_ params: PruneOrphansParams) async throws -> PruneOrphansResult {
+        let dryRun = params.dryRun ?? false
+        let chosen: [OrphanedImage]
+        do {
+            chosen = try await environment.scheduler.pruneOrphaned(dryRun: dryRun)
+        } catch {
+            throw RPCError(error, context: "cannot prune the orphaned images")
+        }
+        let store = environment.store
+        // The deletes have finished (or failed) when the scheduler answers: report each image's state now.
+        let states = try storeCall {
+            try chosen.map { orphan in
+                guard !dryRun else { return orphan.image.state }
+                return try store.image(id: orphan.image.id, backend: orphan.image.backend)?.state ?? orphan.image.state
+            }
+        }
+        return PruneOrphansResult(
+            dryRun: dryRun,
+            images: zip(chosen, states).map { orphan, state in
+                PruneOrphansResult.Deletion(
+                    job: orphan.image.job, backend: orphan.image.backend, target: orphan.image.target,
+                    id: orphan.image.id, name: orphan.image.name, createdAt: orphan.image.createdAt,
+                    state: state.rawValue, action: "delete", reason: orphan.reason)
+            })
     }
 
     // MARK: Helpers

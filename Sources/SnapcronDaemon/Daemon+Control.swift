@@ -46,23 +46,7 @@ extension Daemon {
         // systemd 252 has no notify-reload; these still tell it (and `systemctl status`) what is going on.
         notifier.reloading()
         defer { notifier.ready(status: nil) }
-        let text: String
-        if let data = FileManager.default.contents(atPath: schedulePath),
-            let decoded = String(data: data, encoding: .utf8)
-        {
-            text = decoded
-        } else {
-            let problem: DiagnosticList = [
-                .error(
-                    "cannot read schedule: '\(schedulePath)' is missing, unreadable or not UTF-8 text",
-                    file: schedulePath)
-            ]
-            logFailedReload(problem)
-            return .failure(problem)
-        }
-        switch Self.validateSchedule(
-            text: text, file: schedulePath, config: config, backends: backends, now: clock.now())
-        {
+        switch ScheduleLoader(config: config, backends: backends).load(path: schedulePath, now: clock.now()) {
         case .success(let schedule):
             Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
             await scheduler.apply(jobs: schedule.jobs)
@@ -81,22 +65,5 @@ extension Daemon {
         logger.error(
             "Reload failed; the running schedule stays",
             metadata: ["event": "schedule.reload_failed", "error": "\(diagnostics.description)"])
-    }
-
-    /// Parses schedule text and checks each job's target with its backend, like a load but without applying it.
-    ///
-    /// The targets go through the same check as in `snapcronctl check` (``Schedule/checkingTargets(with:)``), so
-    /// both report the same diagnostics.
-    public static func validateSchedule(
-        text: String, file: String, config: SnapcronConfig, backends: [String: any SnapshotBackend], now: Date
-    ) -> Result<Schedule, DiagnosticList> {
-        let schedule: Schedule
-        do {
-            schedule = try ScheduleFile.parse(text: text, file: file, config: config, now: now)
-        } catch {
-            return .failure(error)
-        }
-        return schedule.checkingTargets(
-            with: backends.mapValues { backend in { target in try backend.validate(target: target) } })
     }
 }

@@ -1,12 +1,11 @@
-import ExecBackend
+import BackendTypes
 import Foundation
-import LocalBackend
 import Logging
+import SnapcronConfig
 import SnapcronCore
 import SnapcronStore
 import SnapcronSystemd
 import SnapshotBackend
-import TWCCBackend
 
 /// What `snapcrond` was asked to run with; nil fields take the config's (or the built-in) defaults.
 public struct DaemonOptions: Sendable {
@@ -45,6 +44,8 @@ public final class Daemon: Sendable {
     public let store: SnapcronDatabase
     public let scheduler: SchedulerService
     let backends: [String: any SnapshotBackend]
+    /// Held from start to exit: no second daemon on the same state directory.
+    let stateLock: StateDirectoryLock
     let logger: Logger
     /// systemd's notification socket; every call is a no-op outside systemd.
     let notifier = Notifier()
@@ -68,17 +69,16 @@ public final class Daemon: Sendable {
         self.logger = logger
         clock = SystemClock()
         startedAt = clock.now()
-        var config: SnapcronConfig
+        let config: SnapcronConfig
         do {
             if let path = options.configPath {
-                config = try SnapcronConfig.load(path: path)
+                config = try SnapcronConfig.load(path: path, stateDirectory: options.stateDirectory)
             } else {
-                config = try SnapcronConfig.loadIfPresent()
+                config = try SnapcronConfig.loadIfPresent(stateDirectory: options.stateDirectory)
             }
         } catch {
             throw DaemonStartError(error.description)
         }
-        if let stateDirectory = options.stateDirectory { config = Self.moving(config, to: stateDirectory) }
         self.config = config
         schedulePath = options.schedulePath ?? config.schedulePath
         socketOptions = ControlSocketOptions(
@@ -93,13 +93,19 @@ public final class Daemon: Sendable {
         } catch {
             throw DaemonStartError("cannot create state directory \(config.stateDirectory): \(error.localizedDescription)")
         }
+        // One daemon per state directory, before anything in it is opened: a second one fails here.
+        stateLock = try StateDirectoryLock(directory: config.stateDirectory)
         do {
             store = try SnapcronDatabase(path: config.stateDirectory + "/state.db")
         } catch {
             throw DaemonStartError("cannot open the state database: \(error)")
         }
-        backends = try BackendFactory.makeBackends(config, copyPoint: copyPoint)
-        let schedule = try Self.loadSchedule(path: schedulePath, config: config, backends: backends)
+        backends = try LiveBackends.make(config, copyPoint: copyPoint)
+        let schedule: Schedule
+        switch ScheduleLoader(config: config, backends: backends).load(path: schedulePath, now: clock.now()) {
+        case .success(let loaded): schedule = loaded
+        case .failure(let diagnostics): throw DaemonStartError(diagnostics.description)
+        }
         Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
         catalog.update(schedule.jobs)
         var pacing = RunPacing()
@@ -131,34 +137,6 @@ public final class Daemon: Sendable {
         }
     }
 
-    /// The config with its state directory (and the default images directory under it) moved.
-    static func moving(_ config: SnapcronConfig, to stateDirectory: String) -> SnapcronConfig {
-        var moved = config
-        let oldImages = config.stateDirectory + "/images"
-        moved.stateDirectory = stateDirectory
-        for (name, backend) in config.backends where backend.local?.imagesDirectory == oldImages {
-            moved.backends[name]?.local?.imagesDirectory = stateDirectory + "/images"  // other settings stay
-        }
-        return moved
-    }
-
-    /// Parses the schedule and checks each job's target with its backend; all problems at once.
-    static func loadSchedule(
-        path: String, config: SnapcronConfig, backends: [String: any SnapshotBackend]
-    ) throws(DaemonStartError) -> Schedule {
-        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8)
-        else {
-            throw DaemonStartError(
-                DiagnosticList([
-                    .error("cannot read schedule: '\(path)' is missing, unreadable or not UTF-8 text", file: path)
-                ]).description)
-        }
-        switch validateSchedule(text: text, file: path, config: config, backends: backends, now: Date()) {
-        case .success(let schedule): return schedule
-        case .failure(let diagnostics): throw DaemonStartError(diagnostics.description)
-        }
-    }
-
     /// Re-reads the schedule and applies it; on any error the running schedule stays and the error is returned.
     public func reload() async -> Result<Int, DaemonStartError> {
         await reloadSchedule().map(\.jobs.count).mapError { DaemonStartError($0.description) }
@@ -186,8 +164,11 @@ public final class Daemon: Sendable {
         if control == nil && notifier.isActive {
             throw DaemonStartError("the control socket \(socketOptions.path) could not be opened (see the log)")
         }
-        // Above the control socket's requests, so that a flood of them never queues in front of a fire.
-        let runner = Task(priority: .high) { [scheduler] in
+        // At the default priority, above the control socket's requests (`.low`), so that a flood of them never
+        // queues in front of a fire. Not above the default: libdispatch gives each worker thread the nice value of
+        // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
+        // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
+        let runner = Task { [scheduler] in
             try await scheduler.run(heartbeat: heartbeat, observer: observer)
         }
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { [self] signal in
@@ -229,84 +210,35 @@ final class SignalWatcher: @unchecked Sendable {  // sources are set once in ini
     }
 }
 
-/// Builds the configured backends.
-enum BackendFactory {
-    static func makeBackends(
-        _ config: SnapcronConfig, copyPoint: (@Sendable () -> Void)? = nil
+/// Builds the configured backends, each by the factory of its type (``BackendType/factory``): every backend module
+/// is linked into the daemon and declares its descriptor's factory, so this list is `BackendType.all` itself.
+enum LiveBackends {
+    static func make(
+        _ config: SnapcronConfig, copyPoint: (@Sendable () -> Void)? = nil,
+        environment: [String: String] = ProcessInfo.processInfo.environment
     ) throws(DaemonStartError) -> [String: any SnapshotBackend] {
+        let context = BackendContext(
+            stateDirectory: config.stateDirectory, environment: environment, copyPoint: copyPoint)
         var backends: [String: any SnapshotBackend] = [:]
         for (name, backend) in config.backends {
-            switch backend.type {
-            case .local:
-                // The same settings as the target rule of `snapcronctl check` (SnapcronConfig.targetValidators).
-                let settings = config.localSettings(of: backend)
-                let directory = settings.imagesDirectory
-                do {
-                    try FileManager.default.createDirectory(
-                        atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750])
-                } catch {
-                    throw DaemonStartError("backend \(name): cannot create \(directory): \(error.localizedDescription)")
-                }
-                var copyHook: LocalBackend.CopyHook?
-                if let copyPoint { copyHook = { _ in copyPoint() } }
-                backends[name] = LocalBackend(
-                    configuration: LocalBackend.Configuration(
-                        name: name, imagesDirectory: directory, allowReflink: settings.reflink,
-                        copyHook: copyHook))
-            case .exec:
-                guard let settings = backend.exec else { continue }  // the config reader reported why
-                backends[name] = try makeExecBackend(backend, settings: settings)
-            case .twcc:
-                backends[name] = try makeTWCCBackend(backend)
-            default:
-                continue  // reported when a job uses it (see Daemon.loadSchedule)
+            // A type without a factory here is reported when a job uses it (ScheduleLoader: "not available").
+            guard let factory = backend.type.factory else { continue }
+            do {
+                backends[name] = try factory.makeBackend(backend, context: context)
+            } catch {
+                throw DaemonStartError("backend \(name): \(error)")
             }
         }
         return backends
     }
-
-    /// A TWCC backend; its API key comes from `$CREDENTIALS_DIRECTORY` (LoadCredential=) or a private file.
-    static func makeTWCCBackend(
-        _ backend: BackendConfig, environment: [String: String] = ProcessInfo.processInfo.environment
-    ) throws(DaemonStartError) -> TWCCBackend {
-        do {
-            let key = try APIKey.load(settings: backend.settings, environment: environment)
-            let configuration = try TWCCBackend.Configuration(
-                backend: backend.name, settings: backend.settings, apiKey: key)
-            return TWCCBackend(name: backend.name, configuration: configuration)
-        } catch {
-            throw DaemonStartError("backend \(backend.name): \(error)")
-        }
-    }
-
-    /// An exec backend from its checked settings; its secret, if any, reaches the commands only as a file path in
-    /// `SNAPCRON_API_KEY_FILE`, never as a value.
-    static func makeExecBackend(
-        _ backend: BackendConfig, settings: ExecBackendSettings,
-        environment processEnvironment: [String: String] = ProcessInfo.processInfo.environment
-    ) throws(DaemonStartError) -> ExecBackend {
-        var environment = settings.environment
-        if let credential = backend.settings["api_key_credential"]?.string {
-            guard let directory = processEnvironment["CREDENTIALS_DIRECTORY"], !directory.isEmpty else {
-                throw DaemonStartError(
-                    "backend \(backend.name): api_key_credential '\(credential)' needs $CREDENTIALS_DIRECTORY "
-                        + "(LoadCredential=\(credential):PATH in the systemd unit)")
-            }
-            environment["SNAPCRON_API_KEY_FILE"] = directory + "/" + credential
-        } else if let file = backend.settings["api_key_file"]?.string {
-            environment["SNAPCRON_API_KEY_FILE"] = file
-        }
-        let configuration = ExecBackend.Configuration(
-            name: backend.name, create: settings.create, status: settings.status, list: settings.list,
-            delete: settings.delete, imageID: settings.imageID, timeout: settings.timeout,
-            transientExitCodes: Set(settings.transientExitCodes.map { Int32($0) }), environment: environment,
-            targetPattern: settings.targetPattern)
-        do {
-            return try ExecBackend(configuration: configuration)
-        } catch {
-            throw DaemonStartError("backend \(backend.name): \(error)")
-        }
-    }
 }
 
-extension ConfigValue: TWCCSettingValue {}
+extension ScheduleLoader {
+    /// The daemon's loader: targets checked by the live backends' `validate(target:)`, which apply the same rules
+    /// as `snapcronctl check`.
+    public init(config: SnapcronConfig, backends: [String: any SnapshotBackend]) {
+        self.init(
+            config: config,
+            validators: backends.mapValues { backend in { target in try backend.validate(target: target) } })
+    }
+}

@@ -76,8 +76,8 @@ enum Schema {
                     CHECK (repeated_until IS NULL OR (state = 'skipped' AND repeated_until > scheduled_at));
                 -- Whether a fire lies inside a skipped row's span (claims), and the newest span of a job.
                 CREATE INDEX runs_repeated ON runs (job, repeated_until) WHERE repeated_until IS NOT NULL;
-                -- recordFoundImage: the run that chose an image's name
-                CREATE INDEX runs_by_image_name ON runs (job, image_name) WHERE image_name IS NOT NULL;
+                -- (recordFoundImage finds the run that chose an image's name among its job's runs through the
+                -- UNIQUE (job, scheduled_at) index: rare, and an index on names would cost every claim.)
                 -- latestRecordedInstant()
                 CREATE INDEX runs_by_claimed ON runs (claimed_at);
                 """)

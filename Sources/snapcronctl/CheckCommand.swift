@@ -1,6 +1,7 @@
 import ArgumentParser
 import CronExpression
 import Foundation
+import SnapcronConfig
 import SnapcronCore
 
 /// `snapcronctl check [FILE]`: validates a schedule file against the config and shows each job. Needs no daemon.
@@ -83,13 +84,8 @@ struct CheckCommand: ParsableCommand {
             return (file ?? ScheduleFile.defaultPath, .failure(error))
         }
         let path = file ?? settings.schedulePath
-        do {
-            let schedule = try ScheduleFile.load(path: path, config: settings, now: now)
-            // The targets by the rules the daemon's backends apply on reload, from the config alone.
-            return (path, schedule.checkingTargets(with: settings.targetValidators))
-        } catch {
-            return (path, .failure(error))
-        }
+        // The daemon's loader, with the targets checked by the rules its backends apply, from the config alone.
+        return (path, ScheduleLoader(config: settings).load(path: path, now: now))
     }
 
     private func printText(jobs: [Job], start: Date) {

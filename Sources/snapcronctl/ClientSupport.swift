@@ -3,6 +3,7 @@ import ControlClient
 import ControlProtocol
 import CronExpression
 import Foundation
+import SnapcronConfig
 import SnapcronCore
 
 /// `--socket`, shared by every command that talks to the daemon; it may also come before the subcommand

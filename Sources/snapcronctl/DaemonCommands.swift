@@ -97,16 +97,27 @@ struct HistoryCommand: ParsableCommand {
     }
 }
 
-/// `snapcronctl images JOB`: a job's images and why retention keeps each.
+/// `snapcronctl images JOB` / `images --orphaned`: a job's images and why retention keeps each, or the images of
+/// targets no job images now.
 struct ImagesCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "images", abstract: "List a job's images with the retention rule that keeps each.")
+        commandName: "images", abstract: "List a job's images with the retention rule that keeps each.",
+        discussion: """
+            With --orphaned instead of JOB, lists the images of targets no job images now (a job pointed at \
+            another target, or removed): retention leaves them alone; `snapcronctl prune --orphaned` deletes them.
+            """)
 
     @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "The job.") var job: String
+    @Argument(help: "The job.") var job: String?
+    @Flag(help: "List the orphaned images of every job instead of one job's images.") var orphaned = false
     @Flag(help: "Print the daemon's JSON result instead of a table.") var json = false
 
+    func validate() throws {
+        try OrphanedChoice.validate(job: job, orphaned: orphaned)
+    }
+
     func run() throws {
+        guard let job else { return try runOrphaned() }
         let (result, raw) = try connection.connect(json: json).call(.images, JobParams(job: job), as: ImagesResult.self)
         if json { return Connection.printJSON(raw) }
         var table = Table("ID", "NAME", "CREATED", "STATE", "SIZE", "PINNED", "KEPT BY")
@@ -116,6 +127,29 @@ struct ImagesCommand: ParsableCommand {
                 image.pinned ? "yes" : "no", image.keptBy ?? "- (next prune: \(image.pruneReason ?? "delete"))")
         }
         print(table.render())
+    }
+
+    private func runOrphaned() throws {
+        let (result, raw) = try connection.connect(json: json).call(.orphans, NoParams(), as: OrphansResult.self)
+        if json { return Connection.printJSON(raw) }
+        var table = Table("JOB", "TARGET", "ID", "NAME", "CREATED", "STATE", "PINNED", "REASON")
+        for image in result.images {
+            table.add(
+                image.job, "\(image.backend):\(image.target)", image.id, image.name, Human.time(image.createdAt),
+                image.state, image.pinned ? "yes" : "no", image.reason)
+        }
+        print(table.render())
+    }
+}
+
+/// `images` and `prune` take a job or `--orphaned`, exactly one.
+enum OrphanedChoice {
+    static func validate(job: String?, orphaned: Bool) throws {
+        switch (job, orphaned) {
+        case (_?, true): throw ValidationError("give JOB or --orphaned, not both")
+        case (nil, false): throw ValidationError("missing JOB (or --orphaned for the images of targets no job uses)")
+        default: break
+        }
     }
 }
 
@@ -263,16 +297,28 @@ struct ReloadCommand: ParsableCommand {
     }
 }
 
-/// `snapcronctl prune JOB [--dry-run]`.
+/// `snapcronctl prune JOB [--dry-run]` / `prune --orphaned [--dry-run]`.
 struct PruneCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "prune", abstract: "Apply a job's retention now, or show the plan with --dry-run.")
+        commandName: "prune", abstract: "Apply a job's retention now, or show the plan with --dry-run.",
+        discussion: """
+            With --orphaned instead of JOB, deletes the images of targets no job images now (see `snapcronctl \
+            images --orphaned`), but never a pinned one, one not active, or the newest active one of each old \
+            target.
+            """)
     @OptionGroup var connection: ConnectionOptions
-    @Argument(help: "The job.") var job: String
+    @Argument(help: "The job.") var job: String?
+    @Flag(help: "Delete the orphaned images of every job instead of applying one job's retention.") var orphaned =
+        false
     @Flag(name: .customLong("dry-run"), help: "Only show what would be kept and deleted, and why.") var dryRun = false
     @Flag(help: "Print the daemon's JSON result instead of a table.") var json = false
 
+    func validate() throws {
+        try OrphanedChoice.validate(job: job, orphaned: orphaned)
+    }
+
     func run() throws {
+        guard let job else { return try runOrphaned() }
         let (result, raw) = try connection.connect(json: json).call(
             .prune, PruneParams(job: job, dryRun: dryRun), as: PruneResult.self)
         if json { return Connection.printJSON(raw) }
@@ -289,6 +335,27 @@ struct PruneCommand: ParsableCommand {
             print("would delete \(deletions) image\(deletions == 1 ? "" : "s")")
         } else {
             print("deleting \(result.deleting.count) image\(result.deleting.count == 1 ? "" : "s")")
+        }
+    }
+
+    private func runOrphaned() throws {
+        let (result, raw) = try connection.connect(json: json).call(
+            .pruneOrphans, PruneOrphansParams(dryRun: dryRun), as: PruneOrphansResult.self)
+        if json { return Connection.printJSON(raw) }
+        var table = Table("JOB", "TARGET", "ID", "CREATED", "STATE", "ACTION", "REASON")
+        for image in result.images {
+            table.add(
+                image.job, "\(image.backend):\(image.target)", image.id, Human.time(image.createdAt), image.state,
+                image.action, image.reason)
+        }
+        if !result.images.isEmpty { print(table.render()) }
+        let count = "\(result.images.count) orphaned image\(result.images.count == 1 ? "" : "s")"
+        if result.dryRun {
+            print("would delete \(count)")
+        } else {
+            let deleted = result.images.filter { $0.state == "deleted" }.count
+            print("deleted \(deleted) of \(count)")
+            if deleted < result.images.count { throw ExitCodes.failure }
         }
     }
 }

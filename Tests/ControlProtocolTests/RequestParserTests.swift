@@ -56,6 +56,7 @@ import Testing
     private static let parameterTypes: [ControlMethod: any ControlParams.Type] = [
         .trigger: JobParams.self, .next: NextParams.self, .history: HistoryParams.self, .run: RunParams.self,
         .pin: PinParams.self, .check: CheckParams.self, .prune: PruneParams.self,
+        .pruneOrphans: PruneOrphansParams.self,
     ]
 
     /// The `invalidParams` message for `params` of `method`, or nil when they decode.
@@ -95,6 +96,14 @@ import Testing
             #"check: parameter 'text' must be a string (got ["0 3 * * * web local:/a","0 4 * * * db…)"#
         ),
         (.prune, #"{"job":"a","dry_run":"yes"}"#, #"prune: parameter 'dry_run' must be a boolean (got "yes")"#),
+        (
+            .pruneOrphans, #"{"dry_run":1}"#,
+            "prune_orphans: parameter 'dry_run' must be a boolean (got 1)"
+        ),
+        (
+            .pruneOrphans, #"{"job":"a"}"#,
+            "unknown parameter 'job' for prune_orphans (expected: dry_run)"
+        ),
     ])
     func refusesBadParamsWithTheNameAndTheExpectedType(_ method: ControlMethod, _ params: String, _ message: String)
         throws
@@ -137,6 +146,16 @@ import Testing
                 == false)
         #expect(try request(#"{"jsonrpc":"2.0","id":1,"method":"prune","params":{"job":"a"}}"#).changesState)
         #expect(try request(#"{"jsonrpc":"2.0","id":1,"method":"status"}"#).changesState == false)
+    }
+
+    @Test func pruneOrphansWithDryRunOnlyReadsAndOrphansAlwaysReads() throws {
+        let dryRun = #"{"jsonrpc":"2.0","id":1,"method":"prune_orphans","params":{"dry_run":true}}"#
+        #expect(try request(dryRun).changesState == false)
+        #expect(try request(#"{"jsonrpc":"2.0","id":1,"method":"prune_orphans"}"#).changesState)
+        #expect(
+            try request(#"{"jsonrpc":"2.0","id":1,"method":"prune_orphans","params":{"dry_run":false}}"#).changesState)
+        #expect(try request(#"{"jsonrpc":"2.0","id":1,"method":"orphans"}"#).changesState == false)
+        #expect(try request(dryRun).decodeParams(PruneOrphansParams.self) == PruneOrphansParams(dryRun: true))
     }
 
     @Test func responsesRoundTrip() throws {

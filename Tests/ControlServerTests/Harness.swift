@@ -1,7 +1,10 @@
+import BackendTypes
 import ControlClient
 import ControlProtocol
+import ExecDescriptor
 import Foundation
 import Logging
+import SnapcronConfig
 import SnapcronCore
 import SnapcronDaemon
 import SnapcronStore
@@ -65,8 +68,8 @@ final class Harness: @unchecked Sendable {  // set up once, then only read
                 schedulePath: schedulePath, access: access, startedAt: Harness.start, now: { clock.now() },
                 reload: {
                     let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-                    let result = Daemon.validateSchedule(
-                        text: text, file: path, config: settings, backends: backends, now: clock.now())
+                    let result = ScheduleLoader(config: settings, backends: backends).check(
+                        text: text, file: path, now: clock.now())
                     if case .success(let schedule) = result {
                         await scheduler.apply(jobs: schedule.jobs)
                         catalog.update(schedule.jobs)
@@ -79,7 +82,7 @@ final class Harness: @unchecked Sendable {  // set up once, then only read
     private static func validate(
         _ text: String, path: String, config: SnapcronConfig, backends: [String: any SnapshotBackend], now: Date
     ) throws -> [Job] {
-        switch Daemon.validateSchedule(text: text, file: path, config: config, backends: backends, now: now) {
+        switch ScheduleLoader(config: config, backends: backends).check(text: text, file: path, now: now) {
         case .success(let schedule): return schedule.jobs
         case .failure(let diagnostics): throw diagnostics
         }
@@ -88,7 +91,7 @@ final class Harness: @unchecked Sendable {  // set up once, then only read
     /// Starts the scheduler loop and waits until it sleeps.
     func startScheduler() async {
         let scheduler = self.scheduler
-        loop = Task(priority: .high) { try await scheduler.run() }  // as in Daemon.run
+        loop = Task { try await scheduler.run() }  // as in Daemon.run
         await scheduler.waitUntilIdle()
     }
 

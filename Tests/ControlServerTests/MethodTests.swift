@@ -125,7 +125,8 @@ import Testing
     func pinProtectsAnImageFromPrune(_ transport: Transport) async throws {
         try await Harness.with(transport) { h in
             var ids: [String] = []
-            for second in [0, 2, 4] {
+            // 6 s apart: one backend's poll passes are at least 5 s apart.
+            for second in [0, 6, 12] {
                 let run = try await h.call(.trigger, JobParams(job: "web"), as: TriggerResult.self, via: transport)
                 await h.advance(to: Harness.start.addingTimeInterval(Double(second + 1)))
                 await h.advance(to: Harness.start.addingTimeInterval(Double(second + 2)))

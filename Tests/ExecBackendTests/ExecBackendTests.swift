@@ -1,5 +1,8 @@
+import BackendTypes
+import ExecDescriptor
 import Foundation
 import Logging
+import SnapcronConfig
 import SnapcronCore
 import SnapcronTestKit
 import SnapshotBackend
@@ -214,7 +217,7 @@ import Testing
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: keyFile)
         let config = try SnapcronConfig.parse(
             "[backends.cli]\ntype = \"exec\"\ncreate = [\"\(script)\"]\napi_key_file = \"\(keyFile)\"\n", file: "x")
-        let backend = try #require(try BackendFactory.makeBackends(config)["cli"])
+        let backend = try #require(try LiveBackends.make(config)["cli"])
         _ = try await backend.create(target: "t", name: "n", description: "", logger: quiet)
         let environment = try scratch.read("env")
         #expect(environment.contains("SNAPCRON_API_KEY_FILE=\(keyFile)\n"))
@@ -222,13 +225,16 @@ import Testing
 
         let credential = try SnapcronConfig.parse(
             "[backends.cli]\ntype = \"exec\"\ncreate = [\"x\"]\napi_key_credential = \"cli-key\"\n", file: "x")
-        let settings = try #require(credential.backends["cli"]?.exec)
-        let fromSystemd = try BackendFactory.makeExecBackend(
-            credential.backends["cli"]!, settings: settings,
-            environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/snapcron.service"])
+        let cli = try #require(credential.backends["cli"])
+        let fromSystemd = try #require(
+            try ExecBackendDescriptor.makeBackend(
+                cli,
+                context: BackendContext(
+                    stateDirectory: scratch.path,
+                    environment: ["CREDENTIALS_DIRECTORY": "/run/credentials/snapcron.service"])) as? ExecBackend)
         #expect(fromSystemd.runner.environment["SNAPCRON_API_KEY_FILE"] == "/run/credentials/snapcron.service/cli-key")
         #expect(throws: DaemonStartError.self) {
-            try BackendFactory.makeExecBackend(credential.backends["cli"]!, settings: settings, environment: [:])
+            try LiveBackends.make(credential, environment: [:])
         }
     }
 

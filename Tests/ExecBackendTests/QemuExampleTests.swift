@@ -1,6 +1,9 @@
+import BackendTypes
 import ExecBackend
+import ExecDescriptor
 import Foundation
 import Logging
+import SnapcronConfig
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
@@ -21,7 +24,7 @@ struct QemuExampleTests {
 
     /// The `qemu` backend built from the shipped config by the daemon's factory.
     static func shippedBackend() throws -> any SnapshotBackend {
-        try #require(try BackendFactory.makeBackends(shippedConfig())["qemu"])
+        try #require(try LiveBackends.make(shippedConfig())["qemu"])
     }
 
     @Test func shippedConfigAndScheduleAreValid() throws {
@@ -140,7 +143,7 @@ struct QemuExampleTests {
         defer { scratch.remove() }
         let disk = try scratch.qcow2("lab.qcow2")
         let config = try Self.shippedConfig()
-        let backends = try BackendFactory.makeBackends(config)
+        let backends = try LiveBackends.make(config)
         let schedule = try ScheduleFile.parse(
             text: "@yearly lab qemu:\(disk) keep=2\n", file: "schedule", config: config,
             now: Date(timeIntervalSince1970: 1_780_000_000))

@@ -20,7 +20,7 @@ struct ServiceTests {
     static let unit = ServiceSandbox.unit
     static let disk = "/srv/disks/web.img"
 
-    @Test func shippedUnitVerifiesIsHardenedToAtMost1_5AndInstallsUpgradesAndUninstalls() throws {
+    @Test func shippedUnitVerifiesIsHardenedToAtMost1_2AndInstallsUpgradesAndUninstalls() throws {
         try Self.withSnapcron { sandbox in
             let unitFile = "/usr/local/lib/systemd/system/snapcron.service"
             let verify = try sandbox.attempt("systemd-analyze", "verify", unitFile)
@@ -30,7 +30,7 @@ struct ServiceTests {
             let report = try sandbox.exec("systemd-analyze", "security", "--no-pager", Self.unit)
             let line = try #require(report.split(separator: "\n").first { $0.contains("Overall exposure level") })
             let score = try #require(line.split(separator: " ").compactMap { Double($0) }.first, "\(line)")
-            #expect(score <= 1.5, "\(report)")
+            #expect(score <= 1.2, "the unit scored 1.2; more exposure needs a reason: \(report)")
 
             // The installed unit runs the installed binary, as the static user of the installed sysusers.d file.
             #expect(try sandbox.exec("cat", unitFile).contains("ExecStart=/usr/local/bin/snapcrond\n"))
@@ -115,9 +115,13 @@ struct ServiceTests {
             // It ran as the snapcron user, not root
             let uid = try sandbox.exec("id", "-u", "snapcron").trimmingCharacters(in: .whitespacesAndNewlines)
             #expect(succeeded["_UID"] == uid)
+            // LimitNICE=-4 is 24 as a limit, unless systemd may not raise limits here (no CAP_SYS_RESOURCE).
+            let mainPID = try #require(properties["MainPID"])
+            let limits = try sandbox.exec("cat", "/proc/\(mainPID)/limits")
+            let niceLimit = limits.split(separator: "\n").first { $0.hasPrefix("Max nice priority") }
+                .flatMap { $0.split(separator: " ").compactMap { Int($0) }.first }
 
             // systemctl stop: STOPPING=1 from the main process, then a clean exit
-            let mainPID = try #require(properties["MainPID"])
             try sandbox.exec("systemctl", "log-level", "debug")
             try sandbox.exec("systemctl", "stop", Self.unit)
             properties = try sandbox.properties("ActiveState", "Result", "ExecMainStatus")
@@ -132,6 +136,17 @@ struct ServiceTests {
             }
             #expect(entries.contains { $0["MESSAGE_ID"] == SnapcronEvent.daemonStopping.messageID })
             #expect(entries.contains { $0["MESSAGE"] == "Stopped cleanly" })
+            // libdispatch gives each new worker thread the nice value of its QoS class and logs each refusal
+            // ("Failed to set thread priority for worker thread ... errno=13"). snapcrond asks for nothing above the
+            // default, and the unit's LimitNICE= lets libdispatch's own manager thread have its nice -4: no such
+            // line. Where systemd cannot set that limit (this CI machine has no CAP_SYS_RESOURCE), the manager
+            // thread's refusal stays: at most that one line for the one start.
+            let noise = entries.compactMap { $0["MESSAGE"] }.filter { $0.contains("Failed to set thread priority") }
+            if niceLimit == 24 {
+                #expect(noise.isEmpty, "\(noise)")
+            } else {
+                #expect(noise.count <= 1, "RLIMIT_NICE \(niceLimit.map(String.init) ?? "?"): \(noise)")
+            }
         } afterStop: { sandbox in
             // The state: one run for the fire, succeeded, its image active in the store and on disk
             let store = try SnapcronDatabase(path: sandbox.hostPath("/var/lib/snapcron/state.db"))

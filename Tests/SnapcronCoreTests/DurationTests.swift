@@ -1,3 +1,4 @@
+import BackendTypes
 import Testing
 
 @testable import SnapcronCore

@@ -1,6 +1,9 @@
+import BackendTypes
 import CronExpression
 import Foundation
+import SnapcronConfig
 import Testing
+import TWCCDescriptor
 
 @testable import SnapcronCore
 

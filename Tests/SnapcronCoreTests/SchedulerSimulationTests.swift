@@ -193,7 +193,8 @@ import Testing
         print("simulated year: \(createCount) runs, \(sim.steps) clock steps, \(elapsed)")
         // About 20 s alone on this 2-core builder; up to ~70 s beside the other suites under load. The bound only
         // catches a scheduler that spins or a harness that stalls.
-        #expect(elapsed < .seconds(180))
+        // A guard against a runaway loop, not a speed goal: 40 s alone here, 190 s inside the whole suite on 2 cores.
+        #expect(elapsed < .seconds(600))
     }
 
     // MARK: Downtime

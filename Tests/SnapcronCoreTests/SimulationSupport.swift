@@ -1,6 +1,9 @@
+import BackendTypes
 import CronExpression
+import ExecDescriptor
 import Foundation
 import Logging
+import SnapcronConfig
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
@@ -124,6 +127,8 @@ final class Simulation: @unchecked Sendable {
     let observer = BackendObserver()
     var limits: ConcurrencyLimits
     var pacing: RunPacing
+    /// Wraps each backend before the scheduler sees it (a gate, a counter, a create that hangs).
+    var wrap: (@Sendable (any SnapshotBackend) -> any SnapshotBackend)?
     private(set) var service: SchedulerService!
     private var task: Task<Void, any Error>?
     /// How many times the clock was moved to a scheduler deadline.
@@ -149,7 +154,10 @@ final class Simulation: @unchecked Sendable {
     @discardableResult
     func start(_ jobs: [Job]) async -> SchedulerService {
         var backends: [String: any SnapshotBackend] = [:]
-        for (name, fake) in fakes { backends[name] = ObservedBackend(fake: fake, observer: observer, clock: clock) }
+        for (name, fake) in fakes {
+            let observed = ObservedBackend(fake: fake, observer: observer, clock: clock)
+            backends[name] = wrap?(observed) ?? observed
+        }
         let service = SchedulerService(
             jobs: jobs, store: store, backends: backends, clock: clock, limits: limits, pacing: pacing,
             logger: silentLogger)

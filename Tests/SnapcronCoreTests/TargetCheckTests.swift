@@ -1,5 +1,11 @@
+import BackendTypes
+import ExecDescriptor
 import Foundation
+import SnapshotBackend
+import LocalDescriptor
+import SnapcronConfig
 import Testing
+import TWCCDescriptor
 
 @testable import SnapcronCore
 
@@ -96,12 +102,16 @@ import Testing
         #expect(diagnostics.map(\.message) == ["backend 'local' of job 'web' is not available in this build"])
     }
 
-    @Test func theLocalImageStoreDefaultsToTheStateDirectory() {
-        let config = SnapcronConfig.default(stateDir: "/srv/snapcron/")
-        let local = config.backends["local"]!
-        #expect(config.localSettings(of: local).imagesDirectory == "/srv/snapcron/images")
+    @Test func theLocalImageStoreDefaultsToTheStateDirectory() throws {
+        var config = SnapcronConfig.default(stateDir: "/srv/snapcron/")
+        let local = try #require(config.backends["local"])
+        #expect(local.local?.imagesDirectory == "/srv/snapcron/images")
         var bare = local
         bare.local = nil
-        #expect(config.localSettings(of: bare).imagesDirectory == "/srv/snapcron/images")
+        config.backends["local"] = bare
+        let validate = try #require(config.targetValidators["local"])
+        #expect(throws: SnapshotBackendError.self) { try validate("/srv/snapcron/images/web") }
+        let settings = LocalBackendDescriptor.settings(of: bare, stateDirectory: "/srv/snapcron/")
+        #expect(settings.imagesDirectory == "/srv/snapcron/images")
     }
 }

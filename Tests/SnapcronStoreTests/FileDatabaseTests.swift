@@ -123,7 +123,7 @@ import Testing
             indexes.isSuperset(of: [
                 "images_by_job", "images_by_run", "images_unfinished", "images_deleting", "images_deleted",
                 "images_gone", "images_live", "images_by_created", "runs_by_state_target", "runs_by_state_finished",
-                "runs_by_scheduled", "runs_repeated", "runs_by_image_name", "runs_by_claimed",
+                "runs_by_scheduled", "runs_repeated", "runs_by_claimed",
             ]))
         #expect(tableSQL.contains("REFERENCES runs (id)"))
         #expect(tableSQL.hasSuffix("STRICT"))

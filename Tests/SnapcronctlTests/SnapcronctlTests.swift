@@ -218,6 +218,23 @@ final class TemporaryDirectory {
         #expect(result.stdout.isEmpty)
     }
 
+    /// `check` validates every backend type's settings and targets by their descriptors alone: the binary links no
+    /// backend module (TWCC would bring AsyncHTTPClient and NIO), while `snapcrond` beside it links them all.
+    @Test func checkLinksNoBackendModule() throws {
+        let binary = try #require(Snapcronctl.binary, "snapcronctl not built")
+        let daemon = binary.deletingLastPathComponent().appendingPathComponent("snapcrond")
+        // Module names as they appear, length-prefixed, in mangled Swift symbols and type metadata.
+        let backends = ["12LocalBackend", "11ExecBackend", "11TWCCBackend", "15AsyncHTTPClient"]
+        let descriptors = ["15LocalDescriptor", "14ExecDescriptor", "14TWCCDescriptor"]
+        let ctl = try Data(contentsOf: binary, options: .alwaysMapped)
+        let daemonData = try Data(contentsOf: daemon, options: .alwaysMapped)
+        for name in backends {
+            #expect(ctl.range(of: Data(name.utf8)) == nil, "snapcronctl links \(name.drop { $0.isNumber })")
+            #expect(daemonData.range(of: Data(name.utf8)) != nil, "snapcrond does not link \(name)")
+        }
+        for name in descriptors { #expect(ctl.range(of: Data(name.utf8)) != nil, "snapcronctl lacks \(name)") }
+    }
+
     @Test func badNowIsAUsageError() throws {
         let schedule = try directory.write("schedule", "@daily web local:/a\n")
         let result = try Snapcronctl.run(["check", schedule, "--config", config, "--now", "yesterday"])

@@ -1,4 +1,7 @@
+import BackendTypes
+import LocalDescriptor
 import NIOConcurrencyHelpers
+import SnapcronConfig
 import SnapcronCore
 import Testing
 
@@ -44,6 +47,7 @@ import Testing
 }
 
 @Suite struct StateDirectoryOverrideTests {
+    /// `snapcrond --state-dir` replaces the config's `state_dir` as the file is read.
     @Test func movingTheStateDirectoryKeepsTheLocalBackendsOtherSettings() throws {
         let config = try SnapcronConfig.parse(
             """
@@ -57,11 +61,20 @@ import Testing
             [backends.elsewhere]
             type = "local"
             images_dir = "/srv/images"
-            """, file: "snapcron.toml")
-        let moved = Daemon.moving(config, to: "/tmp/state")
+            """, file: "snapcron.toml", stateDirectory: "/tmp/state")
+        let moved = config
         #expect(moved.stateDirectory == "/tmp/state")
         #expect(
             moved.backends["local"]?.local == LocalBackendSettings(imagesDirectory: "/tmp/state/images", reflink: false))
         #expect(moved.backends["elsewhere"]?.local?.imagesDirectory == "/srv/images", "an explicit folder stays")
+    }
+}
+
+@Suite struct BackendFactoryTests {
+    /// Every listed backend type can be built here: its backend module, linked into the daemon, declares the
+    /// factory of its descriptor (a missing one would make every job of that type "not available in this build").
+    @Test func everyBackendTypeHasItsFactoryInTheDaemon() {
+        #expect(BackendType.all.map(\.name) == ["local", "exec", "twcc"])
+        for type in BackendType.all { #expect(type.factory != nil, "\(type) has no factory") }
     }
 }

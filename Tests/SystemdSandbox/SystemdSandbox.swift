@@ -31,9 +31,18 @@ public struct SystemdSandbox: Sendable {
     public static let skipRequested = ProcessInfo.processInfo.environment["SNAPCRON_SKIP_SYSTEMD_TESTS"] == "1"
 
     public let directory: URL
+    /// The harness script this sandbox is driven by (the checkout's own by default).
+    public var scriptURL: URL = SystemdSandbox.script
 
-    /// Boots a fresh sandbox; fails with a clear message when not root.
+    /// Boots a fresh sandbox in a new folder under `.build/systemd-sandboxes` of this checkout.
     public static func start() throws -> SystemdSandbox {
+        try start(
+            directory: packageRoot.appendingPathComponent(".build/systemd-sandboxes/\(UUID().uuidString)"))
+    }
+
+    /// Boots a fresh sandbox in `directory` with the harness script `script`; fails with a clear message when not
+    /// root.
+    public static func start(directory: URL, script: URL = SystemdSandbox.script) throws -> SystemdSandbox {
         guard geteuid() == 0 else {
             throw Failure(
                 description: """
@@ -41,8 +50,7 @@ public struct SystemdSandbox: Sendable {
                     (scripts/systemd-sandbox). Run them as root, or set SNAPCRON_SKIP_SYSTEMD_TESTS=1 to skip them.
                     """)
         }
-        let sandbox = SystemdSandbox(
-            directory: packageRoot.appendingPathComponent(".build/systemd-sandboxes/\(UUID().uuidString)"))
+        let sandbox = SystemdSandbox(directory: directory, scriptURL: script)
         try sandbox.succeed(["start", sandbox.directory.path])
         return sandbox
     }
@@ -65,7 +73,9 @@ public struct SystemdSandbox: Sendable {
     }
 
     /// Runs a command inside and returns everything it said, whatever its exit status.
-    public func attempt(_ command: String...) throws -> Output { try Self.run(["exec", directory.path] + command) }
+    public func attempt(_ command: String...) throws -> Output {
+        try Self.run(["exec", directory.path] + command, script: scriptURL)
+    }
 
     /// `systemctl show` properties of a unit.
     public func properties(_ names: String..., of unit: String) throws -> [String: String] {
@@ -109,7 +119,7 @@ public struct SystemdSandbox: Sendable {
 
     /// Runs the script; throws with its output unless it exits 0.
     @discardableResult public func succeed(_ arguments: [String]) throws -> Output {
-        let output = try Self.run(arguments)
+        let output = try Self.run(arguments, script: scriptURL)
         guard output.status == 0 else {
             throw Failure(
                 description: "systemd-sandbox \(arguments.joined(separator: " ")) exited \(output.status): "
@@ -118,7 +128,7 @@ public struct SystemdSandbox: Sendable {
         return output
     }
 
-    public static func run(_ arguments: [String]) throws -> Output {
+    public static func run(_ arguments: [String], script: URL = SystemdSandbox.script) throws -> Output {
         let process = Process()
         process.executableURL = script
         process.arguments = arguments

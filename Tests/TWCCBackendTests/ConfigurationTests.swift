@@ -1,7 +1,10 @@
+import BackendTypes
 import Foundation
+import SnapcronConfig
 import SnapcronCore
 import SnapshotBackend
 import Testing
+import TWCCDescriptor
 
 @testable import TWCCBackend
 

@@ -1,3 +1,4 @@
+import BackendTypes
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -49,8 +50,9 @@ import Testing
                 error?.message == "GET images/2/ timed out after 300 ms, gave up after 2 attempts",
                 "\(String(describing: error))")
             #expect(standIn.requestCount(.getImage) == 2)
-            // Two attempts of 300 ms each (back-offs are virtual), with room for a loaded machine.
-            #expect(elapsed < .seconds(10), "took \(elapsed)")
+            // Two attempts of 300 ms each (back-offs are virtual): cut, not held for ever. The bound is loose on
+            // purpose: the whole suite runs in parallel on two shared cores (24 s seen there, 0.6 s alone).
+            #expect(elapsed < .seconds(45), "took \(elapsed)")
             // The next call is not held up by the cut connections.
             #expect(try await backend.status(ImageRef(id: "2"), logger: quiet) == .active)
         }

@@ -1,11 +1,14 @@
+import BackendTypes
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import SnapcronConfig
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import TWCCStandIn
 import Testing
+import TWCCDescriptor
 
 @testable import TWCCBackend
 

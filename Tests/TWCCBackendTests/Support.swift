@@ -6,8 +6,6 @@ import SnapshotBackend
 import TWCCBackend
 import TWCCStandIn
 
-extension ConfigValue: TWCCSettingValue {}
-
 let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
 
 /// Virtual time: `sleep` returns at once and moves `now`; every sleep is recorded.

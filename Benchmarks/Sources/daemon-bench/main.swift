@@ -1,6 +1,9 @@
+import BackendTypes
 import CronExpression
+import ExecDescriptor
 import Foundation
 import Logging
+import SnapcronConfig
 import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
@@ -50,13 +53,21 @@ func schedule(jobs: Int, expression: (Int) -> String) -> String {
     return text
 }
 
+let benchPacing: RunPacing = {
+    var pacing = RunPacing()
+    if ProcessInfo.processInfo.environment["NOSWEEP"] != nil { pacing.firstSweepDelay = 1e9 }
+    return pacing
+}()
+
 /// Starts a service on `clock` and returns once it is asleep with nothing in flight.
 func startService(_ jobs: [Job], store: SnapcronDatabase, backend: FakeSnapshotBackend, clock: any SchedulerClock)
     async -> (SchedulerService, Task<Void, any Error>)
 {
     let service = SchedulerService(
         jobs: jobs, store: store, backends: ["fake": backend], clock: clock,
-        limits: ConcurrencyLimits(createCalls: 100_000), logger: logger)
+        limits: ConcurrencyLimits(
+            createCalls: Int(ProcessInfo.processInfo.environment["CREATE_CALLS"] ?? "") ?? 100_000),
+        pacing: benchPacing, logger: logger)
     let task = Task { try await service.run() }
     await service.waitUntilIdle()
     return (service, task)
@@ -96,7 +107,7 @@ if only == nil || only == "startup" {
 if only == "startup" { exit(0) }
 
 for storage in ["memory", "wal-file"] where only == nil {
-    let count = 10_000
+    let count = Int(ProcessInfo.processInfo.environment["FIRES"] ?? "") ?? 10_000
     let text = schedule(jobs: count) { _ in "30 * * * *" }
     let jobs = try ScheduleFile.parse(text: text, file: "bench", config: config, now: start2030, systemZone: .utc).jobs
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("daemon-bench-\(getpid())")

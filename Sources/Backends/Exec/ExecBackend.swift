@@ -1,7 +1,8 @@
 import Foundation
 public import Logging
 public import SnapshotBackend
-import TargetRules
+import BackendTypes
+import ExecDescriptor
 
 /// A backend that runs configured commands (argv templates, never a shell) which speak JSON on stdout.
 ///

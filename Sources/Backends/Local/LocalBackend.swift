@@ -1,7 +1,8 @@
 import Foundation
 public import Logging
 public import SnapshotBackend
-import TargetRules
+import BackendTypes
+import LocalDescriptor
 
 #if canImport(Glibc)
 import Glibc

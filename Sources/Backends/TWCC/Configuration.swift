@@ -1,5 +1,6 @@
 import Foundation
 import SnapshotBackend
+import TWCCDescriptor
 
 #if canImport(Glibc)
     import Glibc
@@ -9,8 +10,7 @@ import SnapshotBackend
 
 /// A typed value of one `[backends.NAME]` setting, as the config reader keeps it.
 ///
-/// `SnapcronCore.ConfigValue` already has these members, so the wiring code conforms it with an empty
-/// `extension ConfigValue: TWCCSettingValue {}`; that keeps this backend free of a dependency on the core.
+/// The config's `ConfigValue` has these members; `TWCCBackend+Factory.swift` conforms it with an empty extension.
 public protocol TWCCSettingValue {
     /// The value if it is a string.
     var string: String? { get }
@@ -95,48 +95,10 @@ extension TWCCBackend {
             self.serverLookupLifetime = serverLookupLifetime
         }
 
-        /// Why the API key must not be sent to `baseURL`, or nil when it may.
-        ///
-        /// `https://` is required: the key travels in a header, so plain `http://` would hand it to anyone on the
-        /// path. Plain `http://` is accepted only for loopback hosts (`127.0.0.0/8`, `::1`, `localhost`), where a
-        /// local stand-in or a TLS-terminating proxy listens. A URL with user info is refused: it would read as one
-        /// host and connect to another.
+        /// Why the API key must not be sent to `baseURL`, or nil when it may: the descriptor's rule
+        /// (``TWCCBackendDescriptor/problem(withBaseURL:)``), so `snapcronctl check` and the daemon agree.
         public static func problem(withBaseURL baseURL: String) -> String? {
-            guard baseURL.hasPrefix("https://") || baseURL.hasPrefix("http://") else {
-                return "expected an http(s) URL, got '\(baseURL)'"
-            }
-            guard let components = URLComponents(string: baseURL), let host = components.host, !host.isEmpty else {
-                return "'\(baseURL)' is not a URL with a host"
-            }
-            guard components.user == nil, components.password == nil else {
-                return "'\(baseURL)' must not contain user info (user@host)"
-            }
-            guard components.query == nil, components.fragment == nil else {
-                return "'\(baseURL)' must not have a query or fragment"
-            }
-            if components.scheme == "http" && !isLoopback(host: host) {
-                return "'\(baseURL)' is plain http, which would send the API key unencrypted; use https:// "
-                    + "(http:// is allowed only for loopback hosts: 127.0.0.0/8, ::1, localhost)"
-            }
-            return nil
-        }
-
-        /// Whether `host` (as a URL carries it: a name, a dotted quad or a bracketed IPv6 address) is loopback.
-        static func isLoopback(host: String) -> Bool {
-            var name = host
-            if name.hasPrefix("[") && name.hasSuffix("]") { name = String(name.dropFirst().dropLast()) }
-            if name.lowercased() == "localhost" { return true }
-            var v4 = in_addr()
-            if inet_pton(AF_INET, name, &v4) == 1 {
-                // s_addr is in network byte order: its first byte in memory is the first octet.
-                return withUnsafeBytes(of: &v4) { $0[0] } == 127
-            }
-            var v6 = in6_addr()
-            if inet_pton(AF_INET6, name, &v6) == 1 {
-                let bytes = withUnsafeBytes(of: &v6) { Array($0) }
-                return bytes == Array(repeating: 0, count: 15) + [1]
-            }
-            return false
+            TWCCBackendDescriptor.problem(withBaseURL: baseURL)
         }
 
         /// The keys of a `type = "twcc"` table that this backend reads (besides `api_key_credential`/`api_key_file`,

@@ -2,7 +2,8 @@ import Foundation
 public import Logging
 import NIOHTTP1
 public import SnapshotBackend
-import TargetRules
+import BackendTypes
+import TWCCDescriptor
 
 /// Images of TWCC VCS instances through the TWCC VCS REST API (see `docs/twcc-api.md`).
 ///

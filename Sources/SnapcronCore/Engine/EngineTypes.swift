@@ -34,6 +34,9 @@ public struct RunPacing: Sendable, Hashable {
     /// A poll pass of a backend also takes the images due within this share of their interval, so images created
     /// close together are answered by one batched call.
     public var pollCoalescing: Double = 0.5
+    /// At most one poll pass per backend this often: a large fleet's images, created one after another, would
+    /// otherwise each want a pass of their own; a batched pass answers them all at the same cost.
+    public var pollPassGap: TimeInterval = 5
     /// Back-off of a retried create: `retryBase * 2^(attempt-1)` with ±25 % jitter, at most `retryMax`.
     public var retryBase: TimeInterval = 15
     public var retryMax: TimeInterval = 900
@@ -154,6 +157,8 @@ enum EngineEvent: Sendable {
     case createsNotStarted([Int64], error: String)
     case createFinished(Int64, CreateOutcome)
     case pollFinished(backend: String, [Int64: PollOutcome])
+    /// A run's end is written: retention (after a success) and late checks (an image left unfinished) may follow.
+    case runRecorded(job: String, state: RunState, hasImage: Bool)
     case retentionFinished(job: String)
     /// Late images became final; `activeJobs` got a new active image.
     case lateImagesChecked(stillOpen: Bool, activeJobs: Set<String>)

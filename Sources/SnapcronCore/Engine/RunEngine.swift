@@ -52,6 +52,8 @@ struct RunEngine {
     private var unfinishedImages: [String: Int] = [:]
     private var pollQueues: [String: MinHeap<RunTimer>] = [:]
     private var pollPassesInFlight: Set<String> = []
+    /// When each backend may have its next poll pass (``RunPacing/pollPassGap`` after the last one began).
+    private var nextPollPass: [String: Date] = [:]
     private var retentionRunning: Set<String> = []
     private var retentionPending: Set<String> = []
     private var retentionBacklog: [String] = []
@@ -127,19 +129,7 @@ struct RunEngine {
 
     /// Picks up a run that was unfinished when the daemon stopped.
     private mutating func resume(_ record: RunRecord, now: Date, out: inout [EngineAction]) {
-        let job = jobs[record.job]?.job
-        let options = job?.options ?? JobOptions()
-        let jitter = job.map { Self.jitter(for: $0, scheduled: record.scheduledAt) } ?? 0
-        var run = EngineRun(
-            id: record.id, job: record.job, backend: record.backend ?? job?.backend ?? "",
-            target: record.target ?? job?.target ?? "",
-            scheduledAt: record.scheduledAt, trigger: record.trigger,
-            imageName: record.imageName ?? Self.imageName(job: record.job, scheduled: record.scheduledAt),
-            timeout: options.timeout.timeInterval, retries: options.retries,
-            startBy: record.trigger == .manual
-                ? nil : record.scheduledAt.addingTimeInterval(options.deadline.timeInterval + jitter),
-            attempts: record.attempts, phase: .queued, startedAt: record.startedAt,
-            pollInterval: pacing.firstPollInterval, imageID: record.imageID)
+        var run = engineRun(for: record)
         if record.state == .claimed, record.attempts == 0, let startBy = run.startBy, now > startBy {
             // Never started, and the outage outlasted its deadline: it must not hold its target against the
             // fresh catch-up fire.
@@ -207,7 +197,7 @@ struct RunEngine {
         if let first = fireQueue.first { wake = min(wake, first.due) }
         if let first = timers.first { wake = min(wake, first.due) }
         for (backend, queue) in pollQueues where !pollPassesInFlight.contains(backend) {
-            if let first = queue.first { wake = min(wake, first.due) }
+            if let first = queue.first { wake = min(wake, max(first.due, nextPollPass[backend] ?? first.due)) }
         }
         if !retentionBacklog.isEmpty { wake = now }
         for date in [nextLateImageCheck, nextSweep, nextHistoryPrune].compactMap({ $0 }) { wake = min(wake, date) }
@@ -238,6 +228,7 @@ struct RunEngine {
         }
         fireQueue.replaceAll(with: entries)
         staleFireEntries = 0
+        nextPollPass = [:]
         for (id, var run) in runs {
             if let started = run.startedAt, started > now {
                 run.startedAt = now
@@ -394,6 +385,9 @@ struct RunEngine {
             createFinished(id, outcome: outcome, now: now, out: &out)
         case .pollFinished(let backend, let outcomes):
             pollFinished(backend: backend, outcomes: outcomes, now: now, out: &out)
+        case .runRecorded(let job, let state, let hasImage):
+            if state == .succeeded { requestRetention(job: job, out: &out) }
+            if state == .timedOut && hasImage { followLateImages(now: now) }
         case .retentionFinished(let job):
             retentionRunning.remove(job)
             if retentionPending.remove(job) != nil { requestRetention(job: job, out: &out) }
@@ -412,10 +406,17 @@ struct RunEngine {
     }
 
     private mutating func track(_ record: RunRecord, now: Date) {
+        let run = engineRun(for: record)
+        insert(run)
+        enqueue(run)
+    }
+
+    /// A stored run as the engine follows it, with its job's current options (defaults for a removed job).
+    private func engineRun(for record: RunRecord) -> EngineRun {
         let job = jobs[record.job]?.job
         let options = job?.options ?? JobOptions()
         let jitter = job.map { Self.jitter(for: $0, scheduled: record.scheduledAt) } ?? 0
-        let run = EngineRun(
+        return EngineRun(
             id: record.id, job: record.job, backend: record.backend ?? job?.backend ?? "",
             target: record.target ?? job?.target ?? "", scheduledAt: record.scheduledAt, trigger: record.trigger,
             imageName: record.imageName ?? Self.imageName(job: record.job, scheduled: record.scheduledAt),
@@ -424,8 +425,6 @@ struct RunEngine {
                 ? nil : record.scheduledAt.addingTimeInterval(options.deadline.timeInterval + jitter),
             attempts: record.attempts, phase: .queued, startedAt: record.startedAt,
             pollInterval: pacing.firstPollInterval, imageID: record.imageID)
-        insert(run)
-        enqueue(run)
     }
 
     private mutating func insert(_ run: EngineRun) {
@@ -593,14 +592,18 @@ struct RunEngine {
     /// together share one batched call).
     private mutating func startPollPasses(now: Date, out: inout [EngineAction]) {
         for backend in pollQueues.keys.sorted() where !pollPassesInFlight.contains(backend) {
-            guard var queue = pollQueues[backend], let first = queue.first, first.due <= now else { continue }
+            guard var queue = pollQueues[backend], let first = queue.first, first.due <= now,
+                now >= nextPollPass[backend] ?? now
+            else { continue }
             var orders: [PollOrder] = []
             while let top = queue.first {
                 guard var run = runs[top.run], case .waiting(let at) = run.phase, at == top.due else {
                     _ = queue.popFirst()
                     continue
                 }
-                let window = top.due <= now ? 0 : run.pollInterval * pacing.pollCoalescing
+                // Also the images due before this backend's next pass may start.
+                let window =
+                    top.due <= now ? 0 : max(run.pollInterval * pacing.pollCoalescing, pacing.pollPassGap)
                 guard top.due <= now.addingTimeInterval(window) else { break }
                 _ = queue.popFirst()
                 run.phase = .polling
@@ -614,6 +617,7 @@ struct RunEngine {
             }
             pollQueues[backend] = queue.isEmpty ? nil : queue
             if !orders.isEmpty {
+                nextPollPass[backend] = now.addingTimeInterval(pacing.pollPassGap)
                 pollPassesInFlight.insert(backend)
                 out.append(.poll(backend: backend, orders))
             }
@@ -694,12 +698,10 @@ struct RunEngine {
         order.asksSize = asksSize
         // A run that started a create but has no image id may have made one whose reply was lost.
         order.looksUpImage = looksUp && run.imageID == nil && run.attempts > 0
+        // Retention and late checks follow once the end is written (``EngineEvent/runRecorded``), never before.
         out.append(.finish(order))
         switch state {
-        case .succeeded:
-            requestRetention(job: run.job, out: &out)
         case .timedOut:
-            if run.imageID != nil || order.looksUpImage { followLateImages(now: now) }
             lastFailure = "\(run.job) timed out at \(Self.iso(now))"
         case .failed:
             lastFailure = "\(run.job) failed at \(Self.iso(now))"

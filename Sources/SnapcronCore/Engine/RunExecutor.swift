@@ -16,7 +16,8 @@ final class RunExecutor: Sendable {
     let logger: Logger
     let pausePoint: (@Sendable (String) async -> Void)?
     private let deliver: Mutex<(@Sendable (EngineEvent) async -> Void)?> = Mutex(nil)
-    private let createTasks = Mutex<[Int64: Task<Void, Never>]>([:])
+    /// Create calls in flight, by run: a run ended at its timeout cuts its call (see ``cutCreate(of:)``).
+    private let createCalls = Mutex<[Int64: CreateCall]>([:])
     private let tasksInFlight = Atomic<Int>(0)
 
     init(
@@ -106,14 +107,11 @@ final class RunExecutor: Sendable {
                     logger.error("Store write failed", metadata: ["run": "\(run)", "error": "\(error)"])
                 }
             case .finish(let order):
-                createTasks.withLock { $0.removeValue(forKey: order.run) }?.cancel()
+                cutCreate(of: order.run)
                 if order.looksUpImage || order.asksSize {
-                    spawn {
-                        await self.finish(order)
-                        return nil
-                    }
+                    spawn { await self.finish(order) }
                 } else {
-                    await finish(order)
+                    events.append(await finish(order))
                 }
             case .retain(let order):
                 spawn {
@@ -229,23 +227,36 @@ final class RunExecutor: Sendable {
                         order.run, .failed(error: "backend '\(order.backend)' is not configured", transient: false)))
                 continue
             }
-            let task = spawnReturningTask {
+            spawn {
                 await self.pausePoint?("create")
                 let outcome = await self.create(order, on: backend)
                 await self.pausePoint?("created")
                 return .createFinished(order.run, outcome)
             }
-            createTasks.withLock { $0[order.run] = task }
         }
         return events
     }
 
     private func create(_ order: CreateOrder, on backend: any SnapshotBackend) async -> CreateOutcome {
-        let result = await withDeadline(order.deadline, operation: "create of \(order.imageName)") {
-            try await backend.createImage(
-                target: order.target, name: order.imageName, description: order.description, logger: self.logger)
+        // Bounded by the run's timeout without a timer of its own: the engine ends the run there, and ending it
+        // cuts this call (``cutCreate(of:)``), also when the backend ignores its cancellation.
+        let once = OnceResult<CreatedImage>()
+        let result = await withCheckedContinuation { continuation in
+            once.set(continuation)
+            let work = Task {
+                do {
+                    once.resume(
+                        .success(
+                            try await backend.createImage(
+                                target: order.target, name: order.imageName, description: order.description,
+                                logger: self.logger)))
+                } catch {
+                    once.resume(.failure(error))
+                }
+            }
+            createCalls.withLock { $0[order.run] = CreateCall(work: work, once: once) }
         }
-        createTasks.withLock { _ = $0.removeValue(forKey: order.run) }
+        createCalls.withLock { _ = $0.removeValue(forKey: order.run) }
         switch result {
         case .success(let created):
             let now = clock.now()
@@ -294,6 +305,13 @@ final class RunExecutor: Sendable {
             logger.error("Store write failed", metadata: ["run": "\(runID)", "image": "\(imageID)", "error": "\(error)"])
             return false
         }
+    }
+
+    /// Cuts the create call of a run that ended (its timeout passed): cancelled, and answered at once.
+    private func cutCreate(of run: Int64) {
+        guard let call = createCalls.withLock({ $0.removeValue(forKey: run) }) else { return }
+        call.work.cancel()
+        call.once.resume(.failure(DeadlineExceeded(operation: "create of run \(run)")))
     }
 
     // MARK: Polls
@@ -355,7 +373,7 @@ final class RunExecutor: Sendable {
 
     // MARK: Finishing runs
 
-    private func finish(_ order: FinishOrder) async {
+    private func finish(_ order: FinishOrder) async -> EngineEvent {
         var order = order
         var found: ImageInfo?
         if order.looksUpImage, let backend = backends[order.backend] {
@@ -376,6 +394,7 @@ final class RunExecutor: Sendable {
             _ = await adopt(
                 found.id.id, runID: order.run, job: order.job, description: found.description, state: found.state)
         }
+        return .runRecorded(job: order.job, state: order.state, hasImage: order.imageID != nil)
     }
 
     /// A run that may have made an image without recording it looks the image up by its name.
@@ -632,13 +651,8 @@ final class RunExecutor: Sendable {
 
     /// Runs `work` in a task of its own, counted in flight until its event (if any) is delivered.
     private func spawn(_ work: @escaping @Sendable () async -> EngineEvent?) {
-        _ = spawnReturningTask(work)
-    }
-
-    @discardableResult
-    private func spawnReturningTask(_ work: @escaping @Sendable () async -> EngineEvent?) -> Task<Void, Never> {
         tasksInFlight.add(1, ordering: .relaxed)
-        return Task {
+        Task {
             if let event = await work() { await self.send(event) }
             self.tasksInFlight.subtract(1, ordering: .relaxed)
         }
@@ -677,6 +691,12 @@ final class RunExecutor: Sendable {
             once.onResume { timer.cancel() }
         }
     }
+}
+
+/// A create call in flight, with the means to cut it.
+private struct CreateCall: Sendable {
+    var work: Task<Void, Never>
+    var once: OnceResult<CreatedImage>
 }
 
 /// A backend call cut at its deadline.

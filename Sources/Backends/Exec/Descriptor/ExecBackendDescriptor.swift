@@ -1,8 +1,32 @@
+public import BackendTypes
+
+/// The `exec` backend type: argv templates (never a shell) with a JSON-on-stdout contract. Its backend,
+/// `ExecBackend`, builds from these settings (`ExecBackend+Factory.swift`).
+public enum ExecBackendDescriptor: BackendDescriptor {
+    public static let name = "exec"
+    public static let settingKeys = [
+        "create", "status", "list", "delete", "image_id", "timeout", "transient_exit_codes", "environment",
+        "target_pattern", "requests_per_second", "api_key_credential", "api_key_file",
+    ]
+    public static let exampleTarget = "tank/vm/web"
+
+    public static func readSettings(_ reader: inout SettingsReader, stateDirectory: String) -> (any BackendSettings)? {
+        let settings = readExecSettings(&reader)
+        _ = reader.positiveNumber("requests_per_second")
+        reader.secret(required: false)
+        return settings
+    }
+
+    public static func targetRule(for backend: BackendConfig, stateDirectory: String) -> TargetRule {
+        .exec(pattern: backend.exec?.targetPattern)
+    }
+}
+
 /// The settings of an `exec` backend (`[backends.NAME] type = "exec"`), checked when the config is read.
 ///
-/// The backend itself (target `ExecBackend`) gets these through the daemon's backend factory; the contract of the
-/// commands is in `docs/backends-exec.md`.
-public struct ExecBackendSettings: Sendable, Hashable {
+/// The backend itself (target `ExecBackend`) gets these through its factory; the contract of the commands is in
+/// `docs/backends-exec.md`.
+public struct ExecBackendSettings: BackendSettings {
     /// The create argv template, e.g. `["qemu-img", "snapshot", "-c", "{name}", "{target}"]`.
     public var create: [String]
     /// The status argv template (`{image}`), if any.
@@ -52,38 +76,47 @@ public struct ExecBackendSettings: Sendable, Hashable {
     ]
 }
 
-extension ConfigReader {
-    static let execKeys = [
-        "create", "status", "list", "delete", "image_id", "timeout", "transient_exit_codes", "environment",
-        "target_pattern", "requests_per_second", "api_key_credential", "api_key_file",
-    ]
+extension BackendType {
+    /// Runs argv templates (never a shell) with a JSON-on-stdout contract.
+    public static let exec = BackendType(ExecBackendDescriptor.self)
+}
 
-    /// Reads the exec keys of `table`, reporting every problem; `nil` when the settings cannot work.
-    mutating func readExecSettings(_ table: [String: ConfigValue], at path: String) -> ExecBackendSettings? {
+extension BackendConfig {
+    /// The settings of an `exec` backend; nil for other types (or when they could not be read).
+    public var exec: ExecBackendSettings? {
+        get { typedSettings as? ExecBackendSettings }
+        set { typedSettings = newValue }
+    }
+}
+
+extension ExecBackendDescriptor {
+    /// Reads the exec keys of the reader's table, reporting every problem; `nil` when the settings cannot work.
+    static func readExecSettings(_ reader: inout SettingsReader) -> ExecBackendSettings? {
+        let table = reader.table
         var valid = true
         func argv(_ key: String) -> [String]? {
             guard let value = table[key] else { return nil }
             guard let strings = value.strings, !strings.isEmpty, !strings[0].isEmpty else {
-                error("\(path).\(key)", "expected a non-empty array of strings (an argv), got \(value)")
+                reader.error(key, "expected a non-empty array of strings (an argv), got \(value)")
                 valid = false
                 return nil
             }
             for argument in strings {
                 if let problem = Self.placeholderProblem(in: argument, allowed: ExecBackendSettings.placeholders[key]!)
                 {
-                    error("\(path).\(key)", problem)
+                    reader.error(key, problem)
                     valid = false
                 }
             }
             if strings[0].contains("{") {
-                error("\(path).\(key)", "the command itself (\(strings[0])) must not contain a placeholder")
+                reader.error(key, "the command itself (\(strings[0])) must not contain a placeholder")
                 valid = false
             }
             return strings
         }
         let create = argv("create")
         if table["create"] == nil {
-            error(path, "missing key 'create' (the argv that makes an image)")
+            reader.error(nil, "missing key 'create' (the argv that makes an image)")
             valid = false
         }
         var settings = ExecBackendSettings(create: create ?? [])
@@ -96,12 +129,12 @@ extension ConfigReader {
                 if let problem = Self.placeholderProblem(
                     in: template, allowed: ExecBackendSettings.placeholders["image_id"]!)
                 {
-                    error("\(path).image_id", problem)
+                    reader.error("image_id", problem)
                     valid = false
                 }
                 settings.imageID = template
             } else {
-                error("\(path).image_id", "expected a non-empty string such as \"{target}@{name}\", got \(value)")
+                reader.error("image_id", "expected a non-empty string such as \"{target}@{name}\", got \(value)")
                 valid = false
             }
         }
@@ -109,7 +142,7 @@ extension ConfigReader {
             if let text = value.string, let timeout = try? Duration(parsingOption: text), timeout > .zero {
                 settings.timeout = timeout
             } else {
-                error("\(path).timeout", "expected a duration greater than 0 such as \"10m\", got \(value)")
+                reader.error("timeout", "expected a duration greater than 0 such as \"10m\", got \(value)")
                 valid = false
             }
         }
@@ -118,7 +151,7 @@ extension ConfigReader {
             if value.array == nil || codes.count != value.array?.count
                 || codes.contains(where: { !(1...255).contains($0) })
             {
-                error("\(path).transient_exit_codes", "expected an array of exit statuses 1-255, got \(value)")
+                reader.error("transient_exit_codes", "expected an array of exit statuses 1-255, got \(value)")
                 valid = false
             } else {
                 settings.transientExitCodes = codes
@@ -128,25 +161,25 @@ extension ConfigReader {
             if let variables = value.table {
                 for (name, variable) in variables.sorted(by: { $0.key < $1.key }) {
                     guard let text = variable.string else {
-                        error("\(path).environment.\(name)", "expected a string, got \(variable.typeName)")
+                        reader.error("environment.\(name)", "expected a string, got \(variable.typeName)")
                         valid = false
                         continue
                     }
                     guard Self.isEnvironmentName(name) else {
-                        error("\(path).environment", "invalid variable name '\(name)' (use A-Z, a-z, 0-9 and '_')")
+                        reader.error("environment", "invalid variable name '\(name)' (use A-Z, a-z, 0-9 and '_')")
                         valid = false
                         continue
                     }
                     settings.environment[name] = text
                 }
             } else {
-                error("\(path).environment", "expected a table of strings, got \(value.typeName)")
+                reader.error("environment", "expected a table of strings, got \(value.typeName)")
                 valid = false
             }
         }
-        if let pattern = nonEmptyString(table, "target_pattern", at: path) {
+        if let pattern = reader.nonEmptyString("target_pattern") {
             if (try? Regex(pattern)) == nil {
-                error("\(path).target_pattern", "invalid regular expression '\(pattern)'")
+                reader.error("target_pattern", "invalid regular expression '\(pattern)'")
                 valid = false
             }
             settings.targetPattern = pattern
@@ -183,6 +216,25 @@ extension ConfigReader {
         guard let first = name.unicodeScalars.first, !("0"..."9").contains(first) else { return false }
         return name.unicodeScalars.allSatisfy {
             ("A"..."Z").contains($0) || ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_"
+        }
+    }
+}
+
+extension TargetRule {
+    /// `exec`: a non-empty target without control characters that does not start with `-` (commands get it as an
+    /// argument) and, when `pattern` is set, matches that regular expression as a whole.
+    public static func exec(pattern: String?) -> TargetRule {
+        TargetRule { target in
+            guard !target.isEmpty else { return "target is empty" }
+            guard !target.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                return "target contains a control character"
+            }
+            guard !target.hasPrefix("-") else { return "target must not start with '-'" }
+            // The config reader and the backend refuse a pattern that does not compile.
+            if let pattern, let regex = try? Regex(pattern), (try? regex.wholeMatch(in: target)) == nil {
+                return "target does not match target_pattern \(pattern)"
+            }
+            return nil
         }
     }
 }

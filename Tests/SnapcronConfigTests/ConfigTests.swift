@@ -1,5 +1,10 @@
+import BackendTypes
+import ExecDescriptor
 import Foundation
+import LocalDescriptor
+import SnapcronConfig
 import Testing
+import TWCCDescriptor
 
 @testable import SnapcronCore
 
@@ -267,6 +272,27 @@ func configErrors(_ text: String) -> DiagnosticList {
         let octal = "0" + String(mode, radix: 8)
         #expect(errors.first?.message == "backends.c.api_key_file: '\(key)' is readable by everyone (mode \(octal))")
         #expect(errors.first?.note == "chmod o-rwx \(key)")
+    }
+
+    /// The daemon refuses these at start (`TWCCBackend.Configuration.problem(withBaseURL:)`); the config reader, and
+    /// so `snapcronctl check`, says the same.
+    @Test(arguments: [
+        ("http://api.twcc.ai", "'http://api.twcc.ai' is plain http, which would send the API key unencrypted; use https:// (http:// is allowed only for loopback hosts: 127.0.0.0/8, ::1, localhost)"),
+        ("http://10.0.0.1:8080", "'http://10.0.0.1:8080' is plain http, which would send the API key unencrypted; use https:// (http:// is allowed only for loopback hosts: 127.0.0.0/8, ::1, localhost)"),
+        ("https://user@api.twcc.ai", "'https://user@api.twcc.ai' must not contain user info (user@host)"),
+        ("ftp://api.twcc.ai", "expected an http(s) URL, got 'ftp://api.twcc.ai'"),
+    ])
+    func refusesABaseURLTheDaemonWouldRefuse(_ url: String, _ message: String) {
+        let errors = configErrors("[backends.c]\ntype = \"twcc\"\napi_key_credential = \"k\"\nbase_url = \"\(url)\"\n")
+        #expect(errors.count == 1, "\(errors)")
+        #expect(errors.first?.message == "backends.c.base_url: \(message)")
+    }
+
+    @Test(arguments: ["https://api.twcc.ai", "http://127.0.0.1:8080", "http://localhost", "http://[::1]:9000"])
+    func acceptsHTTPSOrLoopbackHTTPBaseURL(_ url: String) throws {
+        let config = try SnapcronConfig.parse(
+            "[backends.c]\ntype = \"twcc\"\napi_key_credential = \"k\"\nbase_url = \"\(url)\"\n", file: "snapcron.toml")
+        #expect(config.backends["c"]?.settings["base_url"]?.string == url)
     }
 
     @Test func refusesMissingKeyFile() {

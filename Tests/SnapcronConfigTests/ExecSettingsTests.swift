@@ -1,3 +1,7 @@
+import BackendTypes
+import ExecDescriptor
+import LocalDescriptor
+import SnapcronConfig
 import Testing
 
 @testable import SnapcronCore

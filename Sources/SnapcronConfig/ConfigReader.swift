@@ -1,0 +1,127 @@
+import BackendTypes
+import LocalDescriptor
+import SnapcronCore
+
+/// Checks the parsed TOML tree key by key and collects diagnostics with key paths. `[daemon]` is read here; each
+/// `[backends.NAME]` table by the descriptor of its type.
+struct ConfigReader {
+    let file: String
+    var diagnostics = DiagnosticList()
+
+    static let daemonKeys = [
+        "state_dir", "socket_path", "socket_group", "max_concurrent_creates", "schedule_path", "history_keep",
+    ]
+    static let commonBackendKeys = ["type", "max_concurrent", "max_concurrent_creates"]
+
+    mutating func error(_ path: String, _ message: String, note: String? = nil) {
+        diagnostics.append(.error("\(path): \(message)", file: file, note: note))
+    }
+
+    /// Turns what `reader` found into diagnostics of this file.
+    mutating func report(_ reader: SettingsReader) {
+        for problem in reader.problems {
+            diagnostics.append(.error(problem.message, file: file, note: problem.note))
+        }
+    }
+
+    /// Reports keys of the reader's table not in `known`, with a suggestion.
+    static func rejectUnknownKeys(_ reader: inout SettingsReader, known: [String]) {
+        for key in reader.table.keys.sorted() where !known.contains(key) {
+            if key == "api_key" {
+                reader.error(
+                    key, "secrets are never inline",
+                    note: "use api_key_credential (systemd LoadCredential=) or api_key_file (not world-readable)")
+                continue
+            }
+            let note =
+                Suggestion.closest(to: key, in: known).map { "did you mean '\($0)'?" }
+                ?? "known keys are \(known.joined(separator: ", "))"
+            reader.error(nil, "unknown key '\(key)'", note: note)
+        }
+    }
+
+    /// The config of `root`; `stateDirectory` (`--state-dir`) replaces `[daemon] state_dir`.
+    mutating func read(_ root: [String: ConfigValue], stateDirectory override: String?) -> SnapcronConfig {
+        var top = SettingsReader(table: root, path: "")
+        Self.rejectUnknownKeys(&top, known: ["daemon", "backends"])
+        report(top)
+        var config = SnapcronConfig(file: file, stateDirectory: SnapcronConfig.defaultStateDirectory, backends: [:])
+
+        if let value = root["daemon"] {
+            if let table = value.table {
+                var daemon = SettingsReader(table: table, path: "daemon")
+                Self.rejectUnknownKeys(&daemon, known: Self.daemonKeys)
+                if let path = daemon.absolutePath("state_dir") { config.stateDirectory = path }
+                if let path = daemon.absolutePath("socket_path") {
+                    config.socketPath = path
+                    config.socketPathIsExplicit = true
+                }
+                if let path = daemon.absolutePath("schedule_path") { config.schedulePath = path }
+                if let group = daemon.nonEmptyString("socket_group") { config.socketGroup = group }
+                if let limit = daemon.positiveInteger("max_concurrent_creates") { config.maxConcurrentCreates = limit }
+                if let keep = daemon.duration("history_keep", atLeast: .seconds(86_400)) { config.historyKeep = keep }
+                report(daemon)
+            } else {
+                error("daemon", "expected a table, got \(value.typeName)")
+            }
+        }
+        if let override { config.stateDirectory = override }
+
+        config.backends = ["local": LocalBackendDescriptor.builtIn(stateDirectory: config.stateDirectory)]
+        if let value = root["backends"] {
+            if let backends = value.table {
+                config.backends = [:]
+                for (name, table) in backends.sorted(by: { $0.key < $1.key }) {
+                    if let backend = readBackend(name: name, table, stateDirectory: config.stateDirectory) {
+                        config.backends[name] = backend
+                    }
+                }
+            } else {
+                error("backends", "expected a table of [backends.NAME] tables, got \(value.typeName)")
+            }
+        }
+        return config
+    }
+
+    mutating func readBackend(name: String, _ value: ConfigValue, stateDirectory: String) -> BackendConfig? {
+        let path = "backends.\(name)"
+        guard let table = value.table else {
+            error(path, "expected a table, got \(value.typeName)")
+            return nil
+        }
+        if !Self.isValidBackendName(name) {
+            error(path, "invalid backend name '\(name)' (use lowercase letters, digits and '-', starting with a letter or digit)")
+        }
+        let typeNames = BackendType.all.map(\.name).joined(separator: ", ")
+        guard let typeValue = table["type"] else {
+            error(path, "missing key 'type' (expected \(typeNames))")
+            return nil
+        }
+        guard let typeName = typeValue.string else {
+            error("\(path).type", "expected a string, got \(typeValue.typeName)")
+            return nil
+        }
+        guard let type = BackendType(named: typeName) else {
+            let note = Suggestion.closest(to: typeName, in: BackendType.all.map(\.name)).map { "did you mean '\($0)'?" }
+            error(path, "unknown type '\(typeName)' (expected \(typeNames))", note: note)
+            return nil
+        }
+
+        var reader = SettingsReader(table: table, path: path)
+        Self.rejectUnknownKeys(&reader, known: Self.commonBackendKeys + type.descriptor.settingKeys)
+        let maxConcurrent = reader.positiveInteger("max_concurrent")
+        let maxConcurrentCreates = reader.positiveInteger("max_concurrent_creates")
+        let typed = type.descriptor.readSettings(&reader, stateDirectory: stateDirectory)
+        report(reader)
+        var backend = BackendConfig(
+            name: name, type: type, maxConcurrent: maxConcurrent, typedSettings: typed,
+            settings: table.filter { $0.key != "type" })
+        backend.maxConcurrentCreates = maxConcurrentCreates
+        return backend
+    }
+
+    static func isValidBackendName(_ name: String) -> Bool {
+        guard let first = name.first, first.isASCII, first.isLowercase || first.isNumber else { return false }
+        return name.allSatisfy { $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-") }
+    }
+}
