@@ -25,9 +25,9 @@ import Testing
 ///   left `deleting`, none is deleted in the store but still at the backend, no run is unfinished, and the
 ///   store's health check is OK.
 ///
-/// `SNAPCRON_SEEDS=N` runs N random seeds (default 200, in two lanes: `SNAPCRON_MODEL_LANES`); `SNAPCRON_SEED=N`
-/// replays one (N times with `SNAPCRON_SEEDS=N`), printing the steps of a failure, and with
-/// `SNAPCRON_MODEL_LOG=1` the scheduler's log too.
+/// `SNAPCRON_SEEDS=N` runs N random seeds (default 200, in two lanes: `SNAPCRON_MODEL_LANES`) of
+/// `SNAPCRON_MODEL_STEPS` steps (default 16); `SNAPCRON_SEED=N` replays one (N times with `SNAPCRON_SEEDS=N`),
+/// printing the steps of a failure, and with `SNAPCRON_MODEL_LOG=1` the scheduler's log too.
 @Suite(.serialized) struct RunEngineModelTests {
     @Test func chaosNeverBreaksTheRunEngineInvariants() async throws {
         let environment = ProcessInfo.processInfo.environment
@@ -144,7 +144,9 @@ struct ModelReport {
 /// One seed: the world, the schedule, the processes, and the steps.
 final class ModelRun: @unchecked Sendable {
     static let start = utc("2026-03-02T00:00:00Z")
-    static let steps = 24
+    /// Random steps per seed before the quiet period: `SNAPCRON_MODEL_STEPS`, 16 by default so that 200 seeds stay
+    /// well inside a minute of `make test` on two cores.
+    static let steps = ProcessInfo.processInfo.environment["SNAPCRON_MODEL_STEPS"].flatMap { Int($0) } ?? 16
 
     let seed: UInt64
     private var rng: SplitMix64
