@@ -467,6 +467,7 @@ final class PinBook: @unchecked Sendable {
     }
 
     func contains(_ key: ImageKey) -> Bool { lock.withLock { pins.contains(key) } }
+    var all: Set<ImageKey> { lock.withLock { pins } }
 }
 
 /// The cloud of the model: every backend's images, baking on the provider's time; calls that fail, lose their

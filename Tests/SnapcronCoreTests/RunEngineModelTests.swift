@@ -22,8 +22,8 @@ import Testing
 /// - after a quiet period (no chaos, no new fires, long enough for timeouts, late-image checks and sweeps):
 ///   every image at the backend whose marker names a fire this store claimed is known to the store and not
 ///   deleted there, none is left `queued`/`saving` in the store when the backend has finished it, no image is
-///   left `deleting`, none is deleted in the store but still at the backend, no run is unfinished, and the
-///   store's health check is OK.
+///   left `deleting`, none is deleted in the store but still at the backend, every confirmed pin still stands,
+///   every succeeded run has its image recorded, no run is unfinished, and the store's health check is OK.
 ///
 /// `SNAPCRON_SEEDS=N` runs N random seeds (default 200, in two lanes: `SNAPCRON_MODEL_LANES`) of
 /// `SNAPCRON_MODEL_STEPS` steps (default 16); `SNAPCRON_SEED=N` replays one (N times with `SNAPCRON_SEEDS=N`),
@@ -609,6 +609,24 @@ final class ModelRun: @unchecked Sendable {
                     // Not an invariant: a delete whose reply was lost is given back to active, and stays so while
                     // retention keeps it (pinned, say). Counted to show how often the store holds such ghosts.
                     if record.state == .active && !live.contains(record.key) { count("ghosts") }
+                }
+            }
+            for key in pins.all {
+                if try db.image(id: key.id, backend: key.backend)?.pinned != true {
+                    fail("image \(key.id) pinned by the operator is no longer pinned in the store")
+                }
+            }
+            for spec in specs {
+                for run in try db.runs(job: spec.name, state: .succeeded, since: nil, limit: 1_000_000) {
+                    guard let id = run.imageID, let backend = run.backend,
+                        let image = try db.image(id: id, backend: backend)
+                    else {
+                        fail("succeeded run \(run.id) of \(run.job) has no recorded image")
+                        continue
+                    }
+                    if image.name != run.imageName || image.runID != run.id {
+                        fail("succeeded run \(run.id) of \(run.job) and its image \(id) disagree")
+                    }
                 }
             }
             let health = db.healthCheck()
