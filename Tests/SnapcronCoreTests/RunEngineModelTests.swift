@@ -604,6 +604,9 @@ final class ModelRun: @unchecked Sendable {
                     if record.state == .deleted && live.contains(record.key) {
                         fail("image \(record.id) is deleted in the store but still exists at the backend")
                     }
+                    // Not an invariant: a delete whose reply was lost is given back to active, and stays so while
+                    // retention keeps it (pinned, say). Counted to show how often the store holds such ghosts.
+                    if record.state == .active && !live.contains(record.key) { count("ghosts") }
                 }
             }
             let health = db.healthCheck()
