@@ -200,6 +200,8 @@ struct RunEngine {
             if let first = queue.first { wake = min(wake, max(first.due, nextPollPass[backend] ?? first.due)) }
         }
         if !retentionBacklog.isEmpty { wake = now }
+        // While runs are under way, a wake-up lost in a race costs at most this long (an idle daemon still sleeps).
+        if !runs.isEmpty { wake = min(wake, now.addingTimeInterval(pacing.maxPollInterval)) }
         for date in [nextLateImageCheck, nextSweep, nextHistoryPrune].compactMap({ $0 }) { wake = min(wake, date) }
         return wake
     }
