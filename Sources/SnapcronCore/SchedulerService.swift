@@ -336,7 +336,8 @@ public actor SchedulerService {
         let orphans = try await orphanedImages()
         // As retention: an image dated after now (made under a wrong clock) is kept and does not count as the
         // newest, or it would stand in for the real newest image and let it go.
-        let latestTrusted = clock.now().addingTimeInterval(RetentionPlanner.futureTolerance)
+        let now = clock.now()
+        let latestTrusted = now.addingTimeInterval(RetentionPlanner.futureTolerance)
         var newest: [String: ImageRecord] = [:]
         for orphan in orphans where orphan.image.state == .active && orphan.image.createdAt <= latestTrusted {
             let key = "\(orphan.image.job)\u{0}\(orphan.image.backend)\u{0}\(orphan.image.target)"
@@ -350,12 +351,14 @@ public actor SchedulerService {
             $0.image.state == .active && !$0.image.pinned && !keptIDs.contains($0.image.key)
                 && $0.image.createdAt <= latestTrusted
         }
-        if !dryRun {
-            for orphan in doomed {
-                await executor.delete(orphan.image, reason: "orphaned (\(orphan.reason)); deleted by an explicit prune")
-            }
+        guard !dryRun else { return doomed }
+        var deleted: [OrphanedImage] = []
+        for orphan in doomed {
+            if executor.stepsBack(since: now, stopping: "Orphan prune", job: orphan.image.job) { break }
+            await executor.delete(orphan.image, reason: "orphaned (\(orphan.reason)); deleted by an explicit prune")
+            deleted.append(orphan)
         }
-        return doomed
+        return deleted
     }
 
     /// What the scheduler is doing now.

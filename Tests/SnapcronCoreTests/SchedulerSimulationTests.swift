@@ -3,6 +3,7 @@ import Foundation
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
+import Synchronization
 import Testing
 
 @testable import SnapcronCore
@@ -752,6 +753,30 @@ import Testing
         #expect(run.state == .succeeded)
         #expect(run.attempts == 2)
         #expect((run.finishedAt ?? .distantFuture) < utc("2026-05-31T19:01:00Z"))
+    }
+
+    /// A retention pass that the clock's backward step overtakes stops: its plan counted images now dated in the
+    /// future, so going on would delete the newest image retention still trusts. It went on, and did.
+    @Test func aRetentionPassStopsWhenTheClockIsSteppedBackUnderIt() async throws {
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
+        let stepped = Mutex(false)
+        let clock = sim.clock.manual
+        await sim.start(try simulationJobs("0 * * * *   web   fake:vm1")) { point in
+            // After the pass's first delete, the clock goes back to 02:30: the 03:00 image is dated in the future.
+            guard point == "deleted", stepped.withLock({ done in defer { done = true }; return !done }) else { return }
+            clock.advance(to: utc("2026-06-01T02:30:00Z"), allowingBackwards: true)
+        }
+        await sim.run(until: utc("2026-06-01T03:30:00Z"))  // images of 01:00, 02:00, 03:00, all kept
+        await sim.service.apply(jobs: try simulationJobs("0 * * * *   web   fake:vm1   keep=1"))
+        _ = try await sim.service.pruneNow(job: "web")  // plans to delete 02:00, then 01:00
+        await sim.settle()
+        await sim.stop()
+        let name = { (hour: Int) in
+            SchedulerService.imageName(job: "web", scheduled: utc("2026-06-01T00:00:00Z") + Double(hour * 3600))
+        }
+        let images = try sim.store.images(job: "web", includeDeleted: true)
+        #expect(images.filter { $0.state == .deleted }.map(\.name) == [name(2)])
+        #expect(images.filter { $0.state == .active }.map(\.name).sorted() == [name(1), name(3)])
     }
 
     @Test func clockStepForwardRunsTheNewestFireWithinTheDeadline() async throws {

@@ -152,7 +152,7 @@ final class Simulation: @unchecked Sendable {
 
     /// Starts a scheduler (a new one after `stop`, on the same store) and waits until it sleeps.
     @discardableResult
-    func start(_ jobs: [Job]) async -> SchedulerService {
+    func start(_ jobs: [Job], pausePoint: (@Sendable (String) async -> Void)? = nil) async -> SchedulerService {
         var backends: [String: any SnapshotBackend] = [:]
         for (name, fake) in fakes {
             let observed = ObservedBackend(fake: fake, observer: observer, clock: clock)
@@ -160,7 +160,7 @@ final class Simulation: @unchecked Sendable {
         }
         let service = SchedulerService(
             jobs: jobs, store: store, backends: backends, clock: clock, limits: limits, pacing: pacing,
-            logger: silentLogger)
+            logger: silentLogger, pausePoint: pausePoint)
         self.service = service
         let sleeps = clock.sleepCount
         task = Task { try await service.run() }

@@ -462,8 +462,24 @@ final class RunExecutor: Sendable {
         let byID = Dictionary(images.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
         for decision in plan.deletions {
             guard let image = byID[decision.id] else { continue }
+            if stepsBack(since: now, stopping: "Retention pass", job: job.name) { return }
             await delete(image, reason: decision.reasons.joined(separator: "; "))
         }
+    }
+
+    /// Whether the clock was stepped back since `planned`: images the plan counted may now be dated in the
+    /// future, which retention must not count (its newest would go), so the rest of the plan is dropped and the
+    /// next pass plans again.
+    func stepsBack(since planned: Date, stopping what: String, job: String) -> Bool {
+        let now = clock.now()
+        guard now < planned.addingTimeInterval(-pacing.clockStepTolerance) else { return false }
+        logger.warning(
+            "\(what) stopped: the clock was stepped back since it was planned",
+            metadata: [
+                "event": "clock.stepped_back", "job": "\(job)", "planned": "\(RunEngine.iso(planned))",
+                "now": "\(RunEngine.iso(now))",
+            ])
+        return true
     }
 
     /// Deletes one image: taken into `deleting` in one store transaction only if it is still active and unpinned
