@@ -203,7 +203,8 @@ public actor SchedulerService {
     private func drain() async {
         let limit = ContinuousClock.now + .seconds(5)
         while executor.inFlight > 0 && ContinuousClock.now < limit {
-            try? await Task.sleep(for: .milliseconds(20))
+            // Detached: this task is cancelled (shutdown), and a cancelled sleep returns at once, which spun a core.
+            await Task.detached { try? await Task.sleep(for: .milliseconds(20)) }.value
         }
         sleepTask?.cancel()
     }
@@ -405,5 +406,4 @@ public actor SchedulerService {
         RunEngine.imageDescription(job: job, scheduled: scheduled, run: run)
     }
 
-    static func iso(_ date: Date) -> String { RunEngine.iso(date) }
 }

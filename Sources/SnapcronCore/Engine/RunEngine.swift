@@ -823,13 +823,10 @@ struct RunEngine {
         return result
     }
 
+    /// The queue's top when it is live (a stale top, until the next tick pops it, gives nil).
     var nextFire: (job: String, at: Date)? {
-        var best: (job: String, at: Date)?
-        // The queue's top may be stale; look for the first live entry without popping.
-        if let top = fireQueue.first, let entry = jobs[top.job], entry.pending == top.scheduled {
-            best = (top.job, top.scheduled)
-        }
-        return best
+        guard let top = fireQueue.first, jobs[top.job]?.pending == top.scheduled else { return nil }
+        return (top.job, top.scheduled)
     }
 
     var pausedJobNames: Set<String> {
