@@ -319,6 +319,30 @@ struct ScriptedBackend: SnapshotBackend {
         gate.open()
     }
 
+    /// Found by the model test: a create that returns (and records its image) just as the run ends at its timeout.
+    /// The run's end must still hand the unfinished image to the late-image checks, or it stays `queued` for ever.
+    @Test func anImageRecordedJustAsItsRunTimesOutIsStillFollowedToActive() async throws {
+        let jobs = try simulationJobs("0 * * * *   j   fake:vm1   timeout=10m keep=2")
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"))
+        let gate = Gate()
+        // Held after the create returned and its image was recorded, before the engine hears of it.
+        await sim.start(jobs, pausePoint: { point in if point == "created" { await gate.pass() } })
+        sim.clock.manual.advance(to: utc("2026-06-01T01:00:00Z"))
+        await eventually { gate.waiting == 1 }
+        #expect(try sim.store.images(job: "j").first?.state == .queued)
+        sim.clock.manual.advance(to: utc("2026-06-01T01:10:00Z"))
+        await eventually { (try? sim.store.run(id: 1)?.state.isTerminal) == true }
+        gate.open()
+        await sim.settle()
+        await sim.run(until: utc("2026-06-01T01:40:00Z"))
+        await sim.stop()
+        let run = try #require(try sim.runs("j").first)
+        #expect(run.state == .timedOut)
+        let image = try #require(try sim.store.images(job: "j").first)
+        #expect(image.runID == run.id)
+        #expect(image.state == .active)
+    }
+
     // MARK: 10. History limit
 
     @Test func historyOlderThanTheLimitIsPrunedDailyAndPausedFiresShareARow() async throws {

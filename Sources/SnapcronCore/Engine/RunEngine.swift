@@ -389,7 +389,8 @@ struct RunEngine {
             pollFinished(backend: backend, outcomes: outcomes, now: now, out: &out)
         case .runRecorded(let job, let state, let hasImage):
             if state == .succeeded { requestRetention(job: job, out: &out) }
-            if state == .timedOut && hasImage { followLateImages(now: now) }
+            // A run that ends otherwise with an image (timed out, cancelled) leaves it to the late-image checks.
+            if state != .succeeded && state != .failed && hasImage { followLateImages(now: now) }
         case .retentionFinished(let job):
             retentionRunning.remove(job)
             if retentionPending.remove(job) != nil { requestRetention(job: job, out: &out) }

@@ -383,9 +383,13 @@ final class RunExecutor: Sendable {
             order.sizeBytes = await size(of: image, target: order.target, on: backend)
         }
         let now = clock.now()
+        // The store's row decides whether the run has an image: a create that returned just as the run ended
+        // may have recorded one the engine never heard of.
+        var hasImage = order.imageID != nil
         do {
-            _ = try await store.finishRun(
+            let record = try await store.finishRun(
                 runID: order.run, state: order.state, error: order.error, sizeBytes: order.sizeBytes, now: now)
+            hasImage = record.imageID != nil
         } catch {
             logger.error("Store write failed", metadata: ["run": "\(order.run)", "error": "\(error)"])
         }
@@ -394,7 +398,7 @@ final class RunExecutor: Sendable {
             _ = await adopt(
                 found.id.id, runID: order.run, job: order.job, description: found.description, state: found.state)
         }
-        return .runRecorded(job: order.job, state: order.state, hasImage: order.imageID != nil)
+        return .runRecorded(job: order.job, state: order.state, hasImage: hasImage)
     }
 
     /// A run that may have made an image without recording it looks the image up by its name.
