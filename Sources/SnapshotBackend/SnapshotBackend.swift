@@ -33,6 +33,14 @@ public protocol SnapshotBackend: Sendable {
     /// and knows no state.
     func createImage(target: String, name: String, description: String, logger: Logger) async throws -> CreatedImage
 
+    /// ``createImage(target:name:description:logger:)``, told whether an earlier call can have made an image called
+    /// `name`. The scheduler says `nameIsFresh` only when none can have: the run's first attempt, of a fire due
+    /// after this process started. A backend that looks the name up before creating (to stay idempotent after a
+    /// lost reply) may then skip that lookup. The default ignores the hint.
+    func createImage(
+        target: String, name: String, description: String, nameIsFresh: Bool, logger: Logger
+    ) async throws -> CreatedImage
+
     /// The current state of `image`; `.gone` when the backend does not know it (deleted or never made).
     func status(_ image: ImageRef, logger: Logger) async throws -> ImageState
 
@@ -81,6 +89,12 @@ extension SnapshotBackend {
         target: String, name: String, description: String, logger: Logger
     ) async throws -> CreatedImage {
         CreatedImage(ref: try await create(target: target, name: name, description: description, logger: logger))
+    }
+
+    public func createImage(
+        target: String, name: String, description: String, nameIsFresh: Bool, logger: Logger
+    ) async throws -> CreatedImage {
+        try await createImage(target: target, name: name, description: description, logger: logger)
     }
 
     public func info(of image: ImageRef, target: String, logger: Logger) async throws -> ImageInfo? {

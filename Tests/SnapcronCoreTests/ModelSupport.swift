@@ -583,10 +583,14 @@ actor ChaosWorld {
 
     // MARK: Calls
 
-    func create(backend: String, process: Int, target: String, name: String, description: String) async throws
-        -> CreatedImage
-    {
+    func create(
+        backend: String, process: Int, target: String, name: String, description: String, nameIsFresh: Bool
+    ) async throws -> CreatedImage {
         guard !clock.isFrozen(process) else { throw gone(backend, .create) }
+        let nameKey = backend + "\u{0}" + target + "\u{0}" + name
+        // A backend may skip its idempotency lookup for a fresh name: the engine must never be wrong about it.
+        if nameIsFresh, idsByName[nameKey] != nil { violation("create of \(name) said fresh, but that name was made before") }
+        if nameIsFresh { count("create.fresh") }
         var rng = roll("create \(backend) \(target) \(name)")
         if rng.chance(chaos.createFailsTransient) {
             count("create.failed")
@@ -596,7 +600,6 @@ actor ChaosWorld {
             count("create.refused")
             throw SnapshotBackendError.permanent(backend: backend, .create, target: target, "quota exceeded")
         }
-        let nameKey = backend + "\u{0}" + target + "\u{0}" + name
         let image: Image
         if let key = idsByName[nameKey], let existing = live[key] {
             image = existing
@@ -795,7 +798,16 @@ struct ChaosBackend: SnapshotBackend {
         -> CreatedImage
     {
         try await world.create(
-            backend: name, process: process, target: target, name: imageName, description: description)
+            backend: name, process: process, target: target, name: imageName, description: description,
+            nameIsFresh: false)
+    }
+
+    func createImage(
+        target: String, name imageName: String, description: String, nameIsFresh: Bool, logger: Logger
+    ) async throws -> CreatedImage {
+        try await world.create(
+            backend: name, process: process, target: target, name: imageName, description: description,
+            nameIsFresh: nameIsFresh)
     }
 
     func status(_ image: ImageRef, logger: Logger) async throws -> ImageState {

@@ -201,6 +201,43 @@ import Testing
         }
     }
 
+    @Test func aFreshNameIsSavedWithoutListingTheProjectsImages() async throws {
+        try await withStandIn { standIn in
+            let backend = try makeBackend(standIn)
+            let made = try await backend.createImage(
+                target: "101", name: "snapcron-fresh", description: "", nameIsFresh: true, logger: quiet)
+            #expect(standIn.requests(.GET, "images/").isEmpty)
+            #expect(standIn.requests(.PUT, "images/").count == 1)
+            #expect(standIn.images[Int(made.ref.id)!]?.name == "snapcron-fresh")
+        }
+    }
+
+    @Test func aFreshNameWhoseSaveReplyIsLostIsLookedUpBeforeSendingAgain() async throws {
+        try await withStandIn { standIn in
+            let backend = try makeBackend(standIn, timeout: .milliseconds(300))
+            standIn.inject(.lostReply, method: .PUT, path: "images/555/save/")
+            let made = try await backend.createImage(
+                target: "101", name: "snapcron-fresh-lost", description: "", nameIsFresh: true, logger: quiet)
+            #expect(standIn.requests(.PUT, "images/").count == 1)
+            #expect(standIn.requests(.GET, "images/").count == 1)
+            #expect(
+                standIn.images.values.filter { $0.name == "snapcron-fresh-lost" }.map { String($0.id) } == [made.ref.id])
+        }
+    }
+
+    @Test func aNameThatMayExistIsLookedUpFirst() async throws {
+        try await withStandIn { standIn in
+            let backend = try makeBackend(standIn)
+            let first = try await backend.createImage(
+                target: "101", name: "snapcron-again", description: "", nameIsFresh: false, logger: quiet)
+            let again = try await backend.createImage(
+                target: "101", name: "snapcron-again", description: "", nameIsFresh: false, logger: quiet)
+            #expect(first.ref == again.ref)
+            #expect(standIn.requests(.PUT, "images/").count == 1)
+            #expect(standIn.requests(.GET, "images/").count == 2)
+        }
+    }
+
     @Test func fiveHundredOnCreateLooksBeforeSendingAgain() async throws {
         try await withStandIn { standIn in
             let backend = try makeBackend(standIn)

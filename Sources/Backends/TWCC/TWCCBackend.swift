@@ -58,16 +58,35 @@ public struct TWCCBackend: SnapshotBackend {
     public func create(target: String, name imageName: String, description: String, logger: Logger) async throws
         -> ImageRef
     {
+        try await create(target: target, name: imageName, description: description, nameIsFresh: false, logger: logger)
+    }
+
+    public func createImage(
+        target: String, name imageName: String, description: String, nameIsFresh: Bool, logger: Logger
+    ) async throws -> CreatedImage {
+        CreatedImage(
+            ref: try await create(
+                target: target, name: imageName, description: description, nameIsFresh: nameIsFresh, logger: logger))
+    }
+
+    /// Saves `target`'s server as `imageName`, unless an image of that name already exists. With `nameIsFresh`
+    /// (no earlier call can have used the name) the first round skips that lookup, which on a large project is
+    /// the costliest request of a create; once a save has been sent, every later round looks again.
+    func create(
+        target: String, name imageName: String, description: String, nameIsFresh: Bool, logger: Logger
+    ) async throws -> ImageRef {
         let call = CallContext(backend: name, operation: .create, target: target)
         try Self.checkTarget(target, call: call)
         guard !imageName.isEmpty else { throw call.permanent("empty image name") }
         var budget = budget()
+        var nameMayExist = !nameIsFresh
         while true {
             do {
                 let (server, remembered) = try await server(of: target, call: call, budget: &budget, logger: logger)
                 // Idempotent by name: a create whose reply was lost already made the image.
-                if let existing = try await images(ofServer: server.id, call: call, budget: &budget, logger: logger)
-                    .first(where: { $0.name == imageName })
+                if nameMayExist,
+                    let existing = try await images(ofServer: server.id, call: call, budget: &budget, logger: logger)
+                        .first(where: { $0.name == imageName })
                 {
                     logger.info(
                         "TWCC image exists, not creating again",
@@ -79,6 +98,7 @@ public struct TWCCBackend: SnapshotBackend {
                     osVersion: server.osVersion ?? "")
                 let path = "images/\(server.id)/save/"
                 // Sent once per round: after a lost reply the next round looks the name up before sending again.
+                nameMayExist = true
                 let reply = try await client.send(
                     .PUT, path, body: request, acceptNotFound: remembered, resend: .never, call: call,
                     budget: &budget, logger: logger)

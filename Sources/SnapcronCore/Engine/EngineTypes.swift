@@ -195,6 +195,8 @@ struct CreateOrder: Sendable {
     var target: String
     var imageName: String
     var description: String
+    /// No earlier call can have made an image of this name: the backend may skip its lookup by name.
+    var nameIsFresh: Bool
     /// The run's timeout: the call is cut there.
     var deadline: Date
 }

@@ -62,6 +62,10 @@ struct RunEngine {
     private var sweepRunning = false
     private var nextHistoryPrune: Date?
     private var lastNow: Date?
+    /// Image names of fires scheduled after this cannot have been used by an earlier process: its fires were all
+    /// due before it stopped, so before this one started (or before the store's latest record, if the clock was
+    /// stepped back since).
+    private var freshNamesAfter = Date.distantFuture
     private(set) var started = false
     private(set) var lastFailure: String?
 
@@ -82,6 +86,7 @@ struct RunEngine {
     mutating func start(now: Date, state: EngineStartState) -> [EngineAction] {
         var out: [EngineAction] = []
         started = true
+        freshNamesAfter = max(now, state.latestRecorded ?? now)
         var clampTo: Date?
         if let latest = state.latestRecorded, latest > now.addingTimeInterval(pacing.clockStepTolerance) {
             clampTo = now
@@ -481,7 +486,7 @@ struct RunEngine {
                     CreateOrder(
                         run: id, job: run.job, backend: backend, target: run.target, imageName: run.imageName,
                         description: Self.imageDescription(job: run.job, scheduled: run.scheduledAt, run: id),
-                        deadline: run.deadline!))
+                        nameIsFresh: run.attempts == 1 && run.scheduledAt > freshNamesAfter, deadline: run.deadline!))
             }
             awaiting[backend] = queue.isEmpty ? nil : queue
         }

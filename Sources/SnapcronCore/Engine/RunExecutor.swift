@@ -249,7 +249,7 @@ final class RunExecutor: Sendable {
                         .success(
                             try await backend.createImage(
                                 target: order.target, name: order.imageName, description: order.description,
-                                logger: self.logger)))
+                                nameIsFresh: order.nameIsFresh, logger: self.logger)))
                 } catch {
                     once.resume(.failure(error))
                 }
