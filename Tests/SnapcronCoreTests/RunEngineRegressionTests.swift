@@ -131,6 +131,30 @@ struct ScriptedBackend: SnapshotBackend {
         #expect(await sim.fake.images.contains { $0.ref.id == second.id })
     }
 
+    @Test func aFleetWhoseRunsEndTogetherRunsItsRetentionPassesAFewAtATime() async throws {
+        let jobs = try simulationJobs(
+            (0..<20).map { "*/10 * * * *   vm\($0)   fake:vm\($0)   keep=1" }.joined(separator: "\n"))
+        let sim = try Simulation(start: utc("2026-06-01T00:00:00Z"))
+        let gate = Gate()
+        sim.wrap = { ScriptedBackend(base: $0, deleteGate: gate) }
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T00:20:01Z"))
+        // Every job's second image becomes active now: twenty passes want to delete, eight may run at once.
+        sim.clock.manual.advance(to: utc("2026-06-01T00:21:00Z"))
+        let limit = RunPacing().maxConcurrentRetentions
+        await eventually { gate.waiting == limit }
+        for _ in 0..<20_000 { await Task.yield() }
+        #expect(gate.waiting == limit)
+        gate.open()
+        await sim.settle()
+        await sim.run(until: utc("2026-06-01T00:25:00Z"))
+        await sim.stop()
+        for index in 0..<20 {
+            let states = try sim.store.images(job: "vm\(index)", includeDeleted: true).map(\.state)
+            #expect(states.sorted { $0.rawValue < $1.rawValue } == [.active, .deleted], "vm\(index): \(states)")
+        }
+    }
+
     // MARK: 2. Retention per (job, backend, target)
 
     @Test func retentionJudgesOnlyTheJobsCurrentTargetAndOrphansWaitForAnExplicitPrune() async throws {

@@ -53,6 +53,9 @@ public struct RunPacing: Sendable, Hashable {
     /// How long finished runs and deleted images stay in the history (`history_keep`).
     public var historyKeep: TimeInterval = 400 * 86_400
     public var historyPruneInterval: TimeInterval = 86_400
+    /// Retention passes running at once (all jobs): a fleet whose runs end together queues the rest, so neither
+    /// the backends' APIs nor the daemon's memory take a thousand passes at a time.
+    public var maxConcurrentRetentions = 8
     /// Backend calls outside a run's timeout (deletes, lists, late polls) are cut after this long.
     public var backendCallTimeout: TimeInterval = 600
     /// A wall clock moving back by more than this is a clock step.

@@ -56,7 +56,9 @@ struct RunEngine {
     private var nextPollPass: [String: Date] = [:]
     private var retentionRunning: Set<String> = []
     private var retentionPending: Set<String> = []
+    /// Jobs whose retention waits for a free pass (see ``RunPacing/maxConcurrentRetentions``), taken from the end.
     private var retentionBacklog: [String] = []
+    private var retentionQueued: Set<String> = []
     private var nextLateImageCheck: Date?
     private var nextSweep: Date?
     private var sweepRunning = false
@@ -112,6 +114,7 @@ struct RunEngine {
         for record in state.unfinishedRuns { resume(record, now: now, out: &out) }
         if state.hasLateImages { followLateImages(now: now) }
         retentionBacklog = jobs.keys.filter { state.jobsWithImages.contains($0) }.sorted(by: >)
+        retentionQueued = Set(retentionBacklog)
         nextSweep = now.addingTimeInterval(pacing.firstSweepDelay)
         nextHistoryPrune = now.addingTimeInterval(pacing.firstSweepDelay)
         lastNow = now
@@ -176,7 +179,7 @@ struct RunEngine {
         processTimers(now: now, out: &out)
         admit(now: now, out: &out)
         startPollPasses(now: now, out: &out)
-        for _ in 0..<min(200, retentionBacklog.count) { requestRetention(job: retentionBacklog.removeLast(), out: &out) }
+        startQueuedRetentions(out: &out)
         if let check = nextLateImageCheck, now >= check {
             nextLateImageCheck = nil
             out.append(.checkLateImages)
@@ -204,7 +207,7 @@ struct RunEngine {
         for (backend, queue) in pollQueues where !pollPassesInFlight.contains(backend) {
             if let first = queue.first { wake = min(wake, max(first.due, nextPollPass[backend] ?? first.due)) }
         }
-        if !retentionBacklog.isEmpty { wake = now }
+        if !retentionBacklog.isEmpty && retentionRunning.count < pacing.maxConcurrentRetentions { wake = now }
         // While runs are under way, a wake-up lost in a race costs at most this long (an idle daemon still sleeps).
         if !runs.isEmpty { wake = min(wake, now.addingTimeInterval(pacing.maxPollInterval)) }
         for date in [nextLateImageCheck, nextSweep, nextHistoryPrune].compactMap({ $0 }) { wake = min(wake, date) }
@@ -399,6 +402,7 @@ struct RunEngine {
         case .retentionFinished(let job):
             retentionRunning.remove(job)
             if retentionPending.remove(job) != nil { requestRetention(job: job, out: &out) }
+            startQueuedRetentions(out: &out)
         case .lateImagesChecked(let stillOpen, let activeJobs):
             for job in activeJobs.sorted() { requestRetention(job: job, out: &out) }
             if stillOpen { followLateImages(now: now) }
@@ -734,8 +738,20 @@ struct RunEngine {
             retentionPending.insert(name)
             return
         }
+        guard retentionRunning.count < pacing.maxConcurrentRetentions else {
+            if retentionQueued.insert(name).inserted { retentionBacklog.insert(name, at: 0) }
+            return
+        }
         retentionRunning.insert(name)
         out.append(.retain(RetentionOrder(job: job)))
+    }
+
+    /// Starts queued retention passes (oldest request first) while fewer than the limit run.
+    private mutating func startQueuedRetentions(out: inout [EngineAction]) {
+        while retentionRunning.count < pacing.maxConcurrentRetentions, let name = retentionBacklog.popLast() {
+            retentionQueued.remove(name)
+            requestRetention(job: name, out: &out)
+        }
     }
 
     private mutating func followLateImages(now: Date) {
