@@ -105,12 +105,19 @@ public enum ScheduleFile {
         var parser = ScheduleParser(file: file, config: config, now: now, systemZone: systemZone)
         var body = Substring(text)
         if body.first == "\u{FEFF}" { body = body.dropFirst() }  // a BOM left by some editors
-        // "\r\n" is one Character in Swift, so it must be named as a separator of its own.
-        let lines = body.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
-        for (index, line) in lines.enumerated() {
-            var text = String(line)
-            if text.last == "\r" { text.removeLast() }
-            parser.read(SourceLine(file: file, number: index + 1, text: text))
+        parser.nameLocations.reserveCapacity(text.utf8.count / 32)
+        // Lines are cut at "\n" bytes (never part of a longer UTF-8 sequence), without a pass over Characters;
+        // a "\r" left before it ends a CRLF line.
+        var rest = body.utf8[...]
+        var number = 0
+        while true {
+            number += 1
+            let end = rest.firstIndex(of: UInt8(ascii: "\n")) ?? rest.endIndex
+            var line = String(Substring(rest[..<end]))
+            if line.utf8.last == UInt8(ascii: "\r") { line.removeLast() }
+            parser.read(SourceLine(file: file, number: number, text: line))
+            guard end < rest.endIndex else { break }
+            rest = rest[rest.index(after: end)...]
         }
         if parser.diagnostics.hasErrors { throw parser.diagnostics }
         return Schedule(jobs: parser.jobs, warnings: Array(parser.diagnostics))
@@ -164,6 +171,8 @@ struct ScheduleParser {
     var optionBoxes: [JobOptions: OptionsBox] = [:]
     /// Where each job name was first defined, for the duplicate note.
     var nameLocations: [String: (line: SourceLine, columns: Range<Int>)] = [:]
+    /// The bytes of the line being read when each of its characters is one byte.
+    private var asciiLine: [UInt8]?
 
     /// Variables of a crontab that mean nothing to snapcron, which runs no commands.
     static let crontabVariables: Set<String> = ["MAILTO", "MAILFROM", "SHELL", "PATH", "HOME", "LOGNAME", "USER"]
@@ -177,11 +186,12 @@ struct ScheduleParser {
     }
 
     mutating func read(_ line: SourceLine) {
-        let characters = Array(line.text)
-        // Most lines are ASCII: then character i is byte i, and words are cut from the bytes, much faster than
-        // from an array of Characters (100,000 jobs are read at start-up).
+        // Most lines are ASCII: then character i is byte i, and words and texts are cut from the bytes, much
+        // faster than from an array of Characters (100,000 jobs are read at start-up).
         let bytes = Array(line.text.utf8)
-        let words = Self.words(in: characters, ascii: bytes.count == characters.count ? bytes : nil)
+        asciiLine = bytes.allSatisfy { $0 < 0x80 } ? bytes : nil
+        let characters = asciiLine.map { $0.map { Character(Unicode.Scalar($0)) } } ?? Array(line.text)
+        let words = Self.words(in: characters, ascii: asciiLine)
         guard let first = words.first, !first.text.hasPrefix("#") else { return }
         if readAssignment(line, characters, startingAt: first.columns.lowerBound - 1) { return }
         readJob(line, characters, words)
@@ -189,6 +199,7 @@ struct ScheduleParser {
 
     /// The blank-separated words of a line; `ascii` is the line's bytes when each character is one byte.
     static func words(in characters: [Character], ascii: [UInt8]? = nil) -> [Word] {
+        if let ascii { return words(inASCII: ascii) }
         var words: [Word] = []
         var start: Int?
         for index in 0...characters.count {
@@ -199,6 +210,22 @@ struct ScheduleParser {
                         String(characters[begin..<index])
                     }
                 words.append(Word(text: text, columns: (begin + 1)..<(index + 1)))
+                start = nil
+            } else if !isBlank, start == nil {
+                start = index
+            }
+        }
+        return words
+    }
+
+    /// ``words(in:ascii:)`` of a line whose characters are all single bytes.
+    static func words(inASCII bytes: [UInt8]) -> [Word] {
+        var words: [Word] = []
+        var start: Int?
+        for index in 0...bytes.count {
+            let isBlank = index == bytes.count || bytes[index] == UInt8(ascii: " ") || bytes[index] == UInt8(ascii: "\t")
+            if isBlank, let begin = start {
+                words.append(Word(text: String(decoding: bytes[begin..<index], as: UTF8.self), columns: (begin + 1)..<(index + 1)))
                 start = nil
             } else if !isBlank, start == nil {
                 start = index
@@ -301,8 +328,8 @@ struct ScheduleParser {
         let errorsBefore = diagnostics.errorCount
         // A target is the first word with a `:` before any `=`: cron fields and names never contain one.
         let targetIndex = words.firstIndex { word in
-            guard let colon = word.text.firstIndex(of: ":") else { return false }
-            return !word.text[..<colon].contains("=")
+            guard let colon = word.text.utf8.firstIndex(of: UInt8(ascii: ":")) else { return false }
+            return !word.text.utf8[..<colon].contains(UInt8(ascii: "="))
         }
         let isMacro = words[0].text.hasPrefix("@")
         var expressionWords: ArraySlice<Word>
@@ -311,12 +338,11 @@ struct ScheduleParser {
         if let targetIndex {
             let before = words[..<targetIndex]
             rest = words[targetIndex...]
-            let schedule = Self.text(of: before, in: characters)
             if before.isEmpty {
                 error("missing schedule and job name before the target", at: line, words[targetIndex].columns)
                 return
             } else if (isMacro && before.count == 1)
-                || (before.count == 5 && (try? CronExpression(schedule, hashSeed: "-")) != nil)
+                || (before.count == 5 && (try? CronExpression(text(of: before, in: characters), hashSeed: "-")) != nil)
             {
                 error(
                     "missing job name between the schedule and the target", at: line,
@@ -335,7 +361,7 @@ struct ScheduleParser {
 
         // The expression: a parse error's columns are relative to its text, which starts at `offset`.
         var expression: CronExpression?
-        let expressionText = Self.text(of: expressionWords, in: characters)
+        let expressionText = text(of: expressionWords, in: characters)
         if let firstWord = expressionWords.first {
             let offset = firstWord.columns.lowerBound - 1
             do {
@@ -500,9 +526,11 @@ struct ScheduleParser {
     }
 
     /// The text from the first to the last word, with the blanks between them as written.
-    static func text(of words: ArraySlice<Word>, in characters: [Character]) -> String {
+    func text(of words: ArraySlice<Word>, in characters: [Character]) -> String {
         guard let first = words.first, let last = words.last else { return "" }
-        return String(characters[(first.columns.lowerBound - 1)..<(last.columns.upperBound - 1)])
+        let range = (first.columns.lowerBound - 1)..<(last.columns.upperBound - 1)
+        if let asciiLine { return String(decoding: asciiLine[range], as: UTF8.self) }
+        return String(characters[range])
     }
 
     static func shift(_ columns: Range<Int>, by offset: Int) -> Range<Int> {
