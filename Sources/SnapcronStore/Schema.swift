@@ -13,7 +13,23 @@ enum Schema {
         migrator.registerMigration("v1-runs-images-jobs", migrate: v1)
         migrator.registerMigration("v2-index-unfinished-images", migrate: v2)
         migrator.registerMigration("v3-deleting-repeats-history", migrate: v3)
+        migrator.registerMigration("v4-installation", migrate: v4)
         return migrator
+    }
+
+    /// One random id per store, written once: it goes into every image's marker, so the sweep can tell an image
+    /// of this installation whose run was never recorded (a claim lost to a power cut) from another's.
+    private static func v4(_ db: Database) throws {
+        var generator = SystemRandomNumberGenerator()
+        let id = String(generator.next() as UInt64, radix: 16)
+        try db.execute(
+            sql: """
+                CREATE TABLE installation (
+                    id    TEXT NOT NULL CHECK (length(id) > 0),
+                    only  INTEGER PRIMARY KEY CHECK (only = 1)
+                ) STRICT;
+                INSERT INTO installation (id, only) VALUES (?, 1);
+                """, arguments: [id])
     }
 
     /// images.state gains 'deleting' (a delete under way at the backend, which a pin must not race); runs gain

@@ -66,6 +66,11 @@ extension SnapcronDatabase {
         }
     }
 
+    /// This store's installation id (made when the store was created), carried in image markers.
+    public func installationID() throws -> String {
+        try read { db in try String.fetchOne(db, sql: "SELECT id FROM installation WHERE only = 1") ?? "" }
+    }
+
     /// The latest instant the store recorded as seen on the clock: when a run was claimed, a scheduled or catch-up
     /// fire (a shared skipped row's latest included), when an image was created. Nil for an empty store.
     ///

@@ -300,6 +300,7 @@ final class CrashingStore: StateStore {
     func unfinishedRuns() async throws -> [RunRecord] { try pass { try base.unfinishedRuns() } }
     func jobsWithImages() async throws -> Set<String> { try pass { try base.jobsWithImages() } }
     func latestRecordedInstant() async throws -> Date? { try pass { try base.latestRecordedInstant() } }
+    func installationID() async throws -> String { try pass { try base.installationID() } }
     func clampLastScheduled(notAfter now: Date) async throws -> [String] {
         try pass { try base.clampLastScheduled(notAfter: now) }
     }

@@ -226,6 +226,36 @@ struct ScriptedBackend: SnapshotBackend {
         #expect(try sim.store.run(id: run.id)?.imageID == image.id)
     }
 
+    @Test func anImageWhoseClaimWasLostIsFoundByTheSweepAndRetentionCountsIt() async throws {
+        let jobs = try simulationJobs("0 * * * *   j   fake:vm1   keep=1")
+        var pacing = RunPacing()
+        pacing.firstSweepDelay = 3600
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"), pacing: pacing)
+        // A power cut dropped the claim of 00:00 after its create went out; the restart recorded the fire missed.
+        let lost = utc("2026-06-01T00:00:00Z")
+        _ = try sim.store.recordMissed(job: "j", scheduledAt: lost, now: utc("2026-06-01T00:30:00Z"), reason: "down")
+        let ours = try sim.store.installationID()
+        let name = RunEngine.imageName(job: "j", scheduled: lost)
+        let lostImage = await sim.fake.seed(
+            target: "vm1", name: name,
+            description: RunEngine.imageDescription(job: "j", scheduled: lost, run: 1, installation: ours),
+            createdAt: lost.addingTimeInterval(5))
+        // The same name and marker from another installation (another store on the same project) stays foreign.
+        let theirs = await sim.fake.seed(
+            target: "vm1", name: name,
+            description: RunEngine.imageDescription(job: "j", scheduled: lost, run: 1, installation: "0123abcd"),
+            createdAt: lost.addingTimeInterval(6))
+        await sim.start(jobs)
+        await sim.run(until: utc("2026-06-01T01:45:00Z"))
+        await sim.stop()
+        let found = try #require(try sim.store.image(id: lostImage.id, backend: "fake"))
+        // Recorded, then counted by retention: keep=1 keeps the 01:00 image and deletes the found one.
+        #expect(found.job == "j" && found.state == .deleted)
+        #expect(try sim.store.image(id: theirs.id, backend: "fake") == nil)
+        #expect(await sim.fake.images.contains { $0.ref == theirs })
+        #expect(try sim.store.images(job: "j").filter { $0.state == .active }.count == 1)
+    }
+
     @Test func theSweepRecordsAMarkedImageNoRunRecorded() async throws {
         let jobs = try simulationJobs("0 * * * *   j   fake:vm1   retries=0 keep=3")
         var pacing = RunPacing()

@@ -35,14 +35,21 @@ import Testing
     }
 
     @Test func migrationsAreNamedAndAppliedOnce() throws {
-        try SnapcronDatabase(path: path).claim("web", at: 0)
-        // Reopening applies nothing new and keeps the data.
+        let first = try SnapcronDatabase(path: path)
+        try first.claim("web", at: 0)
+        let installation = try first.installationID()
+        // Reopening applies nothing new and keeps the data, the installation id included.
         let reopened = try SnapcronDatabase(path: path)
         #expect(try reopened.runs().count == 1)
+        #expect(try installation.count >= 1 && reopened.installationID() == installation)
+        #expect(try SnapcronDatabase.inMemory().installationID() != installation)
         let applied = try DatabaseQueue(path: path).read { db in
             try String.fetchAll(db, sql: "SELECT identifier FROM grdb_migrations ORDER BY rowid")
         }
-        #expect(applied == ["v1-runs-images-jobs", "v2-index-unfinished-images", "v3-deleting-repeats-history"])
+        #expect(
+            applied == [
+                "v1-runs-images-jobs", "v2-index-unfinished-images", "v3-deleting-repeats-history", "v4-installation",
+            ])
     }
 
     @Test func aVersion2FileIsUpgradedInPlaceKeepingEveryRowAndIndex() throws {

@@ -9,6 +9,8 @@ struct EngineStartState: Sendable {
     var jobsWithImages: Set<String>
     var hasLateImages: Bool
     var latestRecorded: Date?
+    /// The store's installation id, written into image markers.
+    var installationID: String?
 }
 
 /// The run engine's decisions, and nothing else: which fire runs, which run may create now, when to poll, when a
@@ -68,6 +70,7 @@ struct RunEngine {
     /// due before it stopped, so before this one started (or before the store's latest record, if the clock was
     /// stepped back since).
     private var freshNamesAfter = Date.distantFuture
+    private var installationID: String?
     private(set) var started = false
     private(set) var lastFailure: String?
 
@@ -89,6 +92,7 @@ struct RunEngine {
         var out: [EngineAction] = []
         started = true
         freshNamesAfter = max(now, state.latestRecorded ?? now)
+        installationID = state.installationID
         var clampTo: Date?
         if let latest = state.latestRecorded, latest > now.addingTimeInterval(pacing.clockStepTolerance) {
             clampTo = now
@@ -489,7 +493,8 @@ struct RunEngine {
                 orders.append(
                     CreateOrder(
                         run: id, job: run.job, backend: backend, target: run.target, imageName: run.imageName,
-                        description: Self.imageDescription(job: run.job, scheduled: run.scheduledAt, run: id),
+                        description: Self.imageDescription(
+                            job: run.job, scheduled: run.scheduledAt, run: id, installation: installationID),
                         nameIsFresh: run.attempts == 1 && run.scheduledAt > freshNamesAfter, deadline: run.deadline!))
             }
             awaiting[backend] = queue.isEmpty ? nil : queue
@@ -884,8 +889,9 @@ struct RunEngine {
     static func imageName(job: String, scheduled: Date) -> String { "snapcron-\(job)-\(stamp(scheduled))" }
 
     /// Carries the marker that lets backends (and people) tell snapcron's images from others.
-    static func imageDescription(job: String, scheduled: Date, run: Int64) -> String {
-        "created by snapcron (\(ImageMarker.prefix)\(job) scheduled=\(iso(scheduled)) run=\(run))"
+    static func imageDescription(job: String, scheduled: Date, run: Int64, installation: String? = nil) -> String {
+        let install = installation.map { " install=\($0)" } ?? ""
+        return "created by snapcron (\(ImageMarker.prefix)\(job) scheduled=\(iso(scheduled)) run=\(run)\(install))"
     }
 
     static func stamp(_ date: Date) -> String {
@@ -921,22 +927,27 @@ struct RunQueue {
     }
 }
 
-/// snapcron's mark in an image's description: `snapcron:job=<job> scheduled=<ISO 8601> run=<id>`.
+/// snapcron's mark in an image's description:
+/// `snapcron:job=<job> scheduled=<ISO 8601> run=<id> install=<store's installation id>` (older images lack `install`).
 public enum ImageMarker {
     public static let prefix = "snapcron:job="
 
-    /// The job and scheduled instant a description's marker names, or nil without a marker.
-    public static func parse(_ description: String) -> (job: String, scheduled: Date?)? {
+    /// The job, scheduled instant and installation a description's marker names, or nil without a marker.
+    public static func parse(_ description: String) -> (job: String, scheduled: Date?, installation: String?)? {
         guard let range = description.range(of: prefix) else { return nil }
         let rest = description[range.upperBound...]
         let words = rest.split(whereSeparator: { $0 == " " || $0 == ")" })
         guard let job = words.first, !job.isEmpty else { return nil }
         var scheduled: Date?
-        for word in words.dropFirst() where word.hasPrefix("scheduled=") {
-            let formatter = ISO8601DateFormatter()
-            scheduled = formatter.date(from: String(word.dropFirst("scheduled=".count)))
+        var installation: String?
+        for word in words.dropFirst() {
+            if word.hasPrefix("scheduled=") {
+                scheduled = ISO8601DateFormatter().date(from: String(word.dropFirst("scheduled=".count)))
+            } else if word.hasPrefix("install="), word.count > "install=".count {
+                installation = String(word.dropFirst("install=".count))
+            }
         }
-        return (String(job), scheduled)
+        return (String(job), scheduled, installation)
     }
 }
 

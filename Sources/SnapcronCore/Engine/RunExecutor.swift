@@ -45,7 +45,7 @@ final class RunExecutor: Sendable {
             jobStates: try await store.allJobStates(), unfinishedRuns: try await store.unfinishedRuns(),
             jobsWithImages: try await store.jobsWithImages(),
             hasLateImages: !(try await store.imagesLeftUnfinished(limit: 1)).isEmpty,
-            latestRecorded: try await store.latestRecordedInstant())
+            latestRecorded: try await store.latestRecordedInstant(), installationID: try await store.installationID())
     }
 
     /// Finishes deletes a previous process left half done (the image is `deleting` in the store).
@@ -592,6 +592,7 @@ final class RunExecutor: Sendable {
     /// Marked images of fires it never claimed belong to another installation: reported, never touched.
     func sweep(targets: [String: Set<String>]) async -> EngineEvent {
         var recordedJobs: Set<String> = []
+        let installationID = try? await store.installationID()
         var storeTargets: [String: Set<String>] = [:]
         if let known = try? await store.imageTargets() {
             for item in known { storeTargets[item.backend, default: []].insert(item.target) }
@@ -608,23 +609,29 @@ final class RunExecutor: Sendable {
                         continue
                     }
                     // The fire itself, however many runs of the job came after it.
-                    guard let run = try await store.run(job: marker.job, scheduledAt: scheduled),
-                        run.imageName == info.name
-                    else {
+                    let fire = try await store.run(job: marker.job, scheduledAt: scheduled)
+                    let run = fire?.imageName == info.name ? fire : nil
+                    // No run chose this name, yet the marker is this store's: a claim lost (a power cut under
+                    // synchronous=NORMAL) after its create went out; the fire was run again or recorded missed.
+                    let lostClaim =
+                        run == nil && installationID != nil && marker.installation == installationID
+                        && info.name == RunEngine.imageName(job: marker.job, scheduled: scheduled)
+                    guard run != nil || lostClaim else {
                         foreign.append(info.id.id)
                         continue
                     }
-                    guard run.state.isTerminal else { continue }  // its run is still following it
+                    if let run, !run.state.isTerminal { continue }  // its run is still following it
                     let found = FoundImage(
                         id: info.id.id, backend: name, job: marker.job, target: info.target, name: info.name,
-                        description: info.description, createdAt: info.createdAt ?? run.startedAt ?? run.claimedAt,
+                        description: info.description,
+                        createdAt: info.createdAt ?? run?.startedAt ?? run?.claimedAt ?? fire?.claimedAt ?? scheduled,
                         state: StoredImageState(imageState: info.state), sizeBytes: info.sizeBytes)
                     if try await store.recordFoundImage(found, now: clock.now()) != nil {
                         recordedJobs.insert(marker.job)
                         logger.notice(
-                            "Unrecorded image found by the sweep",
+                            lostClaim ? "Image of a fire whose claim was lost found by the sweep" : "Unrecorded image found by the sweep",
                             metadata: [
-                                "event": "image.found", "job": "\(marker.job)", "run": "\(run.id)",
+                                "event": "image.found", "job": "\(marker.job)", "run": "\(run.map { String($0.id) } ?? "none")",
                                 "image": "\(info.id.id)", "target": "\(name):\(info.target)",
                                 "state": "\(found.state.rawValue)",
                             ])
