@@ -58,7 +58,8 @@ struct RunEngine {
     private var nextPollPass: [String: Date] = [:]
     private var retentionRunning: Set<String> = []
     private var retentionPending: Set<String> = []
-    /// Jobs whose retention waits for a free pass (see ``RunPacing/maxConcurrentRetentions``), taken from the end.
+    /// Jobs whose retention waits for a free pass (see ``RunPacing/maxConcurrentRetentions``), taken from the end:
+    /// a pass asked after a run goes before the start-up backlog (every job with images, checked once).
     private var retentionBacklog: [String] = []
     private var retentionQueued: Set<String> = []
     private var nextLateImageCheck: Date?
@@ -744,14 +745,14 @@ struct RunEngine {
             return
         }
         guard retentionRunning.count < pacing.maxConcurrentRetentions else {
-            if retentionQueued.insert(name).inserted { retentionBacklog.insert(name, at: 0) }
+            if retentionQueued.insert(name).inserted { retentionBacklog.append(name) }
             return
         }
         retentionRunning.insert(name)
         out.append(.retain(RetentionOrder(job: job)))
     }
 
-    /// Starts queued retention passes (oldest request first) while fewer than the limit run.
+    /// Starts queued retention passes (the latest request first) while fewer than the limit run.
     private mutating func startQueuedRetentions(out: inout [EngineAction]) {
         while retentionRunning.count < pacing.maxConcurrentRetentions, let name = retentionBacklog.popLast() {
             retentionQueued.remove(name)
