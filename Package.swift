@@ -149,7 +149,8 @@ let package = Package(
             name: "SnapcronDaemon",
             dependencies: [
                 "SnapcronCore", "SnapcronConfig", "BackendTypes", "SnapcronStore", "SnapshotBackend",
-                // Linked for their factories (BackendType.factory finds them); never named in the code.
+                // Linked for their factories (BackendType.factory finds them); only ExecBackend is named in the
+                // code, for the command runner the hooks share with it.
                 "LocalBackend", "ExecBackend", "TWCCBackend",
                 "SnapcronSystemd", "ControlProtocol", logging, nioCore, nioPosix, nioConcurrency,
             ],
@@ -272,7 +273,7 @@ let package = Package(
             name: "SnapcrondTests",
             dependencies: [
                 "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", "SnapcronConfig", "BackendTypes",
-                "LocalDescriptor", nioConcurrency,
+                "LocalDescriptor", "SnapcronTestKit", "SnapshotBackend", nioConcurrency,
             ],
             swiftSettings: swiftSettings
         ),

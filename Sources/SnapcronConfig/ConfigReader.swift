@@ -11,7 +11,8 @@ struct ConfigReader {
     static let daemonKeys = [
         "state_dir", "socket_path", "socket_group", "max_concurrent_creates", "schedule_path", "history_keep",
     ]
-    static let commonBackendKeys = ["type", "max_concurrent", "max_concurrent_creates"]
+    static let commonBackendKeys = ["type", "max_concurrent", "max_concurrent_creates", "hooks"]
+    static let hookKeys = ["pre", "post", "on_success", "on_failure", "timeout", "on_pre_failure"]
 
     mutating func error(_ path: String, _ message: String, note: String? = nil) {
         diagnostics.append(.error("\(path): \(message)", file: file, note: note))
@@ -43,7 +44,7 @@ struct ConfigReader {
     /// The config of `root`; `stateDirectory` (`--state-dir`) replaces `[daemon] state_dir`.
     mutating func read(_ root: [String: ConfigValue], stateDirectory override: String?) -> SnapcronConfig {
         var top = SettingsReader(table: root, path: "")
-        Self.rejectUnknownKeys(&top, known: ["daemon", "backends"])
+        Self.rejectUnknownKeys(&top, known: ["daemon", "backends", "hooks"])
         report(top)
         var config = SnapcronConfig(file: file, stateDirectory: SnapcronConfig.defaultStateDirectory, backends: [:])
 
@@ -80,7 +81,77 @@ struct ConfigReader {
                 error("backends", "expected a table of [backends.NAME] tables, got \(value.typeName)")
             }
         }
+        if let value = root["hooks"] {
+            if let sets = value.table {
+                for (name, table) in sets.sorted(by: { $0.key < $1.key }) {
+                    if let set = readHookSet(name: name, table) { config.hooks[name] = set }
+                }
+            } else {
+                error("hooks", "expected a table of [hooks.NAME] tables, got \(value.typeName)")
+            }
+        }
+        for (backend, _) in config.backends.sorted(by: { $0.key < $1.key }) {
+            guard let value = (root["backends"]?.table?[backend]?.table)?["hooks"] else { continue }
+            guard let name = value.string, !name.isEmpty else {
+                error("backends.\(backend).hooks", "expected the name of a [hooks.NAME] table, got \(value)")
+                continue
+            }
+            guard config.hooks[name] != nil else {
+                let known = config.hooks.keys.sorted()
+                error(
+                    "backends.\(backend).hooks", "unknown hook set '\(name)'",
+                    note: Suggestion.closest(to: name, in: known).map { "did you mean '\($0)'?" }
+                        ?? (known.isEmpty ? "the config has no [hooks.NAME] tables" : "hook sets: \(known.joined(separator: ", "))"))
+                continue
+            }
+            config.backendHooks[backend] = name
+        }
         return config
+    }
+
+    /// One `[hooks.NAME]` table: argv commands, a timeout and what a failed `pre` means.
+    mutating func readHookSet(name: String, _ value: ConfigValue) -> HookSet? {
+        let path = "hooks.\(name)"
+        guard let table = value.table else {
+            error(path, "expected a table, got \(value.typeName)")
+            return nil
+        }
+        if name == "none" || !Self.isValidBackendName(name.replacingOccurrences(of: "_", with: "-")) {
+            error(path, "invalid hook set name '\(name)' (use lowercase letters, digits, '-' and '_'; 'none' is reserved)")
+        }
+        var reader = SettingsReader(table: table, path: path)
+        Self.rejectUnknownKeys(&reader, known: Self.hookKeys)
+        var set = HookSet(name: name)
+        func argv(_ key: String) -> [String]? {
+            guard let value = table[key] else { return nil }
+            guard let strings = value.strings else {
+                reader.error(key, "expected a non-empty array of strings (an argv), got \(value)")
+                return nil
+            }
+            if let problem = HookSet.problem(with: strings) {
+                reader.error(key, problem)
+                return nil
+            }
+            return strings
+        }
+        set.pre = argv("pre")
+        set.post = argv("post")
+        set.onSuccess = argv("on_success")
+        set.onFailure = argv("on_failure")
+        if let timeout = reader.duration("timeout", atLeast: .seconds(1)) { set.timeout = timeout }
+        if let policy = table["on_pre_failure"] {
+            if let text = policy.string, let parsed = HookSet.PreFailurePolicy(rawValue: text) {
+                set.onPreFailure = parsed
+            } else {
+                reader.error("on_pre_failure", "expected \"skip\" or \"continue\", got \(policy)")
+            }
+        }
+        if set.pre == nil, set.post == nil, set.onSuccess == nil, set.onFailure == nil, reader.problems.isEmpty {
+            reader.error(nil, "no commands (give pre, post, on_success or on_failure)")
+        }
+        let hadProblems = !reader.problems.isEmpty
+        report(reader)
+        return hadProblems ? nil : set
     }
 
     mutating func readBackend(name: String, _ value: ConfigValue, stateDirectory: String) -> BackendConfig? {

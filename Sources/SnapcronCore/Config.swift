@@ -27,6 +27,10 @@ public struct SnapcronConfig: Sendable, Hashable {
     public var schedulePath = "/etc/snapcron/schedule"
     /// The backends by name.
     public var backends: [String: BackendConfig]
+    /// The hook sets (`[hooks.NAME]`) by name.
+    public var hooks: [String: HookSet] = [:]
+    /// Each backend's default hook set (`[backends.NAME] hooks = "SET"`), by backend name.
+    public var backendHooks: [String: String] = [:]
 
     /// A configuration from `file` (nil: the embedded default) with these backends and default daemon settings.
     /// The `SnapcronConfig` module reads config files and makes the embedded default (`SnapcronConfig.default`).

@@ -99,6 +99,10 @@ public struct JobOptions: Sendable, Hashable {
     /// `create` safe to retry for one name, so two retries with back-off cost little and save most runs.
     public var retries = 2
     public var paused = false
+    /// The hook commands of the job's runs (`hooks=NAME`: a `[hooks.NAME]` table of the config, or its backend's
+    /// `hooks`); `hooks=none` turns the backend's off. Only the name is set while options are parsed; the schedule
+    /// parser puts the config's set in.
+    public var hooks: HookSet?
 
     public init() {}
 
@@ -121,6 +125,7 @@ public enum OptionKey: String, Sendable, Hashable, CaseIterable, CustomStringCon
     case overlap
     case retries
     case paused
+    case hooks
 
     /// The option set by an assignment line: case-insensitive, `_` for `-` (`KEEP_DAILY` is `keep-daily`).
     public init?(assignmentName name: String) {
@@ -220,6 +225,7 @@ extension JobOptions {
         case .overlap: overlap = builtIn.overlap
         case .retries: retries = builtIn.retries
         case .paused: paused = builtIn.paused
+        case .hooks: hooks = builtIn.hooks
         }
     }
 }
@@ -290,6 +296,15 @@ enum OptionParser {
             case "no": options.paused = false
             default: throw ValueError(message: "invalid value '\(value)' (expected yes or no)")
             }
+        case .hooks:
+            guard let first = value.first, first.isASCII, first.isLowercase || first.isNumber,
+                value.allSatisfy({ $0.isASCII && ($0.isLowercase || $0.isNumber || $0 == "-" || $0 == "_") })
+            else {
+                throw ValueError(
+                    message: "invalid hook set name '\(value)'",
+                    note: "a [hooks.NAME] table of the config, or none")
+            }
+            options.hooks = HookSet(name: value)
         }
     }
 
@@ -339,6 +354,7 @@ extension JobOptions {
         if overlap != builtIn.overlap { parts.append("overlap=\(overlap)") }
         if retries != builtIn.retries { parts.append("retries=\(retries)") }
         if paused { parts.append("paused=yes") }
+        if let hooks { parts.append("hooks=\(hooks.name)") }
         return parts.joined(separator: " ")
     }
 }

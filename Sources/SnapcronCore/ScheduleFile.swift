@@ -437,6 +437,29 @@ struct ScheduleParser {
         } catch {
             optionErrors.append(contentsOf: error)
         }
+        if let requested = options.hooks?.name {
+            if requested == "none" {
+                options.hooks = nil
+            } else if let set = config.hooks[requested] {
+                options.hooks = set
+            } else {
+                let token = tokens.last { $0.key == OptionKey.hooks.rawValue }
+                let known = config.hooks.keys.sorted()
+                let message = "unknown hook set '\(requested)'"
+                let note =
+                    Suggestion.closest(to: requested, in: known).map { "did you mean '\($0)'?" }
+                    ?? (known.isEmpty
+                        ? "the config has no [hooks.NAME] tables" : "hook sets: \(known.joined(separator: ", ")), or none")
+                if let token {
+                    optionErrors.append(.error("hooks: \(message)", at: line, columns: token.valueColumns, note: note))
+                } else {
+                    // Set by a HOOKS= line above: the job line has no column to point at.
+                    optionErrors.append(.error("hooks: \(message) (set by a HOOKS= line)", at: line, columns: nameWord.columns, note: note))
+                }
+            }
+        } else if let backend, let name = config.backendHooks[backend.name] {
+            options.hooks = config.hooks[name]
+        }
         diagnostics.append(
             contentsOf: optionErrors.sorted { ($0.columns?.lowerBound ?? 0) < ($1.columns?.lowerBound ?? 0) })
 

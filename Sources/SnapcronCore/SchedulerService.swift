@@ -95,11 +95,12 @@ public actor SchedulerService {
     public init(
         jobs: [Job], store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock,
         limits: ConcurrencyLimits = ConcurrencyLimits(), pacing: RunPacing = RunPacing(), logger: Logger,
-        pausePoint: (@Sendable (String) async -> Void)? = nil
+        pausePoint: (@Sendable (String) async -> Void)? = nil, hookRunner: (any HookRunner)? = nil
     ) {
         engine = RunEngine(jobs: jobs, limits: limits, pacing: pacing)
         executor = RunExecutor(
-            store: store, backends: backends, clock: clock, pacing: pacing, logger: logger, pausePoint: pausePoint)
+            store: store, backends: backends, clock: clock, pacing: pacing, logger: logger, pausePoint: pausePoint,
+            hookRunner: hookRunner)
         self.clock = clock
         self.logger = logger
         publication = Mutex(
@@ -201,8 +202,13 @@ public actor SchedulerService {
     /// Gives in-flight backend calls a moment to report, so their results are written before exit. Work still
     /// running after that stays recorded as unfinished and is resumed on the next start.
     private func drain() async {
+        // A running pre is stopped; its post (a thaw) must still run, for as long as its timeout allows.
+        executor.beginStopping()
         let limit = ContinuousClock.now + .seconds(5)
-        while executor.inFlight > 0 && ContinuousClock.now < limit {
+        let hookLimit = ContinuousClock.now + engine.longestHookTimeout + .seconds(5)
+        while (executor.inFlight > 0 && ContinuousClock.now < limit)
+            || (executor.hooksInFlight > 0 && ContinuousClock.now < hookLimit)
+        {
             // Detached: this task is cancelled (shutdown), and a cancelled sleep returns at once, which spun a core.
             await Task.detached { try? await Task.sleep(for: .milliseconds(20)) }.value
         }

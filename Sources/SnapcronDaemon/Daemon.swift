@@ -116,7 +116,7 @@ public final class Daemon: Sendable {
                 createCalls: config.maxConcurrentCreates,
                 createCallsPerBackend: config.backends.compactMapValues(\.maxConcurrentCreates),
                 unfinishedImagesPerBackend: config.backends.compactMapValues(\.maxConcurrent)),
-            pacing: pacing, logger: logger, pausePoint: pausePoint)
+            pacing: pacing, logger: logger, pausePoint: pausePoint, hookRunner: CommandHookRunner())
         logger.info(
             "Schedule loaded",
             metadata: [

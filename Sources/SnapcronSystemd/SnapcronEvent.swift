@@ -40,6 +40,8 @@ public struct SnapcronEvent: Hashable, Sendable, CustomStringConvertible {
         "schedule.reload_failed",
         "adfad707db074612b503ba0e046dac44"
     )
+    /// A hook command (pre, post, success, failure) of a run ended, with its result.
+    public static let hookFinished = SnapcronEvent("hook.finished", "200d2bd3bbbc49cba574a1821a15b683")
     /// The daemon is up and told systemd it is ready.
     public static let daemonStarted = SnapcronEvent("daemon.started", "d0028c8bbfd348dd8490a708f192c299")
     /// The daemon is shutting down.
@@ -48,7 +50,8 @@ public struct SnapcronEvent: Hashable, Sendable, CustomStringConvertible {
     /// Every event kind, in the order of the catalog.
     public static let all: [SnapcronEvent] = [
         .runFired, .runSucceeded, .runFailed, .runTimedOut, .runMissed, .runSkipped,
-        .imageDeleted, .retentionKept, .scheduleLoaded, .scheduleReloadFailed, .daemonStarted, .daemonStopping,
+        .imageDeleted, .retentionKept, .scheduleLoaded, .scheduleReloadFailed, .hookFinished, .daemonStarted,
+        .daemonStopping,
     ]
 
     private static let byName: [String: SnapcronEvent] = Dictionary(uniqueKeysWithValues: all.map { ($0.name, $0) })

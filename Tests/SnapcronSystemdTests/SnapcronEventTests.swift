@@ -6,7 +6,7 @@ import Testing
 @Suite struct SnapcronEventTests {
     static let kinds = [
         "run.fired", "run.succeeded", "run.failed", "run.timed_out", "run.missed", "run.skipped",
-        "image.deleted", "retention.kept", "schedule.loaded", "schedule.reload_failed",
+        "image.deleted", "retention.kept", "schedule.loaded", "schedule.reload_failed", "hook.finished",
         "daemon.started", "daemon.stopping",
     ]
 

@@ -274,3 +274,51 @@ func minutesAgo(_ minutes: Int) -> Date {
         #expect(daemon.stderr.contains("\(workspace.config):3:"), "\(daemon.stderr)")
     }
 }
+
+@Suite struct DaemonHookTests {
+    /// SIGTERM to the real daemon while a `pre` hook runs: pre is stopped, post runs exactly once, the daemon exits
+    /// 0 promptly, and the next start runs the fire again (pre and post again) to success.
+    @Test func sigtermDuringPreRunsPostOnceAndTheNextStartFinishesTheRun() async throws {
+        let workspace = try DaemonWorkspace()
+        let log = workspace.path + "/hooks.log"
+        let hang = workspace.path + "/hang"
+        FileManager.default.createFile(atPath: hang, contents: nil)
+        try """
+            [daemon]
+            state_dir = "\(workspace.state)"
+
+            [hooks.freeze]
+            pre = ["/bin/sh", "-c", "echo pre >>'\(log)'; if [ -e '\(hang)' ]; then exec sleep 60; fi"]
+            post = ["/bin/sh", "-c", "echo post >>'\(log)'"]
+            timeout = "2m"
+            """.write(toFile: workspace.config, atomically: true, encoding: .utf8)
+        let fire = minutesAgo(60)
+        try workspace.writeSchedule(firingAt: fire, options: "deadline=3h hooks=freeze")
+        try workspace.seedLastFire(fire.addingTimeInterval(-86_400))
+        func lines() -> [String] {
+            ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+        }
+
+        let first = try DaemonProcess(workspace)
+        #expect(eventually(within: 30) { lines() == ["pre"] }, "pre never started: \(first.stderr)")
+        let stop = Date()
+        first.signal(SIGTERM)
+        #expect(first.waitForExit(within: 20) == 0, "\(first.stderr)")
+        #expect(Date().timeIntervalSince(stop) < 10)
+        #expect(lines() == ["pre", "post"])
+        #expect(workspace.imageFolders().isEmpty)
+
+        try FileManager.default.removeItem(atPath: hang)
+        let second = try DaemonProcess(workspace)
+        let store = try workspace.store()
+        let finished = try eventually(within: 60) {
+            try store.runs(job: "crash").first { $0.scheduledAt == fire }?.state.isTerminal == true
+        }
+        #expect(finished, "\(second.stderr)")
+        second.signal(SIGTERM)
+        #expect(second.waitForExit(within: 10) == 0)
+        #expect(lines() == ["pre", "post", "pre", "post"])
+        #expect(try store.runs(job: "crash").first { $0.scheduledAt == fire }?.state == .succeeded)
+        #expect(workspace.imageFolders().count == 1)
+    }
+}

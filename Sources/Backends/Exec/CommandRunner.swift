@@ -296,3 +296,50 @@ func signalName(_ signal: Int32) -> String {
     default: "signal \(signal)"
     }
 }
+
+/// How a command run for the daemon (a hook) ended.
+public struct CommandResult: Sendable, Hashable {
+    /// The exit status, or nil when it did not exit on its own.
+    public var exitStatus: Int32?
+    /// The signal that ended it, if one did.
+    public var signal: Int32?
+    /// Stopped at its timeout.
+    public var timedOut: Bool
+    /// Stopped because the calling task was cancelled.
+    public var cancelled: Bool
+    /// Why it could not be started, if it was not.
+    public var spawnError: String?
+    public var duration: Duration
+    /// The last bytes of its stderr (at most 2 KB), as text.
+    public var stderrTail: String
+}
+
+/// Runs `argv` as the exec backend runs its commands: no shell, a session and process group of its own, stdin
+/// from /dev/null, exactly `environment`, stopped (the whole group) at `timeout` or when the calling task is
+/// cancelled. The daemon's hooks run through it.
+public func runCommand(_ argv: [String], environment: [String: String], timeout: Duration) async -> CommandResult {
+    let runner = CommandRunner(
+        timeout: timeout, killGrace: .seconds(5), maxStdoutBytes: 64 * 1024, maxStderrBytes: 2048,
+        environment: environment)
+    do {
+        let outcome = try await runner.run(argv)
+        var result = CommandResult(
+            exitStatus: nil, signal: nil, timedOut: outcome.timedOut, cancelled: outcome.cancelled, spawnError: nil,
+            duration: outcome.duration,
+            stderrTail: String(decoding: outcome.stderr, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+        switch outcome.termination {
+        case .exited(let status): result.exitStatus = status
+        case .signaled(let signal): result.signal = signal
+        }
+        return result
+    } catch {
+        let message =
+            switch error {
+            case .notFound(let name, let searchPath): "command '\(name)' not found in PATH \(searchPath)"
+            case .system(let call, let path, let code): "\(call) of \(path) failed: \(String(cString: strerror(code)))"
+            }
+        return CommandResult(
+            exitStatus: nil, signal: nil, timedOut: false, cancelled: false, spawnError: message, duration: .zero,
+            stderrTail: "")
+    }
+}

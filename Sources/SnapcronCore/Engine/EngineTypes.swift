@@ -202,6 +202,8 @@ struct CreateOrder: Sendable {
     var nameIsFresh: Bool
     /// The run's timeout: the call is cut there.
     var deadline: Date
+    /// Commands run around the create (`pre`, `post`).
+    var hooks: HookSet?
 }
 
 struct PollOrder: Sendable {
@@ -228,6 +230,8 @@ struct FinishOrder: Sendable {
     /// The run may have made an image it never recorded: look its name up at the backend first.
     var looksUpImage: Bool
     var startedAt: Date?
+    /// Commands run after the run is recorded (`on_success`, `on_failure`).
+    var hooks: HookSet?
 }
 
 struct RetentionOrder: Sendable {

@@ -204,6 +204,11 @@ struct RunEngine {
         return out
     }
 
+    /// The longest timeout of any job's hook commands (how long a stopping daemon may wait for a `post`).
+    var longestHookTimeout: Duration {
+        jobs.values.lazy.compactMap { $0.job.options.hooks?.timeout }.max() ?? .zero
+    }
+
     /// When the next tick is needed (at most a day ahead).
     func nextWake(now: Date) -> Date {
         var wake = now.addingTimeInterval(86_400)
@@ -496,7 +501,8 @@ struct RunEngine {
                         run: id, job: run.job, backend: backend, target: run.target, imageName: run.imageName,
                         description: Self.imageDescription(
                             job: run.job, scheduled: run.scheduledAt, run: id, installation: installationID),
-                        nameIsFresh: run.attempts == 1 && run.scheduledAt > freshNamesAfter, deadline: run.deadline!))
+                        nameIsFresh: run.attempts == 1 && run.scheduledAt > freshNamesAfter, deadline: run.deadline!,
+                        hooks: jobs[run.job]?.job.options.hooks))
             }
             awaiting[backend] = queue.isEmpty ? nil : queue
         }
@@ -732,7 +738,7 @@ struct RunEngine {
         FinishOrder(
             run: run.id, job: run.job, backend: run.backend, target: run.target, scheduledAt: run.scheduledAt,
             imageName: run.imageName, imageID: run.imageID, state: state, error: error, sizeBytes: nil,
-            asksSize: false, looksUpImage: false, startedAt: run.startedAt)
+            asksSize: false, looksUpImage: false, startedAt: run.startedAt, hooks: jobs[run.job]?.job.options.hooks)
     }
 
     // MARK: Retention and late images

@@ -15,15 +15,23 @@ final class RunExecutor: Sendable {
     let pacing: RunPacing
     let logger: Logger
     let pausePoint: (@Sendable (String) async -> Void)?
+    let hookRunner: (any HookRunner)?
     private let deliver: Mutex<(@Sendable (EngineEvent) async -> Void)?> = Mutex(nil)
     /// Create calls in flight, by run: a run ended at its timeout cuts its call (see ``cutCreate(of:)``).
     private let createCalls = Mutex<[Int64: CreateCall]>([:])
     private let tasksInFlight = Atomic<Int>(0)
+    /// Hook commands running, by a number of their own; a `pre` is stopped when the daemon stops.
+    private let hookTasks = Mutex<(next: UInt64, running: [UInt64: (phase: HookPhase, task: Task<HookResult, Never>)])>(
+        (0, [:]))
+    private let stopping = Atomic<Bool>(false)
+    /// Runs whose `pre` failed under `on_pre_failure = continue`: their record says the image is crash-consistent.
+    private let crashConsistent = Mutex<[Int64: String]>([:])
 
     init(
         store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock, pacing: RunPacing,
-        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?
+        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?, hookRunner: (any HookRunner)? = nil
     ) {
+        self.hookRunner = hookRunner
         self.store = store
         self.backends = backends
         self.clock = clock
@@ -237,7 +245,91 @@ final class RunExecutor: Sendable {
         return events
     }
 
+    /// The create between its hooks: `post` runs whenever `pre` has started (and after every create when there is
+    /// no `pre`), whatever happened in between.
     private func create(_ order: CreateOrder, on backend: any SnapshotBackend) async -> CreateOutcome {
+        guard let hooks = order.hooks, hookRunner != nil, hooks.pre != nil || hooks.post != nil else {
+            return await createCall(order, on: backend)
+        }
+        let values = [
+            "job": order.job, "target": order.target, "name": order.imageName, "run": String(order.run),
+        ]
+        var outcome: CreateOutcome?
+        if let pre = hooks.pre {
+            let result = await runHook(.pre, pre, of: hooks, values: values, run: order.run)
+            if !result.succeeded {
+                if stopping.load(ordering: .relaxed) {
+                    // Resumed at the next start (the run stays creating), with its pre again.
+                    outcome = .failed(error: "stopped during the pre hook", transient: true)
+                } else if hooks.onPreFailure == .skip {
+                    outcome = .failed(
+                        error: "pre hook of '\(hooks.name)' failed (\(result.summary)): no image taken (on_pre_failure=skip)",
+                        transient: false)
+                } else {
+                    let note = "pre hook of '\(hooks.name)' failed (\(result.summary)): the image is crash-consistent"
+                    crashConsistent.withLock { $0[order.run] = note }
+                    logger.warning(
+                        "Pre hook failed; taking a crash-consistent image (on_pre_failure=continue)",
+                        metadata: ["job": "\(order.job)", "run": "\(order.run)", "hook.set": "\(hooks.name)"])
+                }
+            }
+        }
+        if outcome == nil { outcome = await createCall(order, on: backend) }
+        if let post = hooks.post {
+            var postValues = values
+            if case .recorded(let image, _) = outcome { postValues["image"] = image }
+            _ = await runHook(.post, post, of: hooks, values: postValues, run: order.run)
+        }
+        return outcome!
+    }
+
+    /// Runs one hook command of `run` and logs how it ended (journal field `SNAPCRON_HOOK`).
+    private func runHook(
+        _ phase: HookPhase, _ argv: [String], of hooks: HookSet, values: [String: String], run: Int64
+    ) async -> HookResult {
+        guard let hookRunner else { return HookResult(exitStatus: 0) }
+        var values = values
+        values["phase"] = phase.rawValue
+        var environment = ["SNAPCRON_PHASE": phase.rawValue]
+        for (key, value) in values where key != "phase" { environment["SNAPCRON_\(key == "name" ? "IMAGE_NAME" : key.uppercased())"] = value }
+        let command = HookSet.expand(argv, values)
+        let timeout = hooks.timeout
+        let task = Task { await hookRunner.run(command, environment: environment, timeout: timeout) }
+        let id = hookTasks.withLock { hooks in
+            hooks.next += 1
+            hooks.running[hooks.next] = (phase, task)
+            return hooks.next
+        }
+        // A pre that starts while the daemon stops is stopped at once (post still runs).
+        if phase == .pre, stopping.load(ordering: .relaxed) { task.cancel() }
+        let result = await task.value
+        hookTasks.withLock { _ = $0.running.removeValue(forKey: id) }
+        var metadata: Logger.Metadata = [
+            "event": "hook.finished", "hook": "\(phase.rawValue)", "hook.set": "\(hooks.name)",
+            "job": "\(values["job"] ?? "")", "run": "\(run)", "hook.result": "\(result.summary)",
+            "duration_ms": "\(Int(result.duration.seconds * 1000))",
+        ]
+        if let status = result.exitStatus { metadata["exit_status"] = "\(status)" }
+        if !result.stderrTail.isEmpty { metadata["stderr"] = "\(result.stderrTail)" }
+        if result.succeeded {
+            logger.info("Hook \(phase.rawValue) finished", metadata: metadata)
+        } else {
+            logger.warning("Hook \(phase.rawValue) failed", metadata: metadata)
+        }
+        return result
+    }
+
+    /// The daemon is stopping: a running `pre` is stopped (its `post` then runs), and no new one starts.
+    func beginStopping() {
+        stopping.store(true, ordering: .relaxed)
+        let pres = hookTasks.withLock { $0.running.values.filter { $0.phase == .pre }.map(\.task) }
+        for task in pres { task.cancel() }
+    }
+
+    /// Hook commands still running (the daemon waits for them before it exits).
+    var hooksInFlight: Int { hookTasks.withLock { $0.running.count } }
+
+    private func createCall(_ order: CreateOrder, on backend: any SnapshotBackend) async -> CreateOutcome {
         // Bounded by the run's timeout without a timer of its own: the engine ends the run there, and ending it
         // cuts this call (``cutCreate(of:)``), also when the backend ignores its cancellation.
         let once = OnceResult<CreatedImage>()
@@ -383,6 +475,9 @@ final class RunExecutor: Sendable {
             order.sizeBytes = await size(of: image, target: order.target, on: backend)
         }
         let now = clock.now()
+        if let note = crashConsistent.withLock({ $0.removeValue(forKey: order.run) }), order.error == nil {
+            order.error = note
+        }
         // The store's row decides whether the run has an image: a create that returned just as the run ended
         // may have recorded one the engine never heard of.
         var hasImage = order.imageID != nil
@@ -394,6 +489,23 @@ final class RunExecutor: Sendable {
             logger.error("Store write failed", metadata: ["run": "\(order.run)", "error": "\(error)"])
         }
         log(order, now: now)
+        if let hooks = order.hooks, hookRunner != nil {
+            let command = order.state == .succeeded ? hooks.onSuccess : [.failed, .timedOut].contains(order.state) ? hooks.onFailure : nil
+            if let command {
+                var values = [
+                    "job": order.job, "target": order.target, "name": order.imageName, "run": String(order.run),
+                    "state": order.state.rawValue,
+                ]
+                if let image = order.imageID ?? found?.id.id { values["image"] = image }
+                if let error = order.error { values["error"] = error }
+                let phase: HookPhase = order.state == .succeeded ? .success : .failure
+                let (hookValues, run) = (values, order.run)
+                spawn {
+                    _ = await self.runHook(phase, command, of: hooks, values: hookValues, run: run)
+                    return nil
+                }
+            }
+        }
         if let found {
             _ = await adopt(
                 found.id.id, runID: order.run, job: order.job, description: found.description, state: found.state)

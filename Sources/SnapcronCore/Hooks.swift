@@ -1,0 +1,149 @@
+import Foundation
+
+/// Commands run around a job's creates and after its runs (`[hooks.NAME]` in the config; a job takes a set with
+/// `hooks=NAME`, or its backend's `hooks = "NAME"`).
+///
+/// `pre` runs before each create (e.g. `virsh domfsfreeze`), `post` after it, always once `pre` has started: also
+/// when `pre` or the create fails, or the daemon is stopping. `onSuccess` and `onFailure` run after a run ends.
+/// Every command is an argv (never a shell) with `{job}`, `{target}`, `{name}`, `{run}`, `{image}`, `{state}` and
+/// `{error}` placeholders, and gets the same values as `SNAPCRON_*` environment variables.
+public struct HookSet: Sendable, Hashable {
+    public var name: String
+    public var pre: [String]?
+    public var post: [String]?
+    public var onSuccess: [String]?
+    public var onFailure: [String]?
+    /// Each command is stopped (its process group killed) after this long.
+    public var timeout: Duration = .seconds(60)
+    public var onPreFailure = PreFailurePolicy.skip
+
+    public init(name: String) { self.name = name }
+
+    /// What a failed `pre` means for the image.
+    public enum PreFailurePolicy: String, Sendable, Hashable, CaseIterable {
+        /// No image: the run fails (after `post`).
+        case skip
+        /// The image is taken anyway and recorded as crash-consistent.
+        case `continue`
+    }
+
+    /// The placeholders a hook command may use.
+    public static let placeholders = ["job", "target", "name", "run", "image", "state", "error"]
+
+    /// Why `argv` cannot be a hook command, or nil: an empty argv, a placeholder in the command itself, an
+    /// unknown placeholder, or an unbalanced brace (`{{` and `}}` are literal braces).
+    public static func problem(with argv: [String]) -> String? {
+        guard let command = argv.first, !command.isEmpty else { return "expected a non-empty array of strings" }
+        for (index, argument) in argv.enumerated() {
+            switch parse(argument) {
+            case .failure(let error): return error.description
+            case .success(let pieces):
+                if index == 0, pieces.contains(where: { if case .placeholder = $0 { true } else { false } }) {
+                    return "the command itself (\(command)) must not contain a placeholder"
+                }
+            }
+        }
+        return nil
+    }
+
+    /// `argv` with each placeholder replaced by its value (a missing value expands to nothing).
+    public static func expand(_ argv: [String], _ values: [String: String]) -> [String] {
+        argv.map { argument in
+            guard case .success(let pieces) = parse(argument) else { return argument }
+            return pieces.map { piece in
+                switch piece {
+                case .text(let text): text
+                case .placeholder(let name): values[name] ?? ""
+                }
+            }.joined()
+        }
+    }
+
+    enum Piece { case text(String), placeholder(String) }
+
+    static func parse(_ argument: String) -> Result<[Piece], HookTemplateError> {
+        var pieces: [Piece] = []
+        var text = ""
+        var index = argument.startIndex
+        while index < argument.endIndex {
+            let character = argument[index]
+            let next = argument.index(after: index)
+            if character == "{", next < argument.endIndex, argument[next] == "{" {
+                text.append("{")
+                index = argument.index(after: next)
+            } else if character == "}", next < argument.endIndex, argument[next] == "}" {
+                text.append("}")
+                index = argument.index(after: next)
+            } else if character == "{" {
+                guard let close = argument[next...].firstIndex(of: "}") else {
+                    return .failure(HookTemplateError("unclosed '{' in '\(argument)' (write '{{' for a brace)"))
+                }
+                let name = String(argument[next..<close])
+                guard placeholders.contains(name) else {
+                    return .failure(
+                        HookTemplateError(
+                            "unknown placeholder {\(name)} in '\(argument)' (available: "
+                                + placeholders.map { "{\($0)}" }.joined(separator: ", ") + ")"))
+                }
+                if !text.isEmpty { pieces.append(.text(text)) }
+                text = ""
+                pieces.append(.placeholder(name))
+                index = argument.index(after: close)
+            } else if character == "}" {
+                return .failure(HookTemplateError("unmatched '}' in '\(argument)' (write '}}' for a brace)"))
+            } else {
+                text.append(character)
+                index = next
+            }
+        }
+        if !text.isEmpty { pieces.append(.text(text)) }
+        return .success(pieces)
+    }
+}
+
+struct HookTemplateError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// When a hook command runs.
+public enum HookPhase: String, Sendable, Hashable {
+    case pre, post, success, failure
+}
+
+/// How one hook command ended.
+public struct HookResult: Sendable, Hashable {
+    /// The exit status, or nil when it did not exit on its own (killed, or never started).
+    public var exitStatus: Int32?
+    /// The signal that ended it, if one did.
+    public var signal: Int32?
+    public var timedOut = false
+    /// It could not be started (the command was not found, ...): why.
+    public var spawnError: String?
+    public var duration: Duration = .zero
+    /// The end of its stderr, for the journal.
+    public var stderrTail = ""
+
+    public init(exitStatus: Int32? = nil, signal: Int32? = nil) {
+        self.exitStatus = exitStatus
+        self.signal = signal
+    }
+
+    public var succeeded: Bool { exitStatus == 0 && !timedOut && spawnError == nil }
+
+    /// `exit 0`, `exit 3`, `timed out after 60s`, `killed by signal 9`, `not started: ...`.
+    public var summary: String {
+        if let spawnError { return "not started: \(spawnError)" }
+        if timedOut { return "timed out" }
+        if let exitStatus { return "exit \(exitStatus)" }
+        if let signal { return "killed by signal \(signal)" }
+        return "stopped"
+    }
+}
+
+/// Runs hook commands: each in a process group of its own, without a shell, stopped at `timeout` and when the
+/// calling task is cancelled (the daemon is stopping), with exactly `environment` as its environment added to
+/// the runner's own base environment.
+public protocol HookRunner: Sendable {
+    func run(_ argv: [String], environment: [String: String], timeout: Duration) async -> HookResult
+}

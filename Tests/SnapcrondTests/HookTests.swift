@@ -1,0 +1,273 @@
+import BackendTypes
+import Foundation
+import Logging
+import SnapcronConfig
+import SnapcronCore
+import SnapcronStore
+import SnapcronTestKit
+import SnapshotBackend
+import Testing
+
+@testable import SnapcronDaemon
+
+/// Hooks run as real processes (through the daemon's `CommandHookRunner`) around creates on a fake backend, with
+/// the scheduler on a manual clock. Each hook appends a line to a log file, so the test sees exactly what ran.
+@Suite struct HookTests {
+    let directory: String
+    let log: String
+
+    init() throws {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("snapcron-hooks-\(UUID().uuidString)")
+            .path
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        log = directory + "/hooks.log"
+    }
+
+    /// A hook command: `sh -c SCRIPT` with the log path as `$1`, so every hook can write `echo ... >>"$1"`.
+    func script(_ body: String) -> [String] { ["/bin/sh", "-c", body, "hook", log] }
+
+    var lines: [String] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init)
+    }
+
+    static let start = Date(timeIntervalSince1970: 1_780_000_000 - 1_780_000_000.truncatingRemainder(dividingBy: 60) + 30)
+
+    struct Harness {
+        let scheduler: SchedulerService
+        let loop: Task<Void, any Error>
+        let clock: ManualClock
+        let store: SnapcronDatabase
+        let fake: FakeSnapshotBackend
+    }
+
+    /// A scheduler with one every-minute job `db` on backend `fake` using hook set `set`; started and idle.
+    func start(_ set: HookSet, fake: FakeSnapshotBackend = FakeSnapshotBackend(name: "fake"), options: String = "")
+        async throws -> Harness
+    {
+        var config = SnapcronConfig.default(stateDir: directory)
+        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
+        config.hooks[set.name] = set
+        let schedule = try ScheduleFile.parse(
+            text: "* * * * *  db  fake:vm1  hooks=\(set.name) \(options)\n", file: "schedule", config: config,
+            now: Self.start, systemZone: .utc)
+        let clock = ManualClock(now: Self.start)
+        let store = try SnapcronDatabase.inMemory()
+        var logger = Logger(label: "hooks-test")
+        logger.logLevel = .critical
+        let scheduler = SchedulerService(
+            jobs: schedule.jobs, store: store, backends: ["fake": fake], clock: clock, logger: logger,
+            hookRunner: CommandHookRunner())
+        let loop = Task { try await scheduler.run() }
+        await scheduler.waitUntilIdle()
+        return Harness(scheduler: scheduler, loop: loop, clock: clock, store: store, fake: fake)
+    }
+
+    /// Moves the clock to the next minute (the fire) and on until the run ends.
+    func runOneFire(_ harness: Harness) async throws -> RunRecord {
+        harness.clock.advance(by: 30)
+        for _ in 0..<60 {
+            await harness.scheduler.waitUntilIdle()
+            if let run = try harness.store.runs(job: "db").first, run.state.isTerminal { return run }
+            harness.clock.advance(by: 2)
+        }
+        throw HookTestError("the run did not end: \(try harness.store.runs(job: "db"))")
+    }
+
+    func stop(_ harness: Harness) async {
+        harness.loop.cancel()
+        _ = await harness.loop.result
+    }
+
+    struct HookTestError: Error, CustomStringConvertible {
+        var description: String
+        init(_ description: String) { self.description = description }
+    }
+
+    @Test func aPreThatFailsSkipsTheImageAndPostStillRunsOnce() async throws {
+        var set = HookSet(name: "freeze")
+        set.pre = script(#"echo "pre $SNAPCRON_JOB $SNAPCRON_TARGET $SNAPCRON_PHASE" >>"$1"; exit 3"#)
+        set.post = script(#"echo "post $SNAPCRON_PHASE" >>"$1""#)
+        let harness = try await start(set)
+        let run = try await runOneFire(harness)
+        await stop(harness)
+        #expect(lines == ["pre db vm1 pre", "post post"])
+        #expect(run.state == .failed)
+        #expect(run.error?.contains("pre hook of 'freeze' failed (exit 3): no image taken") == true, "\(run.error ?? "")")
+        #expect(await harness.fake.images.isEmpty)
+    }
+
+    @Test func aPreThatHangsIsStoppedAtItsTimeoutAndPostRunsOnce() async throws {
+        var set = HookSet(name: "slow")
+        set.pre = script(#"echo pre >>"$1"; exec sleep 30"#)
+        set.post = script(#"echo post >>"$1""#)
+        set.timeout = .seconds(1)
+        let began = ContinuousClock.now
+        let harness = try await start(set)
+        let run = try await runOneFire(harness)
+        await stop(harness)
+        #expect(lines == ["pre", "post"])
+        #expect(run.state == .failed && run.error?.contains("timed out") == true, "\(run.error ?? "")")
+        #expect(ContinuousClock.now - began < .seconds(20))
+    }
+
+    @Test func aCreateThatFailsAfterPreStillGetsItsPostOnce() async throws {
+        var set = HookSet(name: "freeze")
+        set.pre = script(#"echo pre >>"$1""#)
+        set.post = script(#"echo "post image=[$SNAPCRON_IMAGE]" >>"$1""#)
+        let fake = FakeSnapshotBackend(name: "fake")
+        await fake.failAlways(.create, message: "quota exceeded")
+        let harness = try await start(set, fake: fake, options: "retries=0")
+        let run = try await runOneFire(harness)
+        await stop(harness)
+        #expect(lines == ["pre", "post image=[]"])
+        #expect(run.state == .failed && run.error?.contains("quota exceeded") == true)
+    }
+
+    @Test func stoppingTheDaemonDuringPreStopsPreAndRunsPostOnce() async throws {
+        var set = HookSet(name: "freeze")
+        set.pre = script(#"echo pre >>"$1"; exec sleep 60"#)
+        set.post = script(#"echo post >>"$1""#)
+        set.timeout = .seconds(120)
+        let harness = try await start(set)
+        harness.clock.advance(by: 30)
+        // Wait (real time) until pre is running, then stop the daemon as SIGTERM does: cancel its loop.
+        for _ in 0..<500 where lines.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(lines == ["pre"])
+        let stopping = ContinuousClock.now
+        await stop(harness)
+        #expect(ContinuousClock.now - stopping < .seconds(10))
+        #expect(lines == ["pre", "post"])
+        #expect(await harness.fake.images.isEmpty)
+        // The run is left to the next start (which runs pre again), not recorded as failed.
+        #expect(try harness.store.runs(job: "db").first?.state.isTerminal == false)
+    }
+
+    @Test func continueTakesACrashConsistentImageAndSaysSo() async throws {
+        var set = HookSet(name: "freeze")
+        set.pre = script(#"echo pre >>"$1"; exit 1"#)
+        set.post = script(#"echo "post $SNAPCRON_IMAGE_NAME" >>"$1""#)
+        set.onPreFailure = .continue
+        let fake = FakeSnapshotBackend(name: "fake", defaultBehavior: .active)
+        let harness = try await start(set, fake: fake)
+        let run = try await runOneFire(harness)
+        await stop(harness)
+        #expect(run.state == .succeeded)
+        #expect(run.error?.contains("the image is crash-consistent") == true, "\(run.error ?? "")")
+        #expect(lines == ["pre", "post \(run.imageName ?? "?")"])
+        #expect(await harness.fake.images.count == 1)
+    }
+
+    @Test func successAndFailureHooksGetTheRunsOutcome() async throws {
+        var set = HookSet(name: "notify")
+        set.onSuccess = script(#"echo "success $SNAPCRON_PHASE $SNAPCRON_STATE $SNAPCRON_IMAGE" >>"$1""#)
+        set.onFailure = script(#"echo "failure $SNAPCRON_STATE $SNAPCRON_ERROR" >>"$1""#)
+        let fake = FakeSnapshotBackend(name: "fake", defaultBehavior: .active)
+        let harness = try await start(set, fake: fake, options: "retries=0")
+        let succeeded = try await runOneFire(harness)
+        await fake.failAlways(.create, message: "boom")
+        harness.clock.advance(by: 60 - harness.clock.now().timeIntervalSince1970.truncatingRemainder(dividingBy: 60))
+        for _ in 0..<60 {
+            await harness.scheduler.waitUntilIdle()
+            if try harness.store.runs(job: "db").filter(\.state.isTerminal).count == 2 { break }
+            harness.clock.advance(by: 2)
+        }
+        await harness.scheduler.waitUntilIdle()
+        await stop(harness)
+        let failed = try #require(try harness.store.runs(job: "db").first { $0.state == .failed })
+        #expect(lines.first == "success success succeeded \(succeeded.imageID ?? "?")")
+        #expect(lines.count == 2 && lines[1].hasPrefix("failure failed ") && lines[1].contains("boom"), "\(lines)")
+        #expect(failed.error?.contains("boom") == true)
+    }
+
+    @Test func aCommandThatCannotStartCountsAsAFailedPre() async throws {
+        var set = HookSet(name: "missing")
+        set.pre = ["snapcron-no-such-hook-command"]
+        set.post = script(#"echo post >>"$1""#)
+        let harness = try await start(set)
+        let run = try await runOneFire(harness)
+        await stop(harness)
+        #expect(lines == ["post"])
+        #expect(run.error?.contains("not started: command 'snapcron-no-such-hook-command' not found") == true, "\(run.error ?? "")")
+    }
+}
+
+@Suite struct HookConfigTests {
+    func read(_ toml: String) -> (SnapcronConfig?, String) {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("hooks-\(UUID().uuidString).toml").path
+        try? toml.write(toFile: path, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        do {
+            return (try SnapcronConfig.load(path: path, stateDirectory: "/tmp/snapcron-hooks-test"), "")
+        } catch {
+            return (nil, "\(error)")
+        }
+    }
+
+    @Test func aHookSetIsReadWithItsCommandsTimeoutAndPolicy() throws {
+        let (config, errors) = read(
+            """
+            [hooks.freeze]
+            pre = ["virsh", "domfsfreeze", "{target}"]
+            post = ["virsh", "domfsthaw", "{target}"]
+            on_failure = ["/usr/local/bin/page", "{job}: {error}"]
+            timeout = "30s"
+            on_pre_failure = "continue"
+
+            [backends.kvm]
+            type = "exec"
+            create = ["/usr/local/bin/snap", "{target}", "{name}"]
+            hooks = "freeze"
+            """)
+        let set = try #require(config?.hooks["freeze"], "\(errors)")
+        #expect(set.pre == ["virsh", "domfsfreeze", "{target}"])
+        #expect(set.timeout == .seconds(30) && set.onPreFailure == .continue && set.onSuccess == nil)
+        #expect(config?.backendHooks["kvm"] == "freeze")
+        #expect(HookSet.expand(set.onFailure!, ["job": "db", "error": "quota"]) == ["/usr/local/bin/page", "db: quota"])
+    }
+
+    @Test func badHookTablesSayWhereAndWhy() {
+        let (_, errors) = read(
+            """
+            [hooks.a]
+            pre = ["virsh", "{domain}"]
+            on_pre_failure = "maybe"
+
+            [hooks.b]
+            post = []
+
+            [backends.kvm]
+            type = "exec"
+            create = ["/usr/local/bin/snap", "{target}", "{name}"]
+            hooks = "c"
+            """)
+        #expect(errors.contains("hooks.a.pre: unknown placeholder {domain}"), "\(errors)")
+        #expect(errors.contains("hooks.a.on_pre_failure: expected \"skip\" or \"continue\""), "\(errors)")
+        #expect(errors.contains("hooks.b.post: expected a non-empty array of strings"), "\(errors)")
+        #expect(errors.contains("backends.kvm.hooks: unknown hook set 'c'"), "\(errors)")
+    }
+
+    @Test func aJobNamingAnUnknownSetGetsAnErrorAtItsColumnAndNoneTurnsTheBackendsOff() throws {
+        var config = SnapcronConfig.default(stateDir: "/tmp/snapcron-hooks-test")
+        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
+        var set = HookSet(name: "freeze")
+        set.pre = ["/bin/true"]
+        config.hooks["freeze"] = set
+        config.backendHooks["fake"] = "freeze"
+        let now = Date(timeIntervalSince1970: 1_780_000_000)
+        #expect(throws: DiagnosticList.self) {
+            try ScheduleFile.parse(text: "@daily db fake:vm1 hooks=frezee\n", file: "schedule", config: config, now: now)
+        }
+        do {
+            _ = try ScheduleFile.parse(
+                text: "@daily db fake:vm1 hooks=frezee\n", file: "schedule", config: config, now: now)
+        } catch {
+            #expect(error.description.contains("schedule:1:26: error: hooks: unknown hook set 'frezee'"), "\(error)")
+            #expect(error.description.contains("did you mean 'freeze'?"))
+        }
+        let jobs = try ScheduleFile.parse(
+            text: "@daily a fake:vm1\n@daily b fake:vm2 hooks=none\n", file: "schedule", config: config, now: now
+        ).jobs
+        #expect(jobs[0].options.hooks == set)
+        #expect(jobs[1].options.hooks == nil)
+    }
+}
