@@ -153,6 +153,8 @@ let package = Package(
                 // code, for the command runner the hooks share with it.
                 "LocalBackend", "ExecBackend", "TWCCBackend",
                 "SnapcronSystemd", "ControlProtocol", logging, nioCore, nioPosix, nioConcurrency,
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

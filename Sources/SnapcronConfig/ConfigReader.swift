@@ -1,3 +1,4 @@
+import Foundation
 import BackendTypes
 import LocalDescriptor
 import SnapcronCore
@@ -12,7 +13,9 @@ struct ConfigReader {
         "state_dir", "socket_path", "socket_group", "max_concurrent_creates", "schedule_path", "history_keep",
     ]
     static let commonBackendKeys = ["type", "max_concurrent", "max_concurrent_creates", "hooks"]
-    static let hookKeys = ["pre", "post", "on_success", "on_failure", "timeout", "on_pre_failure"]
+    static let hookKeys = [
+        "pre", "post", "on_success", "on_failure", "timeout", "on_pre_failure", "notify_url", "ping_url",
+    ]
 
     mutating func error(_ path: String, _ message: String, note: String? = nil) {
         diagnostics.append(.error("\(path): \(message)", file: file, note: note))
@@ -146,8 +149,24 @@ struct ConfigReader {
                 reader.error("on_pre_failure", "expected \"skip\" or \"continue\", got \(policy)")
             }
         }
-        if set.pre == nil, set.post == nil, set.onSuccess == nil, set.onFailure == nil, reader.problems.isEmpty {
-            reader.error(nil, "no commands (give pre, post, on_success or on_failure)")
+        func url(_ key: String) -> String? {
+            guard let value = table[key] else { return nil }
+            guard let url = value.string else {
+                reader.error(key, "expected an http:// or https:// URL, got \(value)")
+                return nil
+            }
+            if let problem = Self.webhookProblem(url) {
+                reader.error(key, problem)
+                return nil
+            }
+            return url
+        }
+        set.notifyURL = url("notify_url")
+        set.pingURL = url("ping_url")
+        if set.pre == nil, set.post == nil, set.onSuccess == nil, set.onFailure == nil, set.notifyURL == nil,
+            set.pingURL == nil, reader.problems.isEmpty
+        {
+            reader.error(nil, "nothing to run (give pre, post, on_success, on_failure, notify_url or ping_url)")
         }
         let hadProblems = !reader.problems.isEmpty
         report(reader)
@@ -189,6 +208,18 @@ struct ConfigReader {
             settings: table.filter { $0.key != "type" })
         backend.maxConcurrentCreates = maxConcurrentCreates
         return backend
+    }
+
+    /// Why `url` cannot take notifications, or nil: an http(s) URL with a host, no user info, no fragment.
+    static func webhookProblem(_ url: String) -> String? {
+        guard let parsed = URLComponents(string: url), let scheme = parsed.scheme?.lowercased(),
+            scheme == "http" || scheme == "https", let host = parsed.host, !host.isEmpty
+        else { return "expected an http:// or https:// URL with a host, got '\(url)'" }
+        if parsed.user != nil || parsed.password != nil {
+            return "no user or password in the URL (put a token in its path or query)"
+        }
+        if parsed.fragment != nil { return "no #fragment in the URL" }
+        return nil
     }
 
     static func isValidBackendName(_ name: String) -> Bool {

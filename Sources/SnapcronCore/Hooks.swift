@@ -16,6 +16,10 @@ public struct HookSet: Sendable, Hashable {
     /// Each command is stopped (its process group killed) after this long.
     public var timeout: Duration = .seconds(60)
     public var onPreFailure = PreFailurePolicy.skip
+    /// Gets an HTTP POST of a ``RunNotification`` (JSON) when a run ends.
+    public var notifyURL: String?
+    /// Healthchecks-style pings: `GET <url>/start` when a fire starts, `<url>` on success, `<url>/fail` on failure.
+    public var pingURL: String?
 
     public init(name: String) { self.name = name }
 
@@ -146,4 +150,55 @@ public struct HookResult: Sendable, Hashable {
 /// the runner's own base environment.
 public protocol HookRunner: Sendable {
     func run(_ argv: [String], environment: [String: String], timeout: Duration) async -> HookResult
+}
+
+/// What a job's `notify_url` gets (as JSON) and its `ping_url` is pinged for.
+public struct RunNotification: Sendable, Hashable, Codable {
+    /// `run.started` (pings only) or `run.finished`.
+    public var event: String
+    public var job: String
+    public var run: Int64
+    /// The run's state: `creating` when it starts, then `succeeded`, `failed` or `timed_out`.
+    public var state: String
+    public var backend: String
+    public var target: String
+    public var imageName: String
+    public var image: String?
+    public var error: String?
+    public var scheduledAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+
+    enum CodingKeys: String, CodingKey {
+        case event, job, run, state, backend, target, error, image
+        case imageName = "image_name", scheduledAt = "scheduled_at", startedAt = "started_at"
+        case finishedAt = "finished_at"
+    }
+
+    public init(
+        event: String, job: String, run: Int64, state: String, backend: String, target: String, imageName: String,
+        image: String? = nil, error: String? = nil, scheduledAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil
+    ) {
+        self.event = event
+        self.job = job
+        self.run = run
+        self.state = state
+        self.backend = backend
+        self.target = target
+        self.imageName = imageName
+        self.image = image
+        self.error = error
+        self.scheduledAt = scheduledAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+    }
+
+    /// Whether the run ended well (`ping_url` gets `<url>` rather than `<url>/fail`).
+    public var succeeded: Bool { state == RunState.succeeded.rawValue }
+}
+
+/// Delivers run notifications to a hook set's `notify_url` and `ping_url`, retrying failed deliveries; returns
+/// when delivered or given up. Never called on a run's own path: a slow receiver delays no run.
+public protocol RunNotifier: Sendable {
+    func deliver(_ notification: RunNotification, to hooks: HookSet) async
 }

@@ -95,12 +95,13 @@ public actor SchedulerService {
     public init(
         jobs: [Job], store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock,
         limits: ConcurrencyLimits = ConcurrencyLimits(), pacing: RunPacing = RunPacing(), logger: Logger,
-        pausePoint: (@Sendable (String) async -> Void)? = nil, hookRunner: (any HookRunner)? = nil
+        pausePoint: (@Sendable (String) async -> Void)? = nil, hookRunner: (any HookRunner)? = nil,
+        notifier: (any RunNotifier)? = nil
     ) {
         engine = RunEngine(jobs: jobs, limits: limits, pacing: pacing)
         executor = RunExecutor(
             store: store, backends: backends, clock: clock, pacing: pacing, logger: logger, pausePoint: pausePoint,
-            hookRunner: hookRunner)
+            hookRunner: hookRunner, notifier: notifier)
         self.clock = clock
         self.logger = logger
         publication = Mutex(

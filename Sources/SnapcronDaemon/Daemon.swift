@@ -116,7 +116,8 @@ public final class Daemon: Sendable {
                 createCalls: config.maxConcurrentCreates,
                 createCallsPerBackend: config.backends.compactMapValues(\.maxConcurrentCreates),
                 unfinishedImagesPerBackend: config.backends.compactMapValues(\.maxConcurrent)),
-            pacing: pacing, logger: logger, pausePoint: pausePoint, hookRunner: CommandHookRunner())
+            pacing: pacing, logger: logger, pausePoint: pausePoint, hookRunner: CommandHookRunner(),
+            notifier: HTTPRunNotifier(logger: logger))
         logger.info(
             "Schedule loaded",
             metadata: [

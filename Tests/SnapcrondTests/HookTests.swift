@@ -271,3 +271,135 @@ import Testing
         #expect(jobs[1].options.hooks == nil)
     }
 }
+
+/// A webhook receiver on loopback (a Python test peer): POSTs follow `plan` (`slow`: 503 after 3 s, `500`, then
+/// `ok`: 200); GETs (pings) are always answered 200. Every request is logged as a JSON line when it arrives.
+final class WebhookReceiver {
+    let port: Int
+    let log: String
+    let plan: String
+    private var process: Process?
+
+    init(directory: String, plan: String) throws {
+        log = directory + "/requests.jsonl"
+        self.plan = plan
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        probe.arguments = ["-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])"]
+        let pipe = Pipe()
+        probe.standardOutput = pipe
+        try probe.run()
+        probe.waitUntilExit()
+        port = Int(String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            .trimmingCharacters(in: .whitespacesAndNewlines))!
+    }
+
+    var url: String { "http://127.0.0.1:\(port)" }
+
+    /// Starts listening (until then the port is down: connections are refused).
+    func start() throws {
+        let script = """
+            import http.server, json, sys, time
+            port, out, plan = int(sys.argv[1]), sys.argv[2], sys.argv[3].split(",")
+            posts = [0]
+            class Handler(http.server.BaseHTTPRequestHandler):
+                def answer(self):
+                    body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+                    action = "ok"
+                    if self.command == "POST":
+                        action = plan[posts[0]] if posts[0] < len(plan) else "ok"
+                        posts[0] += 1
+                    code = {"slow": 503, "500": 500}.get(action, 200)
+                    with open(out, "a") as f:
+                        f.write(json.dumps({"method": self.command, "path": self.path, "code": code,
+                                            "action": action, "body": body}) + "\\n")
+                    if action == "slow":
+                        time.sleep(3)
+                    try:
+                        self.send_response(code)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                    except Exception:
+                        pass
+                do_GET = answer
+                do_POST = answer
+                def log_message(self, *args):
+                    pass
+            http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        process.arguments = ["-c", script, String(port), log, plan]
+        try process.run()
+        self.process = process
+    }
+
+    /// The requests answered so far.
+    var requests: [[String: Any]] {
+        ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").compactMap {
+            try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+        }
+    }
+
+    deinit {
+        if let process, process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+extension HookTests {
+    @Test func aWebhookThatIsDownSlowThenFailingIsDeliveredOnceAndTheRunDoesNotWait() async throws {
+        let receiver = try WebhookReceiver(directory: directory, plan: "slow,500,ok")
+        var set = HookSet(name: "notify")
+        set.notifyURL = receiver.url + "/hook?token=abc"
+        set.pingURL = receiver.url + "/ping/uuid"
+        var config = SnapcronConfig.default(stateDir: directory)
+        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
+        config.hooks["notify"] = set
+        let schedule = try ScheduleFile.parse(
+            text: "* * * * *  db  fake:vm1  hooks=notify\n", file: "schedule", config: config, now: Self.start,
+            systemZone: .utc)
+        let clock = ManualClock(now: Self.start)
+        let store = try SnapcronDatabase.inMemory()
+        var logger = Logger(label: "hooks-test")
+        logger.logLevel = .critical
+        let notifier = HTTPRunNotifier(
+            logger: logger, retryDelays: Array(repeating: .milliseconds(300), count: 20), requestTimeout: .seconds(1))
+        let scheduler = SchedulerService(
+            jobs: schedule.jobs, store: store,
+            backends: ["fake": FakeSnapshotBackend(name: "fake", defaultBehavior: .active)], clock: clock,
+            logger: logger, notifier: notifier)
+        let loop = Task { try await scheduler.run() }
+        await scheduler.waitUntilIdle()
+        clock.advance(by: 30)
+        // The run ends at once, while its notifications still wait for the receiver to come up.
+        var run: RunRecord?
+        for _ in 0..<200 {
+            run = try store.runs(job: "db").first
+            if run?.state.isTerminal == true { break }
+            try await Task.sleep(for: .milliseconds(10))
+            clock.advance(by: 1)  // the first poll finds the image active
+        }
+        #expect(run?.state == .succeeded)
+        #expect(receiver.requests.isEmpty)
+        try await Task.sleep(for: .milliseconds(500))
+        try receiver.start()
+        await scheduler.waitUntilIdle()  // returns once every delivery has ended
+        loop.cancel()
+        _ = await loop.result
+
+        let requests = receiver.requests
+        let posts = requests.filter { $0["method"] as? String == "POST" }
+        #expect(posts.map { $0["action"] as? String } == ["slow", "500", "ok"], "\(requests)")
+        #expect(posts.filter { $0["code"] as? Int == 200 }.count == 1, "delivered once")
+        let delivered = try #require(posts.last)
+        #expect(delivered["path"] as? String == "/hook?token=abc")
+        let body = try #require(
+            try JSONSerialization.jsonObject(with: Data((delivered["body"] as? String ?? "").utf8)) as? [String: Any])
+        #expect(body["event"] as? String == "run.finished" && body["job"] as? String == "db")
+        #expect(body["state"] as? String == "succeeded" && body["run"] as? Int == Int(run?.id ?? -1))
+        #expect(body["image"] as? String == run?.imageID && body["image_name"] as? String == run?.imageName)
+        #expect(body["scheduled_at"] as? String != nil && body["finished_at"] as? String != nil)
+        let pings = requests.filter { $0["method"] as? String == "GET" }.compactMap { $0["path"] as? String }
+        #expect(pings.sorted() == ["/ping/uuid", "/ping/uuid/start"], "\(requests)")
+    }
+}

@@ -204,6 +204,9 @@ struct CreateOrder: Sendable {
     var deadline: Date
     /// Commands run around the create (`pre`, `post`).
     var hooks: HookSet?
+    var scheduledAt: Date
+    /// The run's first create: its fire starts now (`ping_url` gets `/start`).
+    var firstAttempt: Bool
 }
 
 struct PollOrder: Sendable {

@@ -502,7 +502,8 @@ struct RunEngine {
                         description: Self.imageDescription(
                             job: run.job, scheduled: run.scheduledAt, run: id, installation: installationID),
                         nameIsFresh: run.attempts == 1 && run.scheduledAt > freshNamesAfter, deadline: run.deadline!,
-                        hooks: jobs[run.job]?.job.options.hooks))
+                        hooks: jobs[run.job]?.job.options.hooks, scheduledAt: run.scheduledAt,
+                        firstAttempt: run.attempts == 1))
             }
             awaiting[backend] = queue.isEmpty ? nil : queue
         }

@@ -16,6 +16,7 @@ final class RunExecutor: Sendable {
     let logger: Logger
     let pausePoint: (@Sendable (String) async -> Void)?
     let hookRunner: (any HookRunner)?
+    let notifier: (any RunNotifier)?
     private let deliver: Mutex<(@Sendable (EngineEvent) async -> Void)?> = Mutex(nil)
     /// Create calls in flight, by run: a run ended at its timeout cuts its call (see ``cutCreate(of:)``).
     private let createCalls = Mutex<[Int64: CreateCall]>([:])
@@ -29,9 +30,11 @@ final class RunExecutor: Sendable {
 
     init(
         store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock, pacing: RunPacing,
-        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?, hookRunner: (any HookRunner)? = nil
+        logger: Logger, pausePoint: (@Sendable (String) async -> Void)?, hookRunner: (any HookRunner)? = nil,
+        notifier: (any RunNotifier)? = nil
     ) {
         self.hookRunner = hookRunner
+        self.notifier = notifier
         self.store = store
         self.backends = backends
         self.clock = clock
@@ -248,6 +251,16 @@ final class RunExecutor: Sendable {
     /// The create between its hooks: `post` runs whenever `pre` has started (and after every create when there is
     /// no `pre`), whatever happened in between.
     private func create(_ order: CreateOrder, on backend: any SnapshotBackend) async -> CreateOutcome {
+        if order.firstAttempt, let hooks = order.hooks, hooks.pingURL != nil, let notifier {
+            let started = RunNotification(
+                event: "run.started", job: order.job, run: order.run, state: RunState.creating.rawValue,
+                backend: order.backend, target: order.target, imageName: order.imageName,
+                scheduledAt: order.scheduledAt, startedAt: clock.now())
+            spawn {
+                await notifier.deliver(started, to: hooks)
+                return nil
+            }
+        }
         guard let hooks = order.hooks, hookRunner != nil, hooks.pre != nil || hooks.post != nil else {
             return await createCall(order, on: backend)
         }
@@ -489,6 +502,19 @@ final class RunExecutor: Sendable {
             logger.error("Store write failed", metadata: ["run": "\(order.run)", "error": "\(error)"])
         }
         log(order, now: now)
+        if let hooks = order.hooks, hooks.notifyURL != nil || hooks.pingURL != nil, let notifier,
+            [.succeeded, .failed, .timedOut].contains(order.state)
+        {
+            let finished = RunNotification(
+                event: "run.finished", job: order.job, run: order.run, state: order.state.rawValue,
+                backend: order.backend, target: order.target, imageName: order.imageName,
+                image: order.imageID ?? found?.id.id, error: order.error, scheduledAt: order.scheduledAt,
+                startedAt: order.startedAt, finishedAt: now)
+            spawn {
+                await notifier.deliver(finished, to: hooks)
+                return nil
+            }
+        }
         if let hooks = order.hooks, hookRunner != nil {
             let command = order.state == .succeeded ? hooks.onSuccess : [.failed, .timedOut].contains(order.state) ? hooks.onFailure : nil
             if let command {
