@@ -104,7 +104,9 @@ public struct NextParams: ControlParams, Hashable {
 
 /// `history`: runs, newest first, filtered.
 public struct HistoryParams: ControlParams, Hashable {
-    public static let members: [ParamMember] = [.string("job"), .string("state"), .time("since"), .integer("limit")]
+    public static let members: [ParamMember] = [
+        .string("job"), .string("state"), .time("since"), .integer("limit"), .boolean("verbose"),
+    ]
     public var job: String?
     /// A run state: claimed, creating, waiting, succeeded, failed, timed_out, missed, skipped, cancelled.
     public var state: String?
@@ -112,11 +114,14 @@ public struct HistoryParams: ControlParams, Hashable {
     public var since: Date?
     /// At most this many runs, 1-10000 (default 50).
     public var limit: Int?
-    public init(job: String? = nil, state: String? = nil, since: Date? = nil, limit: Int? = nil) {
+    /// Each run's hook commands too (`hooks`).
+    public var verbose: Bool?
+    public init(job: String? = nil, state: String? = nil, since: Date? = nil, limit: Int? = nil, verbose: Bool? = nil) {
         self.job = job
         self.state = state
         self.since = since
         self.limit = limit
+        self.verbose = verbose
     }
 }
 

@@ -172,6 +172,8 @@ public struct RunInfo: Codable, Sendable, Hashable {
     public var startedAt: Date?
     public var finishedAt: Date?
     public var error: String?
+    /// The run's hook commands in the order they ended (only with `verbose`).
+    public var hooks: [HookInfo]?
 
     public init(
         id: Int64, job: String, scheduledAt: Date, trigger: String, state: String, attempts: Int, imageName: String?,
@@ -199,6 +201,26 @@ public struct RunInfo: Codable, Sendable, Hashable {
 }
 
 /// `history`: runs, newest fire first.
+/// One hook command of a run: `pre`, `post`, `success` or `failure`, and how it ended.
+public struct HookInfo: Codable, Sendable, Hashable {
+    public var phase: String
+    public var hookSet: String
+    /// `exit 0`, `exit 3`, `timed out`, `killed by signal 9`, `not started: ...`.
+    public var result: String
+    public var exitStatus: Int32?
+    public var durationMs: Int
+    public var finishedAt: Date
+
+    public init(phase: String, hookSet: String, result: String, exitStatus: Int32?, durationMs: Int, finishedAt: Date) {
+        self.phase = phase
+        self.hookSet = hookSet
+        self.result = result
+        self.exitStatus = exitStatus
+        self.durationMs = durationMs
+        self.finishedAt = finishedAt
+    }
+}
+
 public struct HistoryResult: Codable, Sendable, Hashable {
     public var runs: [RunInfo]
     public init(runs: [RunInfo]) { self.runs = runs }

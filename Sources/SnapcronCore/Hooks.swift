@@ -111,7 +111,7 @@ struct HookTemplateError: Error, CustomStringConvertible {
 }
 
 /// When a hook command runs.
-public enum HookPhase: String, Sendable, Hashable {
+public enum HookPhase: String, Sendable, Hashable, Codable {
     case pre, post, success, failure
 }
 
@@ -201,4 +201,29 @@ public struct RunNotification: Sendable, Hashable, Codable {
 /// when delivered or given up. Never called on a run's own path: a slow receiver delays no run.
 public protocol RunNotifier: Sendable {
     func deliver(_ notification: RunNotification, to hooks: HookSet) async
+}
+
+/// One hook command of a run as the store keeps it (`snapcronctl history --verbose`).
+public struct HookRecord: Sendable, Hashable, Codable {
+    public var runID: Int64
+    public var phase: HookPhase
+    public var hookSet: String
+    /// ``HookResult/summary``: `exit 0`, `timed out`, ...
+    public var result: String
+    public var exitStatus: Int32?
+    public var durationMs: Int
+    public var finishedAt: Date
+
+    public init(
+        runID: Int64, phase: HookPhase, hookSet: String, result: String, exitStatus: Int32?, durationMs: Int,
+        finishedAt: Date
+    ) {
+        self.runID = runID
+        self.phase = phase
+        self.hookSet = hookSet
+        self.result = result
+        self.exitStatus = exitStatus
+        self.durationMs = durationMs
+        self.finishedAt = finishedAt
+    }
 }

@@ -240,7 +240,18 @@ public final class ControlService: Sendable {
         guard (1...10_000).contains(limit) else { throw RPCError(.invalidParams, "history: limit must be 1-10000") }
         let store = environment.store
         let runs = try storeCall { try store.runs(job: params.job, state: state, since: params.since, limit: limit) }
-        return HistoryResult(runs: try runs.map(runInfo))
+        var infos = try runs.map(runInfo)
+        if params.verbose == true {
+            let hooks = try storeCall { try store.hookResults(runIDs: runs.map(\.id)) }
+            for index in infos.indices {
+                infos[index].hooks = (hooks[infos[index].id] ?? []).map {
+                    HookInfo(
+                        phase: $0.phase.rawValue, hookSet: $0.hookSet, result: $0.result, exitStatus: $0.exitStatus,
+                        durationMs: $0.durationMs, finishedAt: $0.finishedAt)
+                }
+            }
+        }
+        return HistoryResult(runs: infos)
     }
 
     func images(job name: String) throws -> ImagesResult {

@@ -14,7 +14,25 @@ enum Schema {
         migrator.registerMigration("v2-index-unfinished-images", migrate: v2)
         migrator.registerMigration("v3-deleting-repeats-history", migrate: v3)
         migrator.registerMigration("v4-installation", migrate: v4)
+        migrator.registerMigration("v5-hook-results", migrate: v5)
         return migrator
+    }
+
+    /// How each hook command of a run ended; deleted with its run (history pruning).
+    private static func v5(_ db: Database) throws {
+        try db.execute(
+            sql: """
+                CREATE TABLE hook_results (
+                    run_id       INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+                    phase        TEXT    NOT NULL CHECK (phase IN ('pre', 'post', 'success', 'failure')),
+                    hook_set     TEXT    NOT NULL,
+                    result       TEXT    NOT NULL,
+                    exit_status  INTEGER,
+                    duration_ms  INTEGER NOT NULL CHECK (duration_ms >= 0),
+                    finished_at  INTEGER NOT NULL
+                ) STRICT;
+                CREATE INDEX hook_results_by_run ON hook_results (run_id);
+                """)
     }
 
     /// One random id per store, written once: it goes into every image's marker, so the sweep can tell an image

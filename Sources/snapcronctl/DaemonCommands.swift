@@ -71,6 +71,8 @@ struct HistoryCommand: ParsableCommand {
         String?
     @Option(help: "Only fires at or after this instant (ISO 8601 with Z or an offset).") var since: String?
     @Option(help: "At most this many runs (1-10000).") var limit = 20
+    @Flag(help: "Also show each run's hook commands (pre, post, success, failure) and how they ended.") var verbose =
+        false
     @Flag(help: "Print the daemon's JSON result instead of a table.") var json = false
 
     func validate() throws {
@@ -81,7 +83,8 @@ struct HistoryCommand: ParsableCommand {
 
     func run() throws {
         let params = HistoryParams(
-            job: job, state: state, since: since.flatMap { CronFormat.parseInstant($0, in: .current) }, limit: limit)
+            job: job, state: state, since: since.flatMap { CronFormat.parseInstant($0, in: .current) }, limit: limit,
+            verbose: verbose ? true : nil)
         let (result, raw) = try connection.connect(json: json).call(.history, params, as: HistoryResult.self)
         if json { return Connection.printJSON(raw) }
         var table = Table("RUN", "JOB", "SCHEDULED", "TRIGGER", "STATE", "IMAGE", "DURATION", "ERROR")
@@ -94,6 +97,19 @@ struct HistoryCommand: ParsableCommand {
                 duration ?? "-", run.error ?? "")
         }
         print(table.render())
+        guard verbose else { return }
+        var hooks = Table("RUN", "HOOK", "SET", "RESULT", "DURATION", "ENDED")
+        guard result.runs.contains(where: { !($0.hooks ?? []).isEmpty }) else {
+            return print("\nNo hook commands ran for these runs.")
+        }
+        for run in result.runs {
+            for hook in run.hooks ?? [] {
+                hooks.add(
+                    String(run.id), hook.phase, hook.hookSet, hook.result,
+                    Human.duration(Double(hook.durationMs) / 1000), Human.time(hook.finishedAt))
+            }
+        }
+        print("\n" + hooks.render())
     }
 }
 

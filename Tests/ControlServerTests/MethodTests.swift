@@ -1,6 +1,7 @@
 import ControlProtocol
 import Foundation
 import NIOCore
+import SnapcronCore
 import SnapcronDaemon
 import SnapcronStore
 import Testing
@@ -74,6 +75,19 @@ import Testing
 
             let history = try await h.call(.history, HistoryParams(job: "web"), as: HistoryResult.self, via: transport)
             #expect(history.runs.map(\.id) == [trigger.runId])
+            #expect(history.runs.first?.hooks == nil, "hook results only when verbose")
+            try h.store.recordHookResult(
+                HookRecord(
+                    runID: trigger.runId, phase: .pre, hookSet: "freeze", result: "exit 0", exitStatus: 0, durationMs: 120,
+                    finishedAt: Harness.start))
+            let verbose = try await h.call(
+                .history, HistoryParams(job: "web", verbose: true), as: HistoryResult.self, via: transport)
+            #expect(
+                verbose.runs.first?.hooks == [
+                    HookInfo(
+                        phase: "pre", hookSet: "freeze", result: "exit 0", exitStatus: 0, durationMs: 120,
+                        finishedAt: Harness.start)
+                ])
             let filtered = try await h.call(
                 .history, HistoryParams(state: "failed", since: Harness.start, limit: 5), as: HistoryResult.self,
                 via: transport)

@@ -301,6 +301,7 @@ final class CrashingStore: StateStore {
     func jobsWithImages() async throws -> Set<String> { try pass { try base.jobsWithImages() } }
     func latestRecordedInstant() async throws -> Date? { try pass { try base.latestRecordedInstant() } }
     func installationID() async throws -> String { try pass { try base.installationID() } }
+    func recordHookResult(_ record: HookRecord) async throws { try pass { try base.recordHookResult(record) } }
     func clampLastScheduled(notAfter now: Date) async throws -> [String] {
         try pass { try base.clampLastScheduled(notAfter: now) }
     }

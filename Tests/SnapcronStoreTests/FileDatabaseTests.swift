@@ -49,6 +49,7 @@ import Testing
         #expect(
             applied == [
                 "v1-runs-images-jobs", "v2-index-unfinished-images", "v3-deleting-repeats-history", "v4-installation",
+                "v5-hook-results",
             ])
     }
 

@@ -53,6 +53,22 @@ import Testing
         #expect(try db.pruneHistory(olderThan: minute(100)) == HistoryPruneResult(runs: 0, images: 0))
     }
 
+    @Test func aPrunedRunTakesItsHookResultsAlong() throws {
+        let gone = try db.waitingRun("web", at: 1, image: "gone")
+        try db.finishRun(runID: gone.id, state: .failed, error: "error", now: minute(2))
+        try db.updateImageState(id: "gone", backend: "fake", state: .gone, now: minute(20))
+        let kept = try db.waitingRun("web", at: 150, image: "kept")
+        for run in [gone.id, kept.id] {
+            try db.recordHookResult(
+                HookRecord(
+                    runID: run, phase: .pre, hookSet: "freeze", result: "exit 1", exitStatus: 1, durationMs: 5,
+                    finishedAt: minute(2)))
+        }
+        #expect(try db.pruneHistory(olderThan: minute(100)).runs == 1)
+        let left = try db.hookResults(runIDs: [gone.id, kept.id])
+        #expect(left[gone.id] == nil && left[kept.id]?.map(\.result) == ["exit 1"])
+    }
+
     @Test func theCutoffItselfIsKept() throws {
         try db.activeImage("web", at: 0, image: "img-1")
         try db.markImageDeleted(id: "img-1", backend: "fake", now: minute(10), reason: "old")

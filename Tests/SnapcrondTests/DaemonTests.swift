@@ -318,7 +318,13 @@ func minutesAgo(_ minutes: Int) -> Date {
         second.signal(SIGTERM)
         #expect(second.waitForExit(within: 10) == 0)
         #expect(lines() == ["pre", "post", "pre", "post"])
-        #expect(try store.runs(job: "crash").first { $0.scheduledAt == fire }?.state == .succeeded)
+        let run = try #require(try store.runs(job: "crash").first { $0.scheduledAt == fire })
+        #expect(run.state == .succeeded)
+        // What history --verbose shows: the stopped pre, its post, then the second start's pre and post.
+        let hooks = try store.hookResults(runIDs: [run.id])[run.id] ?? []
+        #expect(hooks.map(\.phase) == [.pre, .post, .pre, .post])
+        #expect(hooks.map(\.result) == ["not started: stopped: the daemon is stopping", "exit 0", "exit 0", "exit 0"]
+            || hooks.first?.result.hasPrefix("killed by signal") == true, "\(hooks)")
         #expect(workspace.imageFolders().count == 1)
     }
 }

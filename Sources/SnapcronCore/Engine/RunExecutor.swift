@@ -329,6 +329,14 @@ final class RunExecutor: Sendable {
         } else {
             logger.warning("Hook \(phase.rawValue) failed", metadata: metadata)
         }
+        do {
+            try await store.recordHookResult(
+                HookRecord(
+                    runID: run, phase: phase, hookSet: hooks.name, result: result.summary, exitStatus: result.exitStatus,
+                    durationMs: Int(result.duration.seconds * 1000), finishedAt: clock.now()))
+        } catch {
+            logger.error("Store write failed", metadata: ["run": "\(run)", "error": "\(error)"])
+        }
         return result
     }
 

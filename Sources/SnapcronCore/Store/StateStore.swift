@@ -23,6 +23,8 @@ public protocol StateStore: Sendable {
     /// The latest instant the store recorded (claims, fires, image creations): later than now means the clock
     /// went backwards while the daemon was down.
     func latestRecordedInstant() async throws -> Date?
+    /// Keeps how one hook command of a run ended.
+    func recordHookResult(_ record: HookRecord) async throws
     /// A random id made once per store; image markers carry it, so the sweep knows this installation's images.
     func installationID() async throws -> String
     /// Moves every job's last handled fire that lies after `now` back to `now` (after a backward clock step);
