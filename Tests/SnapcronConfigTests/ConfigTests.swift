@@ -195,7 +195,7 @@ func configErrors(_ text: String) -> DiagnosticList {
             message: "backends.d: unknown key 'image_dir'", note: "did you mean 'images_dir'?"),
         BadConfig(
             name: "key of another type", toml: "[backends.d]\ntype = \"local\"\nrequests_per_second = 3",
-            message: "backends.d: unknown key 'requests_per_second'", note: "known keys are type, max_concurrent, max_concurrent_creates, images_dir, reflink"),
+            message: "backends.d: unknown key 'requests_per_second'", note: "known keys are type, max_concurrent, max_concurrent_creates, hooks, images_dir, reflink"),
         BadConfig(
             name: "reflink not a boolean", toml: "[backends.d]\ntype = \"local\"\nreflink = \"no\"",
             message: "backends.d.reflink: expected true or false, got \"no\""),

@@ -101,13 +101,12 @@ import Testing
         set.pre = script(#"echo pre >>"$1"; exec sleep 30"#)
         set.post = script(#"echo post >>"$1""#)
         set.timeout = .seconds(1)
-        let began = ContinuousClock.now
         let harness = try await start(set)
         let run = try await runOneFire(harness)
         await stop(harness)
         #expect(lines == ["pre", "post"])
-        #expect(run.state == .failed && run.error?.contains("timed out") == true, "\(run.error ?? "")")
-        #expect(ContinuousClock.now - began < .seconds(20))
+        // Stopped at its timeout (waiting 30 s out would have ended it with exit 0).
+        #expect(run.state == .failed && run.error?.contains("(timed out)") == true, "\(run.error ?? "")")
     }
 
     @Test func aCreateThatFailsAfterPreStillGetsItsPostOnce() async throws {
@@ -125,9 +124,9 @@ import Testing
 
     @Test func stoppingTheDaemonDuringPreStopsPreAndRunsPostOnce() async throws {
         var set = HookSet(name: "freeze")
-        set.pre = script(#"echo pre >>"$1"; exec sleep 60"#)
+        set.pre = script(#"echo pre >>"$1"; exec sleep 300"#)
         set.post = script(#"echo post >>"$1""#)
-        set.timeout = .seconds(120)
+        set.timeout = .seconds(300)
         let harness = try await start(set)
         harness.clock.advance(by: 30)
         // Wait (real time) until pre is running, then stop the daemon as SIGTERM does: cancel its loop.
@@ -135,7 +134,7 @@ import Testing
         #expect(lines == ["pre"])
         let stopping = ContinuousClock.now
         await stop(harness)
-        #expect(ContinuousClock.now - stopping < .seconds(10))
+        #expect(ContinuousClock.now - stopping < .seconds(120), "pre was stopped, not waited out")
         #expect(lines == ["pre", "post"])
         #expect(await harness.fake.images.isEmpty)
         // The run is left to the next start (which runs pre again), not recorded as failed.
