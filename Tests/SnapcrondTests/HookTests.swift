@@ -141,6 +141,53 @@ import Testing
         #expect(try harness.store.runs(job: "db").first?.state.isTerminal == false)
     }
 
+    /// A backend whose create never returns (it ignores cancellation, as a stuck API call would).
+    struct HangingCreates: SnapshotBackend {
+        let base: FakeSnapshotBackend
+        var name: String { base.name }
+        func create(target: String, name: String, description: String, logger: Logger) async throws -> ImageRef {
+            await withCheckedContinuation { (_: CheckedContinuation<Void, Never>) in }
+            fatalError("unreachable")
+        }
+        func status(_ image: ImageRef, logger: Logger) async throws -> ImageState {
+            try await base.status(image, logger: logger)
+        }
+        func list(target: String, logger: Logger) async throws -> [ImageInfo] {
+            try await base.list(target: target, logger: logger)
+        }
+        func delete(_ image: ImageRef, logger: Logger) async throws { try await base.delete(image, logger: logger) }
+        func validate(target: String) throws { try base.validate(target: target) }
+    }
+
+    @Test func stoppingTheDaemonDuringTheCreateCutsItAndRunsPostOnce() async throws {
+        var set = HookSet(name: "freeze")
+        set.pre = script(#"echo pre >>"$1""#)
+        set.post = script(#"echo post >>"$1""#)
+        var config = SnapcronConfig.default(stateDir: directory)
+        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
+        config.hooks[set.name] = set
+        let schedule = try ScheduleFile.parse(
+            text: "* * * * *  db  fake:vm1  hooks=freeze\n", file: "schedule", config: config, now: Self.start,
+            systemZone: .utc)
+        let clock = ManualClock(now: Self.start)
+        let store = try SnapcronDatabase.inMemory()
+        var logger = Logger(label: "hooks-test")
+        logger.logLevel = .critical
+        let scheduler = SchedulerService(
+            jobs: schedule.jobs, store: store, backends: ["fake": HangingCreates(base: FakeSnapshotBackend(name: "fake"))],
+            clock: clock, logger: logger, hookRunner: CommandHookRunner())
+        let loop = Task { try await scheduler.run() }
+        await scheduler.waitUntilIdle()
+        clock.advance(by: 30)
+        for _ in 0..<500 where lines.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+        try await Task.sleep(for: .milliseconds(200))  // pre has ended; the create hangs
+        #expect(lines == ["pre"])
+        loop.cancel()
+        _ = await loop.result
+        #expect(lines == ["pre", "post"])
+        #expect(try store.runs(job: "db").first?.state.isTerminal == false, "resumed at the next start")
+    }
+
     @Test func continueTakesACrashConsistentImageAndSaysSo() async throws {
         var set = HookSet(name: "freeze")
         set.pre = script(#"echo pre >>"$1"; exit 1"#)

@@ -27,6 +27,9 @@ final class RunExecutor: Sendable {
     private let stopping = Atomic<Bool>(false)
     /// Runs whose `pre` failed under `on_pre_failure = continue`: their record says the image is crash-consistent.
     private let crashConsistent = Mutex<[Int64: String]>([:])
+    /// Runs creating between their `pre` and `post` (a frozen guest, say): a stopping daemon cuts their create so
+    /// that `post` runs before it exits.
+    private let createsAfterPre = Mutex<Set<Int64>>([])
 
     init(
         store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock, pacing: RunPacing,
@@ -270,7 +273,9 @@ final class RunExecutor: Sendable {
         var outcome: CreateOutcome?
         if let pre = hooks.pre {
             let result = await runHook(.pre, pre, of: hooks, values: values, run: order.run)
-            if !result.succeeded {
+            if result.succeeded {
+                crashConsistent.withLock { _ = $0.removeValue(forKey: order.run) }  // an earlier attempt's note
+            } else {
                 if stopping.load(ordering: .relaxed) {
                     // Resumed at the next start (the run stays creating), with its pre again.
                     outcome = .failed(error: "stopped during the pre hook", transient: true)
@@ -287,7 +292,15 @@ final class RunExecutor: Sendable {
                 }
             }
         }
-        if outcome == nil { outcome = await createCall(order, on: backend) }
+        if outcome == nil {
+            createsAfterPre.withLock { _ = $0.insert(order.run) }
+            if stopping.load(ordering: .relaxed) {
+                outcome = .failed(error: "stopped before the create", transient: true)
+            } else {
+                outcome = await createCall(order, on: backend)
+            }
+            createsAfterPre.withLock { _ = $0.remove(order.run) }
+        }
         if let post = hooks.post {
             var postValues = values
             if case .recorded(let image, _) = outcome { postValues["image"] = image }
@@ -340,11 +353,13 @@ final class RunExecutor: Sendable {
         return result
     }
 
-    /// The daemon is stopping: a running `pre` is stopped (its `post` then runs), and no new one starts.
+    /// The daemon is stopping: a running `pre` is stopped, and a create between `pre` and `post` is cut (the run
+    /// stays unfinished and is resumed at the next start, by name), so that every `post` runs before the exit.
     func beginStopping() {
         stopping.store(true, ordering: .relaxed)
         let pres = hookTasks.withLock { $0.running.values.filter { $0.phase == .pre }.map(\.task) }
         for task in pres { task.cancel() }
+        for run in createsAfterPre.withLock({ $0 }) { cutCreate(of: run) }
     }
 
     /// Hook commands still running (the daemon waits for them before it exits).
