@@ -279,6 +279,16 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // The libvirt backend against libvirt's test driver (in-process, no hypervisor) and, where libvirtd and
+        // QEMU are installed and the tests run as root, a real guest under TCG.
+        .testTarget(
+            name: "LibvirtBackendTests",
+            dependencies: [
+                "LibvirtBackend", "LibvirtDescriptor", "CLibvirt", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
+                "SnapcronConfig", "SnapcronCore", logging, nioConcurrency,
+            ],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SnapcronTestKitTests",
             dependencies: ["SnapcronTestKit", "SnapshotBackend", logging],
