@@ -285,7 +285,7 @@ let package = Package(
             name: "LibvirtBackendTests",
             dependencies: [
                 "LibvirtBackend", "LibvirtDescriptor", "CLibvirt", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
-                "SnapcronConfig", "SnapcronCore", logging, nioConcurrency,
+                "SnapcronConfig", "SnapcronCore", "SnapcronDaemon", "SnapcronStore", logging, nioConcurrency,
             ],
             swiftSettings: swiftSettings
         ),
