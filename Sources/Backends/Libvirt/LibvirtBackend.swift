@@ -165,7 +165,8 @@ public struct LibvirtBackend: SnapshotBackend {
         let image = SnapshotID(domainUUID: try domain.uuid(), snapshot: snapshotName).ref
         // Idempotent by name: a create whose reply was lost made it already.
         if try domain.snapshot(named: snapshotName) != nil { return (image, true) }
-        let disks = try LibvirtXML.disks(inDomain: try domain.xml()).filter(\.isSnapshotted)
+        let all = try LibvirtXML.disks(inDomain: try domain.xml())
+        let disks = all.filter(\.isSnapshotted)
         guard !disks.isEmpty else {
             throw LibvirtProblem.permanent("domain \(domain.name) has no writable disk to snapshot")
         }
@@ -186,7 +187,6 @@ public struct LibvirtBackend: SnapshotBackend {
                     "domain \(domain.name) is not running; mode = \"disk-only\" snapshots running guests "
                         + "(use a backend with mode = \"full\" for stopped guests with qcow2 disks)")
             }
-            let all = try LibvirtXML.disks(inDomain: try domain.xml())
             let plans = try all.map { disk -> LibvirtXML.DiskPlan in
                 guard disk.isSnapshotted else { return .excluded(disk: disk.target) }
                 return .external(
