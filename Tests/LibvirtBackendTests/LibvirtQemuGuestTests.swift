@@ -238,7 +238,9 @@ func expectSuccess(_ result: CommandResult) throws {
             logger: logger)
         #expect(one.state == .active)
         // No guest agent here: `auto` logs it and takes a crash-consistent snapshot.
-        #expect(messages().contains { $0.contains("libvirt snapshot not quiesced") }, "\(messages())")
+        #expect(
+            messages().contains { $0.contains("Snapshot not quiesced, taking a crash-consistent one") },
+            "\(messages())")
         #expect(try guest.chain() == ["\(folder)/disk.\(first).qcow2", guest.disk])
         // Idempotent by name: no second overlay.
         #expect(try await backend.create(target: guest.name, name: first, description: "", logger: quiet) == one.ref)

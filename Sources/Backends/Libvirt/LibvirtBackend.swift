@@ -72,7 +72,7 @@ public struct LibvirtBackend: SnapshotBackend {
                 logger: logger)
         }
         logger.info(
-            existed ? "libvirt snapshot exists, not creating again" : "libvirt snapshot created",
+            existed ? "Snapshot exists, not creating again" : "Snapshot created",
             metadata: [
                 "backend": "\(name)", "image.id": "\(image)", "image.name": "\(snapshotName)", "target": "\(target)",
                 "libvirt.mode": "\(settings.mode.rawValue)",
@@ -122,7 +122,7 @@ public struct LibvirtBackend: SnapshotBackend {
             }
             switch step {
             case .done:
-                logger.info("libvirt snapshot deleted", metadata: ["backend": "\(name)", "image.id": "\(image)"])
+                logger.info("Snapshot deleted", metadata: ["backend": "\(name)", "image.id": "\(image)"])
                 return
             case .startedMerge(let disk, let overlay):
                 mergesStarted[disk, default: 0] += 1
@@ -213,7 +213,7 @@ public struct LibvirtBackend: SnapshotBackend {
                 } catch let problem as LibvirtProblem where !problem.isConnectionFailure {
                     // Atomic: the failed attempt left nothing behind.
                     logger.notice(
-                        "libvirt snapshot not quiesced, taking a crash-consistent one",
+                        "Snapshot not quiesced, taking a crash-consistent one",
                         metadata: ["target": "\(target)", "image.name": "\(snapshotName)", "reason": "\(problem)"])
                     _ = try domain.createSnapshot(xml: definition, flags: diskOnly)
                 }
@@ -267,13 +267,13 @@ public struct LibvirtBackend: SnapshotBackend {
                     return .waiting("disk \(overlay.disk) not ready to pivot")
                 }
                 logger.debug(
-                    "libvirt merge pivoted",
+                    "Overlay merged, disk pivoted",
                     metadata: ["libvirt.disk": "\(overlay.disk)", "libvirt.overlay": "\(overlay.file)"])
                 return .waiting("pivoted disk \(overlay.disk)")
             }
             try domain.startCommit(of: overlay.disk, top: overlay.file, active: isActiveLayer)
             logger.debug(
-                "libvirt merge started",
+                "Overlay merge started",
                 metadata: [
                     "libvirt.disk": "\(overlay.disk)", "libvirt.overlay": "\(overlay.file)",
                     "libvirt.active": "\(isActiveLayer)",

@@ -6,7 +6,7 @@ import Logging
 /// One libvirt connection of a backend, used only from a serial queue of its own.
 ///
 /// libvirt's client calls block (a snapshot of a large guest, libvirtd busy), so none of them may run on Swift
-/// concurrency's cooperative pool: ``perform(_:)`` hands each piece of work to the queue and suspends until it is
+/// concurrency's cooperative pool: ``perform(logger:_:)`` hands each piece of work to the queue and suspends until it is
 /// done. The connection is opened on first use (snapcrond starts even while libvirtd is down) and opened again when
 /// it broke: a piece of work that failed because libvirtd restarted runs once more on a fresh connection.
 final class LibvirtConnection: @unchecked Sendable {
@@ -56,7 +56,7 @@ final class LibvirtConnection: @unchecked Sendable {
                 problem.isTransient = true
                 guard attempt < 2 else { throw problem }
                 logger.notice(
-                    "libvirt connection broke, reconnecting",
+                    "Connection to libvirt broke, reconnecting",
                     metadata: ["libvirt.uri": "\(uri)", "error": "\(problem.message)"])
             }
         }
@@ -66,7 +66,7 @@ final class LibvirtConnection: @unchecked Sendable {
         if let session {
             if session.isAlive { return session }
             // Seen by the keepalive pings or the last call: libvirtd stopped or restarted.
-            logger.notice("libvirt connection lost, reconnecting", metadata: ["libvirt.uri": "\(uri)"])
+            logger.notice("Connection to libvirt lost, reconnecting", metadata: ["libvirt.uri": "\(uri)"])
         }
         session = nil
         let opened = try LibvirtSession(uri: uri)
