@@ -108,7 +108,7 @@ final class SystemLibvirtd: Sendable {
         let deadline = Date().addingTimeInterval(seconds)
         while true {
             // Bounded: a libvirtd that accepts but never answers must not hang the tests.
-            if (try? run(["timeout", "20", "/usr/bin/virsh", "-c", uri, "version"]))?.status == 0 { return true }
+            if (try? runBlocking(["timeout", "20", "/usr/bin/virsh", "-c", uri, "version"]))?.status == 0 { return true }
             guard Date() < deadline else { return false }
             usleep(200_000)
         }
@@ -132,17 +132,17 @@ final class SystemLibvirtd: Sendable {
 
 /// A running guest under TCG (no KVM needed) with one qcow2 disk and no operating system, defined for one test
 /// and removed after it with its files.
-final class TinyGuest {
+final class TinyGuest: @unchecked Sendable {  // immutable
     let name: String
     let directory: ScratchDirectory
     let disk: String
 
-    init(format: String = "qcow2") throws {
+    init(format: String = "qcow2") async throws {
         name = "snapcron-test-" + UUID().uuidString.prefix(8).lowercased()
         // Under /var/tmp, open to others: QEMU runs as libvirt-qemu and must reach the disk.
         directory = try ScratchDirectory(under: "/var/tmp")
         disk = directory.path + "/disk." + (format == "qcow2" ? "qcow2" : "img")
-        try expectSuccess(run(["/usr/bin/qemu-img", "create", "-q", "-f", format, disk, "16M"]))
+        try expectSuccess(await run(["/usr/bin/qemu-img", "create", "-q", "-f", format, disk, "16M"]))
         let definition = try directory.write(
             "domain.xml",
             """
@@ -164,33 +164,33 @@ final class TinyGuest {
               </devices>
             </domain>
             """)
-        try expectSuccess(virsh("define", definition))
-        try expectSuccess(virsh("start", name))
+        try expectSuccess(await virsh("define", definition))
+        try expectSuccess(await virsh("start", name))
     }
 
     deinit {
-        _ = try? virsh("destroy", name)
-        _ = try? virsh("undefine", name, "--snapshots-metadata")
+        _ = try? runBlocking(virshArguments(["destroy", name]))
+        _ = try? runBlocking(virshArguments(["undefine", name, "--snapshots-metadata"]))
     }
 
     /// The files of the guest's disk as libvirt sees them, the one it writes to first.
-    func chain() throws -> [String] {
-        let xml = try virsh("dumpxml", name)
+    func chain() async throws -> [String] {
+        let xml = try await virsh("dumpxml", name)
         try expectSuccess(xml)
         return try LibvirtXML.disks(inDomain: xml.output).first?.chain ?? []
     }
 
     /// The files of the chain that starts at `file`, as qemu-img reads them from the files themselves.
-    static func backingChain(of file: String) throws -> [String] {
-        let info = try run(["/usr/bin/qemu-img", "info", "-U", "--backing-chain", "--output=json", file])
+    static func backingChain(of file: String) async throws -> [String] {
+        let info = try await run(["/usr/bin/qemu-img", "info", "-U", "--backing-chain", "--output=json", file])
         try expectSuccess(info)
         let images = try JSONSerialization.jsonObject(with: Data(info.output.utf8)) as? [[String: Any]] ?? []
         return images.compactMap { $0["filename"] as? String }
     }
 
     /// Internal snapshot tags inside a qcow2 file.
-    static func internalSnapshots(of file: String) throws -> [String] {
-        let info = try run(["/usr/bin/qemu-img", "info", "-U", "--output=json", file])
+    static func internalSnapshots(of file: String) async throws -> [String] {
+        let info = try await run(["/usr/bin/qemu-img", "info", "-U", "--output=json", file])
         try expectSuccess(info)
         let object = try JSONSerialization.jsonObject(with: Data(info.output.utf8)) as? [String: Any]
         return (object?["snapshots"] as? [[String: Any]] ?? []).compactMap { $0["name"] as? String }
@@ -198,9 +198,14 @@ final class TinyGuest {
 }
 
 @discardableResult
-func virsh(_ arguments: String...) throws -> CommandResult {
-    // Bounded: a guest's first start waits for libvirtd to probe QEMU, which is slow on a loaded machine.
-    try run(["timeout", "120", "/usr/bin/virsh", "-c", SystemLibvirtd.uri] + arguments)
+func virsh(_ arguments: String...) async throws -> CommandResult {
+    try await run(virshArguments(arguments))
+}
+
+/// virsh on the system URI, bounded: a guest's first start waits for libvirtd to probe QEMU, which is slow on a
+/// loaded machine.
+func virshArguments(_ arguments: [String]) -> [String] {
+    ["timeout", "120", "/usr/bin/virsh", "-c", SystemLibvirtd.uri] + arguments
 }
 
 struct CommandFailed: Error, CustomStringConvertible {
@@ -215,8 +220,9 @@ func expectSuccess(_ result: CommandResult) throws {
 /// cannot be had.
 @Suite(.serialized) struct LibvirtQemuGuestTests {
     /// The running libvirtd, or nil after printing why these tests skip.
-    func libvirtd(_ test: String = #function) -> SystemLibvirtd? {
-        switch SystemLibvirtd.shared {
+    func libvirtd(_ test: String = #function) async throws -> SystemLibvirtd? {
+        // Its first use starts libvirtd and waits for it: not on the cooperative pool.
+        switch try await offloaded({ SystemLibvirtd.shared }) {
         case .success(let daemon): return daemon
         case .failure(let reason):
             print("LibvirtQemuGuestTests.\(test) skipped: \(reason)")
@@ -225,8 +231,8 @@ func expectSuccess(_ result: CommandResult) throws {
     }
 
     @Test func diskOnlySnapshotsOfARunningGuestMergeBackWhenDeleted() async throws {
-        guard libvirtd() != nil else { return }
-        let guest = try TinyGuest()
+        guard try await libvirtd() != nil else { return }
+        let guest = try await TinyGuest()
         let (logger, messages) = RecordingLogHandler.make()
         let backend = LibvirtBackend.make(uri: SystemLibvirtd.uri, mode: .diskOnly, quiesce: .auto)
         let folder = guest.directory.path
@@ -241,15 +247,15 @@ func expectSuccess(_ result: CommandResult) throws {
         #expect(
             messages().contains { $0.contains("Snapshot not quiesced, taking a crash-consistent one") },
             "\(messages())")
-        #expect(try guest.chain() == ["\(folder)/disk.\(first).qcow2", guest.disk])
+        #expect(try await guest.chain() == ["\(folder)/disk.\(first).qcow2", guest.disk])
         // Idempotent by name: no second overlay.
         #expect(try await backend.create(target: guest.name, name: first, description: "", logger: quiet) == one.ref)
-        #expect(try guest.chain().count == 2)
+        #expect(try await guest.chain().count == 2)
 
         let two = try await backend.create(target: guest.name, name: second, description: "run 2", logger: quiet)
         let grown = ["\(folder)/disk.\(second).qcow2", "\(folder)/disk.\(first).qcow2", guest.disk]
-        #expect(try guest.chain() == grown)
-        #expect(try TinyGuest.backingChain(of: grown[0]) == grown)
+        #expect(try await guest.chain() == grown)
+        #expect(try await TinyGuest.backingChain(of: grown[0]) == grown)
         let listed = try await backend.list(target: guest.name, logger: quiet)
         #expect(Set(listed.map(\.name)) == [first, second])
         #expect(listed.allSatisfy { $0.description.hasSuffix("[snapcron]") && $0.state == .active })
@@ -258,36 +264,36 @@ func expectSuccess(_ result: CommandResult) throws {
         // The older one sits under the newer overlay: merged into the disk below it while the guest runs.
         try await backend.delete(one.ref, logger: quiet)
         #expect(try await backend.status(one.ref, logger: quiet) == .gone)
-        #expect(try guest.chain() == ["\(folder)/disk.\(second).qcow2", guest.disk])
+        #expect(try await guest.chain() == ["\(folder)/disk.\(second).qcow2", guest.disk])
         #expect(!FileManager.default.fileExists(atPath: "\(folder)/disk.\(first).qcow2"))
 
         // The newest overlay is the one the guest writes to: an active commit, then a pivot back to the disk.
         try await backend.delete(two, logger: quiet)
         #expect(try await backend.status(two, logger: quiet) == .gone)
-        #expect(try guest.chain() == [guest.disk])
-        #expect(try TinyGuest.backingChain(of: guest.disk) == [guest.disk])
+        #expect(try await guest.chain() == [guest.disk])
+        #expect(try await TinyGuest.backingChain(of: guest.disk) == [guest.disk])
         #expect(!FileManager.default.fileExists(atPath: "\(folder)/disk.\(second).qcow2"))
         #expect(try await backend.list(target: guest.name, logger: quiet).isEmpty)
         try await backend.delete(two, logger: quiet)  // already gone: fine
     }
 
     @Test func overlaysGoToOverlayDirWhenSet() async throws {
-        guard libvirtd() != nil else { return }
-        let guest = try TinyGuest()
+        guard try await libvirtd() != nil else { return }
+        let guest = try await TinyGuest()
         let overlays = try ScratchDirectory(under: "/var/tmp")
         let backend = LibvirtBackend.make(
             uri: SystemLibvirtd.uri, mode: .diskOnly, quiesce: .never, overlayDirectory: overlays.path)
         let image = try await backend.create(target: guest.name, name: "s1", description: "", logger: quiet)
         let overlay = "\(overlays.path)/\(guest.name).vda.s1.qcow2"
-        #expect(try guest.chain() == [overlay, guest.disk])
+        #expect(try await guest.chain() == [overlay, guest.disk])
         try await backend.delete(image, logger: quiet)
-        #expect(try guest.chain() == [guest.disk])
+        #expect(try await guest.chain() == [guest.disk])
         #expect(!FileManager.default.fileExists(atPath: overlay))
     }
 
     @Test func quiesceAlwaysFailsWithoutAGuestAgent() async throws {
-        guard libvirtd() != nil else { return }
-        let guest = try TinyGuest()
+        guard try await libvirtd() != nil else { return }
+        let guest = try await TinyGuest()
         let backend = LibvirtBackend.make(uri: SystemLibvirtd.uri, mode: .diskOnly, quiesce: .always)
         let error = try await #require(throws: SnapshotBackendError.self) {
             _ = try await backend.create(target: guest.name, name: "s1", description: "", logger: quiet)
@@ -299,29 +305,29 @@ func expectSuccess(_ result: CommandResult) throws {
             "\(error)")
         #expect(error.description.contains("agent"), "\(error)")
         #expect(try await backend.list(target: guest.name, logger: quiet).isEmpty)
-        #expect(try guest.chain() == [guest.disk])
+        #expect(try await guest.chain() == [guest.disk])
     }
 
     @Test func fullSnapshotsAreInternalToTheQcow2Disk() async throws {
-        guard libvirtd() != nil else { return }
-        let guest = try TinyGuest()
+        guard try await libvirtd() != nil else { return }
+        let guest = try await TinyGuest()
         let backend = LibvirtBackend.make(uri: SystemLibvirtd.uri, mode: .full)
         let image = try await backend.create(target: guest.name, name: "s1", description: "full", logger: quiet)
-        #expect(try TinyGuest.internalSnapshots(of: guest.disk) == ["s1"])
-        #expect(try guest.chain() == [guest.disk])
+        #expect(try await TinyGuest.internalSnapshots(of: guest.disk) == ["s1"])
+        #expect(try await guest.chain() == [guest.disk])
         try await backend.delete(image, logger: quiet)
-        #expect(try TinyGuest.internalSnapshots(of: guest.disk).isEmpty)
+        #expect(try await TinyGuest.internalSnapshots(of: guest.disk).isEmpty)
 
         // Undefined while it runs (the snapshot's metadata goes with it): its images are gone.
         let kept = try await backend.create(target: guest.name, name: "s2", description: "", logger: quiet)
-        try expectSuccess(virsh("undefine", guest.name, "--snapshots-metadata"))
-        try expectSuccess(virsh("destroy", guest.name))
+        try expectSuccess(await virsh("undefine", guest.name, "--snapshots-metadata"))
+        try expectSuccess(await virsh("destroy", guest.name))
         #expect(try await backend.status(kept, logger: quiet) == .gone)
     }
 
     @Test func fullModeRefusesARawDisk() async throws {
-        guard libvirtd() != nil else { return }
-        let guest = try TinyGuest(format: "raw")
+        guard try await libvirtd() != nil else { return }
+        let guest = try await TinyGuest(format: "raw")
         let backend = LibvirtBackend.make(uri: SystemLibvirtd.uri, mode: .full)
         let error = try await #require(throws: SnapshotBackendError.self) {
             _ = try await backend.create(target: guest.name, name: "s1", description: "", logger: quiet)
@@ -335,14 +341,14 @@ func expectSuccess(_ result: CommandResult) throws {
         let diskOnly = LibvirtBackend.make(uri: SystemLibvirtd.uri, mode: .diskOnly, quiesce: .never)
         let image = try await diskOnly.create(target: guest.name, name: "s1", description: "", logger: quiet)
         try await diskOnly.delete(image, logger: quiet)
-        #expect(try guest.chain() == [guest.disk])
+        #expect(try await guest.chain() == [guest.disk])
     }
 
     /// The whole way: snapcron.toml read, the backend built by the daemon's factory, three fires of a job with
     /// `keep=2` through the scheduler; retention deletes the oldest snapshot and its overlay is merged into the disk.
     @Test func retentionThroughTheSchedulerMergesTheOldestOverlay() async throws {
-        guard libvirtd() != nil else { return }
-        let guest = try TinyGuest()
+        guard try await libvirtd() != nil else { return }
+        let guest = try await TinyGuest()
         let config = try SnapcronConfig.parse(
             """
             [backends.kvm]
@@ -374,7 +380,7 @@ func expectSuccess(_ result: CommandResult) throws {
             // Retention runs after the run; its delete merges in libvirtd's time, so wait for the chain too.
             for _ in 0..<250 {
                 await scheduler.waitUntilIdle()
-                if try guest.chain().count <= 3 { break }
+                if try await guest.chain().count <= 3 { break }
                 try await Task.sleep(for: .milliseconds(20))
             }
             clock.advance(by: 60)
@@ -383,7 +389,7 @@ func expectSuccess(_ result: CommandResult) throws {
         #expect(runs.count == 3)
         #expect(runs.allSatisfy { $0.state == .succeeded }, "\(runs.map { "\($0.state) \($0.error ?? "")" })")
         let folder = guest.directory.path
-        #expect(try guest.chain() == [
+        #expect(try await guest.chain() == [
             "\(folder)/disk.\(names[2]).qcow2", "\(folder)/disk.\(names[1]).qcow2", guest.disk,
         ])
         #expect(!FileManager.default.fileExists(atPath: "\(folder)/disk.\(names[0]).qcow2"))
@@ -392,20 +398,20 @@ func expectSuccess(_ result: CommandResult) throws {
     }
 
     @Test func reconnectsAfterLibvirtdRestarts() async throws {
-        guard let libvirtd = libvirtd() else { return }
+        guard let libvirtd = try await libvirtd() else { return }
         guard libvirtd.startedHere else {
             print("LibvirtQemuGuestTests.reconnectsAfterLibvirtdRestarts skipped: libvirtd was running before the tests")
             return
         }
-        let guest = try TinyGuest()
+        let guest = try await TinyGuest()
         let (logger, messages) = RecordingLogHandler.make()
         let backend = LibvirtBackend.make(uri: SystemLibvirtd.uri, mode: .diskOnly, quiesce: .never)
         let image = try await backend.create(target: guest.name, name: "s1", description: "", logger: logger)
-        try libvirtd.restart()
+        try await offloaded { try libvirtd.restart() }
         // The same backend, its connection broken by the restart: the next calls reconnect by themselves.
         #expect(try await backend.status(image, logger: logger) == .active)
         #expect(messages().contains { $0.contains("reconnecting") }, "\(messages())")
         try await backend.delete(image, logger: logger)
-        #expect(try guest.chain() == [guest.disk])
+        #expect(try await guest.chain() == [guest.disk])
     }
 }

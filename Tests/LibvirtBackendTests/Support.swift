@@ -33,7 +33,7 @@ struct RecordingLogHandler: LogHandler {
 }
 
 /// A folder of its own, removed at deinit; readable by others, since QEMU runs as `libvirt-qemu`.
-final class ScratchDirectory {
+final class ScratchDirectory: @unchecked Sendable {  // immutable
     let path: String
 
     init(under parent: String = NSTemporaryDirectory()) throws {
@@ -57,9 +57,23 @@ struct CommandResult {
     var output: String
 }
 
-/// Runs `arguments` (the first one found on PATH), output and errors together.
+/// Runs `arguments` (the first one found on PATH), output and errors together, on a thread of its own: a test
+/// that waited for a command on the cooperative pool (2 threads on a 2-core machine) would starve other suites.
 @discardableResult
-func run(_ arguments: [String]) throws -> CommandResult {
+func run(_ arguments: [String]) async throws -> CommandResult {
+    try await offloaded { try runBlocking(arguments) }
+}
+
+/// `work`, which blocks, on a new thread; the caller suspends meanwhile.
+func offloaded<Value: Sendable>(_ work: @escaping @Sendable () throws -> Value) async throws -> Value {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try work() }) }.start()
+    }
+}
+
+/// ``run(_:)`` on the calling thread, for code that is not async (set-up done once, deinit).
+@discardableResult
+func runBlocking(_ arguments: [String]) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
     process.arguments = arguments

@@ -8,16 +8,16 @@ let hasLibvirtd = ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/virsh",
 /// The libvirt backend under the shipped hardened unit, with libvirtd and a guest inside the same booted systemd:
 /// the default unit cannot reach libvirtd's socket, the drop-in of docs/backends.md can, and then runs create,
 /// retention and the merge of an overlay from snapcron's own user.
-@Suite(
-    .enabled(if: !ServiceSandbox.skipRequested, "SNAPCRON_SKIP_SYSTEMD_TESTS=1"),
-    .enabled(if: hasLibvirtd, "needs libvirt-daemon-system and qemu-system-x86 (scripts/install-deps)"),
-    .timeLimit(.minutes(3)))
-struct LibvirtServiceTests {
-    static let unit = ServiceSandbox.unit
+///
+/// Part of ``ServiceTests`` (an extension), so that it is serialized with them: these tests block their thread
+/// while the sandbox works, and one more such suite beside them would take every thread of the cooperative pool
+/// of a 2-core machine from the other suites.
+extension ServiceTests {
     static let overlays = "/var/lib/snapcron-overlays"
-    static let disk = "/var/lib/libvirt/images/web01.qcow2"
+    static let guestDisk = "/var/lib/libvirt/images/web01.qcow2"
 
-    @Test func theDocumentedDropInLetsTheHardenedUnitSnapshotAndMergeAGuest() throws {
+    @Test(.enabled(if: hasLibvirtd, "needs libvirt-daemon-system and qemu-system-x86 (scripts/install-deps)"))
+    func theDocumentedDropInLetsTheHardenedUnitSnapshotAndMergeAGuest() throws {
         let sandbox = try ServiceSandbox.bootWithSnapcronInstalled()
         defer { sandbox.remove() }
         do {
@@ -54,10 +54,11 @@ struct LibvirtServiceTests {
 
                 """)
             try sandbox.exec("systemctl", "restart", Self.unit)
+            usleep(1_100_000)  // a run is claimed per second: not the refused run's second
             let first = try sandbox.exec("snapcronctl", "trigger", "web", "--wait")
             #expect(first.contains("ACTIVE"), "\(first)")
             let firstOverlays = try sandbox.exec("ls", Self.overlays)
-            usleep(1_100_000)  // image names carry the second: the next run's must differ
+            usleep(1_100_000)  // image names carry the second, and so does a run's claim
             let second = try sandbox.exec("snapcronctl", "trigger", "web", "--wait")
             #expect(second.contains("ACTIVE"), "\(second)")
 
@@ -72,7 +73,7 @@ struct LibvirtServiceTests {
                 "qemu-img", "info", "-U", "--backing-chain", "\(Self.overlays)/\(overlay)")
             #expect(
                 chain.split(separator: "\n").filter { $0.hasPrefix("image: ") }
-                    == ["image: \(Self.overlays)/\(overlay)", "image: \(Self.disk)"], "\(chain)")
+                    == ["image: \(Self.overlays)/\(overlay)", "image: \(Self.guestDisk)"], "\(chain)")
             let snapshots = try sandbox.exec("virsh", "-c", "qemu:///system", "snapshot-list", "web01", "--name")
             #expect(snapshots.split(separator: "\n").count == 1, "\(snapshots)")
             let journal = try sandbox.exec("journalctl", "-u", Self.unit, "-o", "cat")
@@ -105,7 +106,7 @@ struct LibvirtServiceTests {
             (try? sandbox.exec("timeout", "20", "virsh", "-c", "qemu:///system", "version")) != nil
         }
         try sandbox.exec("install", "-d", "/var/lib/libvirt/images")
-        try sandbox.exec("qemu-img", "create", "-q", "-f", "qcow2", Self.disk, "16M")
+        try sandbox.exec("qemu-img", "create", "-q", "-f", "qcow2", Self.guestDisk, "16M")
         try sandbox.writeFile(
             "/var/lib/libvirt/images/web01.xml",
             """
@@ -118,7 +119,7 @@ struct LibvirtServiceTests {
                 <emulator>/usr/bin/qemu-system-x86_64</emulator>
                 <disk type='file' device='disk'>
                   <driver name='qemu' type='qcow2'/>
-                  <source file='\(Self.disk)'/>
+                  <source file='\(Self.guestDisk)'/>
                   <target dev='vda' bus='virtio'/>
                 </disk>
                 <video><model type='none'/></video>
