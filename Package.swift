@@ -21,11 +21,13 @@ let package = Package(
         .library(name: "LocalBackend", targets: ["LocalBackend"]),
         .library(name: "TWCCBackend", targets: ["TWCCBackend"]),
         .library(name: "ExecBackend", targets: ["ExecBackend"]),
+        .library(name: "LibvirtBackend", targets: ["LibvirtBackend"]),
         .library(name: "SnapcronCore", targets: ["SnapcronCore"]),
         .library(name: "SnapcronConfig", targets: ["SnapcronConfig"]),
         .library(name: "BackendTypes", targets: ["BackendTypes"]),
         .library(name: "ExecDescriptor", targets: ["ExecDescriptor"]),
         .library(name: "TWCCDescriptor", targets: ["TWCCDescriptor"]),
+        .library(name: "LibvirtDescriptor", targets: ["LibvirtDescriptor"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
         .library(name: "TWCCStandIn", targets: ["TWCCStandIn"]),
@@ -94,6 +96,23 @@ let package = Package(
             exclude: ["Descriptor"],
             swiftSettings: swiftSettings
         ),
+        // libvirt's client API, wrapped once: nothing above LibvirtBackend sees C.
+        .systemLibrary(
+            name: "CLibvirt",
+            path: "Sources/CLibvirt",
+            pkgConfig: "libvirt",
+            providers: [.apt(["libvirt-dev"])]
+        ),
+        .target(
+            name: "LibvirtDescriptor", dependencies: ["BackendTypes"], path: "Sources/Backends/Libvirt/Descriptor",
+            swiftSettings: swiftSettings),
+        .target(
+            name: "LibvirtBackend",
+            dependencies: ["SnapshotBackend", "BackendTypes", "LibvirtDescriptor", "CLibvirt", logging],
+            path: "Sources/Backends/Libvirt",
+            exclude: ["Descriptor"],
+            swiftSettings: swiftSettings
+        ),
         // A stand-in of the TWCC VCS API on loopback, for the TWCC tests and the benchmarks (simulated time).
         .target(
             name: "TWCCStandIn",
@@ -135,7 +154,7 @@ let package = Package(
             name: "SnapcronConfig",
             dependencies: [
                 "SnapcronCore", "BackendTypes", "LocalDescriptor", "ExecDescriptor", "TWCCDescriptor",
-                .product(name: "TOMLKit", package: "TOMLKit"),
+                "LibvirtDescriptor", .product(name: "TOMLKit", package: "TOMLKit"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -151,7 +170,7 @@ let package = Package(
                 "SnapcronCore", "SnapcronConfig", "BackendTypes", "SnapcronStore", "SnapshotBackend",
                 // Linked for their factories (BackendType.factory finds them); only ExecBackend is named in the
                 // code, for the command runner the hooks share with it.
-                "LocalBackend", "ExecBackend", "TWCCBackend",
+                "LocalBackend", "ExecBackend", "TWCCBackend", "LibvirtBackend",
                 "SnapcronSystemd", "ControlProtocol", logging, nioCore, nioPosix, nioConcurrency,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -260,6 +279,16 @@ let package = Package(
             dependencies: [
                 "ExecBackend", "ExecDescriptor", "BackendTypes", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore",
                 "SnapcronConfig", "SnapcronDaemon", "SnapcronStore", logging,
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The libvirt backend against libvirt's test driver (in-process, no hypervisor) and, where libvirtd and
+        // QEMU are installed and the tests run as root, a real guest under TCG.
+        .testTarget(
+            name: "LibvirtBackendTests",
+            dependencies: [
+                "LibvirtBackend", "LibvirtDescriptor", "CLibvirt", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
+                "SnapcronConfig", "SnapcronCore", "SnapcronDaemon", "SnapcronStore", logging, nioConcurrency,
             ],
             swiftSettings: swiftSettings
         ),

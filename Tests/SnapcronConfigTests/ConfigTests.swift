@@ -170,7 +170,7 @@ func configErrors(_ text: String) -> DiagnosticList {
         #expect(errors.count == 1)
         #expect(
             errors.first?.description == """
-                snapcron.toml: error: backends.cloud: unknown type 'tw cc' (expected local, exec, twcc)
+                snapcron.toml: error: backends.cloud: unknown type 'tw cc' (expected local, exec, twcc, libvirt)
                 snapcron.toml: note: did you mean 'twcc'?
                 """)
     }
@@ -215,7 +215,7 @@ func configErrors(_ text: String) -> DiagnosticList {
             note: "give the name of a LoadCredential= entry; it is read from $CREDENTIALS_DIRECTORY"),
         BadConfig(
             name: "missing type", toml: "[backends.d]\nimages_dir = \"/x\"",
-            message: "backends.d: missing key 'type' (expected local, exec, twcc)"),
+            message: "backends.d: missing key 'type' (expected local, exec, twcc, libvirt)"),
         BadConfig(
             name: "wrong value type", toml: "[daemon]\nmax_concurrent_creates = \"4\"",
             message: "daemon.max_concurrent_creates: expected an integer of at least 1, got \"4\""),

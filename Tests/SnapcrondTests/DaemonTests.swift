@@ -282,7 +282,7 @@ func minutesAgo(_ minutes: Int) -> Date {
         let workspace = try DaemonWorkspace()
         let log = workspace.path + "/hooks.log"
         let hang = workspace.path + "/hang"
-        FileManager.default.createFile(atPath: hang, contents: nil)
+        _ = FileManager.default.createFile(atPath: hang, contents: nil)
         try """
             [daemon]
             state_dir = "\(workspace.state)"

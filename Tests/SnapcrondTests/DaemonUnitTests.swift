@@ -74,7 +74,7 @@ import Testing
     /// Every listed backend type can be built here: its backend module, linked into the daemon, declares the
     /// factory of its descriptor (a missing one would make every job of that type "not available in this build").
     @Test func everyBackendTypeHasItsFactoryInTheDaemon() {
-        #expect(BackendType.all.map(\.name) == ["local", "exec", "twcc"])
+        #expect(BackendType.all.map(\.name) == ["local", "exec", "twcc", "libvirt"])
         for type in BackendType.all { #expect(type.factory != nil, "\(type) has no factory") }
     }
 }
