@@ -65,7 +65,7 @@ import Testing
                 """)
                 == [
                     "snapcron.toml: error: backends.kvm: unknown key 'target'\nsnapcron.toml: note: known keys are "
-                        + "type, max_concurrent, max_concurrent_creates, uri, mode, quiesce, overlay_dir",
+                        + "type, max_concurrent, max_concurrent_creates, hooks, uri, mode, quiesce, overlay_dir",
                     "snapcron.toml: error: backends.kvm.max_concurrent: expected an integer of at least 1, got 0",
                     "snapcron.toml: error: backends.kvm.uri: '/var/run/libvirt/libvirt-sock' is not a libvirt "
                         + "connection URI such as \"qemu:///system\"",
