@@ -95,6 +95,22 @@ extension SnapcronDatabase {
 
     /// Each (job, backend, target) that has images not deleted, with how many; for finding orphaned images (a job
     /// or target no longer configured).
+    /// The (backend, target) pairs of runs that started a create and ended (failed, timed out, cancelled) without
+    /// an image since `since`, for the sweep. Reads the (state, finished_at) index.
+    public func targetsOfRunsEndedWithoutImage(since: Date) throws -> [(backend: String, target: String)] {
+        try read { db in
+            try Row.fetchAll(
+                db,
+                sql: """
+                    SELECT DISTINCT backend, target FROM runs
+                    WHERE state IN ('failed', 'timed_out', 'cancelled') AND finished_at >= ?
+                      AND image_id IS NULL AND started_at IS NOT NULL AND backend IS NOT NULL AND target IS NOT NULL
+                    ORDER BY backend, target
+                    """, arguments: [since.epochSeconds]
+            ).map { row in (try row.decode(forColumn: "backend"), try row.decode(forColumn: "target")) }
+        }
+    }
+
     public func imageTargets() throws -> [ImageTarget] {
         try read { db in
             try Row.fetchAll(

@@ -302,6 +302,9 @@ final class CrashingStore: StateStore {
     func latestRecordedInstant() async throws -> Date? { try pass { try base.latestRecordedInstant() } }
     func installationID() async throws -> String { try pass { try base.installationID() } }
     func recordHookResult(_ record: HookRecord) async throws { try pass { try base.recordHookResult(record) } }
+    func targetsOfRunsEndedWithoutImage(since: Date) async throws -> [(backend: String, target: String)] {
+        try pass { try base.targetsOfRunsEndedWithoutImage(since: since) }
+    }
     func clampLastScheduled(notAfter now: Date) async throws -> [String] {
         try pass { try base.clampLastScheduled(notAfter: now) }
     }

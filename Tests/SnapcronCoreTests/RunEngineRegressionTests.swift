@@ -226,6 +226,24 @@ struct ScriptedBackend: SnapshotBackend {
         #expect(try sim.store.run(id: run.id)?.imageID == image.id)
     }
 
+    @Test func aLostCreateOnATargetTheJobThenLeavesIsStillFoundByTheSweep() async throws {
+        // Found by the model test in CI (seed 14722301433878119203): the sweep listed only the targets of jobs and
+        // of recorded images, so an image made on a target the job was moved away from was never found.
+        var pacing = RunPacing()
+        pacing.firstSweepDelay = 3600
+        let sim = try Simulation(start: utc("2026-06-01T00:30:00Z"), pacing: pacing)
+        await sim.fake.enqueueCreate(.active, reply: .crashBeforeReply)
+        await sim.fake.failNext(.list)  // the run's own look-up fails
+        await sim.start(try simulationJobs("0 * * * *   j   fake:vm1   retries=0 keep=3"))
+        await sim.run(until: utc("2026-06-01T01:05:00Z"))
+        #expect(try sim.store.images(job: "j").isEmpty)
+        await sim.service.apply(jobs: try simulationJobs("0 * * * *   j   fake:vm2   retries=0 keep=3"))
+        await sim.run(until: utc("2026-06-01T01:45:00Z"))
+        await sim.stop()
+        let image = try #require(try sim.store.images(job: "j").first { $0.target == "vm1" })
+        #expect(image.state == .active && image.name == "snapcron-j-20260601T010000Z")
+    }
+
     @Test func anImageWhoseClaimWasLostIsFoundByTheSweepAndRetentionCountsIt() async throws {
         let jobs = try simulationJobs("0 * * * *   j   fake:vm1   keep=1")
         var pacing = RunPacing()

@@ -48,6 +48,9 @@ public struct RunPacing: Sendable, Hashable {
     public var unfinishedImageInterval: TimeInterval = 900
     /// How often each backend is listed for marked images the store does not know (a create whose reply was lost).
     public var sweepInterval: TimeInterval = 6 * 3600
+    /// The sweep also lists the targets of runs that ended without an image this far back (their create may
+    /// have made one), even when no job uses those targets any more.
+    public var sweepLookback: TimeInterval = 3 * 86_400
     /// The first sweep after a start, late enough that start-up stays quick.
     public var firstSweepDelay: TimeInterval = 300
     /// How long finished runs and deleted images stay in the history (`history_keep`).

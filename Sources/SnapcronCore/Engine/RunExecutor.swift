@@ -758,6 +758,10 @@ final class RunExecutor: Sendable {
         if let known = try? await store.imageTargets() {
             for item in known { storeTargets[item.backend, default: []].insert(item.target) }
         }
+        let lookback = clock.now().addingTimeInterval(-pacing.sweepLookback)
+        if let ended = try? await store.targetsOfRunsEndedWithoutImage(since: lookback) {
+            for item in ended { storeTargets[item.backend, default: []].insert(item.target) }
+        }
         for (name, backend) in backends.sorted(by: { $0.key < $1.key }) {
             let listed: [ImageInfo]
             do {
@@ -820,13 +824,22 @@ final class RunExecutor: Sendable {
         }
         if case .success(let images?) = all { return images }
         if case .failure(let error) = all { throw error }
+        // One target that cannot be listed (a VM removed since) must not hide the others' images.
         var images: [ImageInfo] = []
+        var failures: [any Error] = []
         for target in targets.sorted() {
             let result = await withDeadline(deadline, operation: "list of \(target)") {
                 try await backend.list(target: target, logger: self.logger)
             }
-            images += try result.get()
+            switch result {
+            case .success(let listed): images += listed
+            case .failure(let error):
+                failures.append(error)
+                logger.warning(
+                    "Sweep cannot list a target", metadata: ["backend": "\(backend.name)", "target": "\(target)", "error": "\(error)"])
+            }
         }
+        if let first = failures.first, failures.count == targets.count { throw first }
         return images
     }
 

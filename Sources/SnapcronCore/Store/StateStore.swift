@@ -23,6 +23,10 @@ public protocol StateStore: Sendable {
     /// The latest instant the store recorded (claims, fires, image creations): later than now means the clock
     /// went backwards while the daemon was down.
     func latestRecordedInstant() async throws -> Date?
+    /// The (backend, target) pairs of runs that started a create and ended without an image since `since`: a
+    /// create whose reply was lost may have made one there, which the sweep must list even when no job and no
+    /// recorded image names that target any more.
+    func targetsOfRunsEndedWithoutImage(since: Date) async throws -> [(backend: String, target: String)]
     /// Keeps how one hook command of a run ended.
     func recordHookResult(_ record: HookRecord) async throws
     /// A random id made once per store; image markers carry it, so the sweep knows this installation's images.
