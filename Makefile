@@ -31,9 +31,12 @@ deps:
 build: deps
 	$(SWIFT) build
 
+# A real QEMU guest under TCG takes both cores: its tests run alone, after the rest, so that the tests with
+# real-time request timeouts (the TWCC stand-in) never share the machine with it.
 test: deps
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --skip LibvirtQemuGuestTests
+	$(SWIFT) test --skip-build --filter LibvirtQemuGuestTests
 
 demo:
 	scripts/demo
