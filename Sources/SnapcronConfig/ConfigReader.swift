@@ -127,7 +127,7 @@ struct ConfigReader {
         var set = HookSet(name: name)
         func argv(_ key: String) -> [String]? {
             guard let value = table[key] else { return nil }
-            guard let strings = value.strings else {
+            guard let strings = value.strings, !strings.isEmpty, !strings[0].isEmpty else {
                 reader.error(key, "expected a non-empty array of strings (an argv), got \(value)")
                 return nil
             }

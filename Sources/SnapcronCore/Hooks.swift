@@ -1,3 +1,4 @@
+public import BackendTypes
 import Foundation
 
 /// Commands run around a job's creates and after its runs (`[hooks.NAME]` in the config; a job takes a set with
@@ -32,82 +33,25 @@ public struct HookSet: Sendable, Hashable {
     }
 
     /// The placeholders a hook command may use.
-    public static let placeholders = ["job", "target", "name", "run", "image", "state", "error"]
+    public static let placeholders: [Placeholder] = [.job, .target, .name, .run, .image, .state, .error]
 
     /// Why `argv` cannot be a hook command, or nil: an empty argv, a placeholder in the command itself, an
     /// unknown placeholder, or an unbalanced brace (`{{` and `}}` are literal braces).
     public static func problem(with argv: [String]) -> String? {
-        guard let command = argv.first, !command.isEmpty else { return "expected a non-empty array of strings" }
-        for (index, argument) in argv.enumerated() {
-            switch parse(argument) {
-            case .failure(let error): return error.description
-            case .success(let pieces):
-                if index == 0, pieces.contains(where: { if case .placeholder = $0 { true } else { false } }) {
-                    return "the command itself (\(command)) must not contain a placeholder"
-                }
-            }
+        do {
+            _ = try CommandTemplate(argv, allowed: placeholders)
+            return nil
+        } catch {
+            return error.message
         }
-        return nil
     }
 
-    /// `argv` with each placeholder replaced by its value (a missing value expands to nothing).
+    /// `argv` with each placeholder replaced by its value, by placeholder name (a missing value expands to
+    /// nothing). An argv that is not a valid template (never read from a config) is returned as it is.
     public static func expand(_ argv: [String], _ values: [String: String]) -> [String] {
-        argv.map { argument in
-            guard case .success(let pieces) = parse(argument) else { return argument }
-            return pieces.map { piece in
-                switch piece {
-                case .text(let text): text
-                case .placeholder(let name): values[name] ?? ""
-                }
-            }.joined()
-        }
+        guard let template = try? CommandTemplate(argv, allowed: placeholders) else { return argv }
+        return template.expand(Dictionary(uniqueKeysWithValues: values.map { (Placeholder($0.key), $0.value) }))
     }
-
-    enum Piece { case text(String), placeholder(String) }
-
-    static func parse(_ argument: String) -> Result<[Piece], HookTemplateError> {
-        var pieces: [Piece] = []
-        var text = ""
-        var index = argument.startIndex
-        while index < argument.endIndex {
-            let character = argument[index]
-            let next = argument.index(after: index)
-            if character == "{", next < argument.endIndex, argument[next] == "{" {
-                text.append("{")
-                index = argument.index(after: next)
-            } else if character == "}", next < argument.endIndex, argument[next] == "}" {
-                text.append("}")
-                index = argument.index(after: next)
-            } else if character == "{" {
-                guard let close = argument[next...].firstIndex(of: "}") else {
-                    return .failure(HookTemplateError("unclosed '{' in '\(argument)' (write '{{' for a brace)"))
-                }
-                let name = String(argument[next..<close])
-                guard placeholders.contains(name) else {
-                    return .failure(
-                        HookTemplateError(
-                            "unknown placeholder {\(name)} in '\(argument)' (available: "
-                                + placeholders.map { "{\($0)}" }.joined(separator: ", ") + ")"))
-                }
-                if !text.isEmpty { pieces.append(.text(text)) }
-                text = ""
-                pieces.append(.placeholder(name))
-                index = argument.index(after: close)
-            } else if character == "}" {
-                return .failure(HookTemplateError("unmatched '}' in '\(argument)' (write '}}' for a brace)"))
-            } else {
-                text.append(character)
-                index = next
-            }
-        }
-        if !text.isEmpty { pieces.append(.text(text)) }
-        return .success(pieces)
-    }
-}
-
-struct HookTemplateError: Error, CustomStringConvertible {
-    var description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// When a hook command runs.

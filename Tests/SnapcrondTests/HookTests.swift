@@ -41,9 +41,11 @@ import Testing
     }
 
     /// A scheduler with one every-minute job `db` on backend `fake` using hook set `set`; started and idle.
-    func start(_ set: HookSet, fake: FakeSnapshotBackend = FakeSnapshotBackend(name: "fake"), options: String = "")
-        async throws -> Harness
-    {
+    /// `wrap` puts a backend of the test's own around the fake; `notifier` delivers `notify_url` and `ping_url`.
+    func start(
+        _ set: HookSet, fake: FakeSnapshotBackend = FakeSnapshotBackend(name: "fake"), options: String = "",
+        wrap: (FakeSnapshotBackend) -> any SnapshotBackend = { $0 }, notifier: (any RunNotifier)? = nil
+    ) async throws -> Harness {
         var config = SnapcronConfig.default(stateDir: directory)
         config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
         config.hooks[set.name] = set
@@ -55,8 +57,8 @@ import Testing
         var logger = Logger(label: "hooks-test")
         logger.logLevel = .critical
         let scheduler = SchedulerService(
-            jobs: schedule.jobs, store: store, backends: ["fake": fake], clock: clock, logger: logger,
-            hookRunner: CommandHookRunner())
+            jobs: schedule.jobs, store: store, backends: ["fake": wrap(fake)], clock: clock, logger: logger,
+            hookRunner: CommandHookRunner(), notifier: notifier)
         let loop = Task { try await scheduler.run() }
         await scheduler.waitUntilIdle()
         return Harness(scheduler: scheduler, loop: loop, clock: clock, store: store, fake: fake)
@@ -163,29 +165,14 @@ import Testing
         var set = HookSet(name: "freeze")
         set.pre = script(#"echo pre >>"$1""#)
         set.post = script(#"echo post >>"$1""#)
-        var config = SnapcronConfig.default(stateDir: directory)
-        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
-        config.hooks[set.name] = set
-        let schedule = try ScheduleFile.parse(
-            text: "* * * * *  db  fake:vm1  hooks=freeze\n", file: "schedule", config: config, now: Self.start,
-            systemZone: .utc)
-        let clock = ManualClock(now: Self.start)
-        let store = try SnapcronDatabase.inMemory()
-        var logger = Logger(label: "hooks-test")
-        logger.logLevel = .critical
-        let scheduler = SchedulerService(
-            jobs: schedule.jobs, store: store, backends: ["fake": HangingCreates(base: FakeSnapshotBackend(name: "fake"))],
-            clock: clock, logger: logger, hookRunner: CommandHookRunner())
-        let loop = Task { try await scheduler.run() }
-        await scheduler.waitUntilIdle()
-        clock.advance(by: 30)
+        let harness = try await start(set, wrap: { HangingCreates(base: $0) })
+        harness.clock.advance(by: 30)
         for _ in 0..<500 where lines.isEmpty { try await Task.sleep(for: .milliseconds(10)) }
         try await Task.sleep(for: .milliseconds(200))  // pre has ended; the create hangs
         #expect(lines == ["pre"])
-        loop.cancel()
-        _ = await loop.result
+        await stop(harness)
         #expect(lines == ["pre", "post"])
-        #expect(try store.runs(job: "db").first?.state.isTerminal == false, "resumed at the next start")
+        #expect(try harness.store.runs(job: "db").first?.state.isTerminal == false, "resumed at the next start")
     }
 
     @Test func continueTakesACrashConsistentImageAndSaysSo() async throws {
@@ -398,24 +385,13 @@ extension HookTests {
         var set = HookSet(name: "notify")
         set.notifyURL = receiver.url + "/hook?token=abc"
         set.pingURL = receiver.url + "/ping/uuid"
-        var config = SnapcronConfig.default(stateDir: directory)
-        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
-        config.hooks["notify"] = set
-        let schedule = try ScheduleFile.parse(
-            text: "* * * * *  db  fake:vm1  hooks=notify\n", file: "schedule", config: config, now: Self.start,
-            systemZone: .utc)
-        let clock = ManualClock(now: Self.start)
-        let store = try SnapcronDatabase.inMemory()
         var logger = Logger(label: "hooks-test")
         logger.logLevel = .critical
         let notifier = HTTPRunNotifier(
             logger: logger, retryDelays: Array(repeating: .milliseconds(300), count: 20), requestTimeout: .seconds(1))
-        let scheduler = SchedulerService(
-            jobs: schedule.jobs, store: store,
-            backends: ["fake": FakeSnapshotBackend(name: "fake", defaultBehavior: .active)], clock: clock,
-            logger: logger, notifier: notifier)
-        let loop = Task { try await scheduler.run() }
-        await scheduler.waitUntilIdle()
+        let harness = try await start(
+            set, fake: FakeSnapshotBackend(name: "fake", defaultBehavior: .active), notifier: notifier)
+        let (scheduler, clock, store) = (harness.scheduler, harness.clock, harness.store)
         clock.advance(by: 30)
         // The run ends at once, while its notifications still wait for the receiver to come up.
         var run: RunRecord?
@@ -430,8 +406,7 @@ extension HookTests {
         try await Task.sleep(for: .milliseconds(500))
         try receiver.start()
         await scheduler.waitUntilIdle()  // returns once every delivery has ended
-        loop.cancel()
-        _ = await loop.result
+        await stop(harness)
 
         let requests = receiver.requests
         let posts = requests.filter { $0["method"] as? String == "POST" }

@@ -1,4 +1,5 @@
-/// A placeholder of an argv template, written `{target}`, `{name}`, `{image}`, `{job}` or `{description}`.
+/// A placeholder of an argv template, written `{target}`, `{name}`, `{image}`, `{job}`, `{description}` (the exec
+/// backend's commands), or `{run}`, `{state}`, `{error}` (hook commands, with some of the former).
 public struct Placeholder: Hashable, Sendable, CustomStringConvertible {
     public var name: String
 
@@ -17,7 +18,14 @@ public struct Placeholder: Hashable, Sendable, CustomStringConvertible {
     /// The image description with snapcron's marker.
     public static let description = Placeholder("description")
 
-    public static let all: [Placeholder] = [.target, .name, .image, .job, .description]
+    /// The run's id (hooks).
+    public static let run = Placeholder("run")
+    /// The run's state when it ended (hooks).
+    public static let state = Placeholder("state")
+    /// The run's error, if it failed (hooks).
+    public static let error = Placeholder("error")
+
+    public static let all: [Placeholder] = [.target, .name, .image, .job, .description, .run, .state, .error]
 
     public var description: String { "{\(name)}" }
 }
