@@ -44,8 +44,8 @@ demo:
 bench:
 	$(SWIFT) run -c release --package-path Benchmarks cron-bench Benchmarks/expressions.tsv
 
-# Self-contained binaries: the Swift runtime linked in, only glibc, libsqlite3, libsystemd and (snapcrond)
-# libvirt0 from the system.
+# Self-contained binaries: the Swift runtime linked in, only glibc, libsqlite3 and libsystemd from the system
+# (snapcrond loads libvirt0 when a libvirt backend is first used).
 release: deps
 	for product in $(BINARIES); do \
 		$(SWIFT) build -c release --static-swift-stdlib --product $$product || exit 1; \

@@ -96,19 +96,15 @@ let package = Package(
             exclude: ["Descriptor"],
             swiftSettings: swiftSettings
         ),
-        // libvirt's client API, wrapped once: nothing above LibvirtBackend sees C.
-        .systemLibrary(
-            name: "CLibvirt",
-            path: "Sources/CLibvirt",
-            pkgConfig: "libvirt",
-            providers: [.apt(["libvirt-dev"])]
-        ),
+        // libvirt's client API, loaded when first used (nothing of libvirt is mapped by a daemon without a libvirt
+        // backend); nothing above LibvirtBackend sees C. Headers from Debian's libvirt-dev.
+        .target(name: "CLibvirtLoader", path: "Sources/CLibvirtLoader"),
         .target(
             name: "LibvirtDescriptor", dependencies: ["BackendTypes"], path: "Sources/Backends/Libvirt/Descriptor",
             swiftSettings: swiftSettings),
         .target(
             name: "LibvirtBackend",
-            dependencies: ["SnapshotBackend", "BackendTypes", "LibvirtDescriptor", "CLibvirt", logging],
+            dependencies: ["SnapshotBackend", "BackendTypes", "LibvirtDescriptor", "CLibvirtLoader", logging],
             path: "Sources/Backends/Libvirt",
             exclude: ["Descriptor"],
             swiftSettings: swiftSettings
@@ -287,7 +283,7 @@ let package = Package(
         .testTarget(
             name: "LibvirtBackendTests",
             dependencies: [
-                "LibvirtBackend", "LibvirtDescriptor", "CLibvirt", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
+                "LibvirtBackend", "LibvirtDescriptor", "CLibvirtLoader", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
                 "SnapcronConfig", "SnapcronCore", "SnapcronDaemon", "SnapcronStore", logging, nioConcurrency,
             ],
             swiftSettings: swiftSettings

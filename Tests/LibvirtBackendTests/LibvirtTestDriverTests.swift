@@ -1,4 +1,4 @@
-import CLibvirt
+import CLibvirtLoader
 import Foundation
 import Logging
 import SnapcronTestKit
@@ -182,8 +182,8 @@ import Testing
         let image = try await backend.create(target: "web02", name: "s1", description: "", logger: quiet)
         try await backend.connection.perform(logger: quiet) { session in
             let domain = try #require(try session.domain("web02"))
-            #expect(virDomainDestroy(domain.pointer) == 0)
-            #expect(virDomainUndefineFlags(domain.pointer, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue) == 0)
+            #expect(snapcron_virDomainDestroy(domain.pointer) == 0)
+            #expect(snapcron_virDomainUndefineFlags(domain.pointer, VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA.rawValue) == 0)
         }
         #expect(try await backend.status(image, logger: quiet) == .gone)
         try await backend.delete(image, logger: quiet)

@@ -1,5 +1,5 @@
 import BackendTypes
-import CLibvirt
+import CLibvirtLoader
 import Foundation
 public import LibvirtDescriptor
 public import Logging

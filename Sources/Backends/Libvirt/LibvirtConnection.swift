@@ -1,4 +1,4 @@
-import CLibvirt
+import CLibvirtLoader
 import Dispatch
 import Foundation
 import Logging
@@ -84,17 +84,17 @@ enum LibvirtLibrary {
     }
 
     private static let prepared: Bool = {
-        virInitialize()
+        snapcron_virInitialize()
         // Errors are read with virGetLastError and reported by the backend; nothing goes to stderr.
-        virSetErrorFunc(nil) { _, _ in }
-        if virEventRegisterDefaultImpl() == 0 {
+        snapcron_virSetErrorFunc(nil) { _, _ in }
+        if snapcron_virEventRegisterDefaultImpl() == 0 {
             let loop = Thread {
-                while virEventRunDefaultImpl() == 0 {}
+                while snapcron_virEventRunDefaultImpl() == 0 {}
             }
             loop.name = "snapcron.libvirt.events"
             loop.start()
         }
-        virResetLastError()
+        snapcron_virResetLastError()
         return true
     }()
 }
@@ -108,7 +108,12 @@ final class LibvirtSession {
     static let keepAlive: (interval: Int32, count: UInt32) = (5, 3)
 
     init(uri: String) throws {
-        guard let pointer = virConnectOpen(uri) else {
+        guard snapcron_libvirt_load() != 0 else {
+            let reason = snapcron_libvirt_load_error().map { String(cString: $0) } ?? "unknown error"
+            throw LibvirtProblem.permanent(
+                "libvirt's client library cannot be loaded (\(reason)); install Debian's libvirt0")
+        }
+        guard let pointer = snapcron_virConnectOpen(uri) else {
             let error = LibvirtError.takeLast()
             if error.isAuthenticationError {
                 throw LibvirtProblem(
@@ -123,17 +128,17 @@ final class LibvirtSession {
         self.pointer = pointer
         self.uri = uri
         // Local drivers (test:///) have no keepalive; that is fine.
-        if virConnectSetKeepAlive(pointer, Self.keepAlive.interval, Self.keepAlive.count) < 0 {
-            virResetLastError()
+        if snapcron_virConnectSetKeepAlive(pointer, Self.keepAlive.interval, Self.keepAlive.count) < 0 {
+            snapcron_virResetLastError()
         }
     }
 
     deinit {
-        virConnectClose(pointer)
-        virResetLastError()
+        snapcron_virConnectClose(pointer)
+        snapcron_virResetLastError()
     }
 
-    var isAlive: Bool { virConnectIsAlive(pointer) == 1 }
+    var isAlive: Bool { snapcron_virConnectIsAlive(pointer) == 1 }
 
     /// The problem of the call that just failed: libvirt's message after `context`, classified.
     ///
@@ -151,7 +156,7 @@ final class LibvirtSession {
     func domain(_ target: String) throws -> LibvirtDomain? {
         let found =
             Self.isUUID(target)
-            ? virDomainLookupByUUIDString(pointer, target) : virDomainLookupByName(pointer, target)
+            ? snapcron_virDomainLookupByUUIDString(pointer, target) : snapcron_virDomainLookupByName(pointer, target)
         guard let found else {
             let problem = failure("cannot look domain '\(target)' up")
             if problem.is(VIR_ERR_NO_DOMAIN) { return nil }
@@ -177,27 +182,27 @@ final class LibvirtDomain {
         self.session = session
     }
 
-    deinit { virDomainFree(pointer) }
+    deinit { snapcron_virDomainFree(pointer) }
 
-    var name: String { virDomainGetName(pointer).map { String(cString: $0) } ?? "?" }
+    var name: String { snapcron_virDomainGetName(pointer).map { String(cString: $0) } ?? "?" }
 
     func uuid() throws -> String {
         var buffer = [CChar](repeating: 0, count: Int(VIR_UUID_STRING_BUFLEN))
-        guard virDomainGetUUIDString(pointer, &buffer) == 0 else {
+        guard snapcron_virDomainGetUUIDString(pointer, &buffer) == 0 else {
             throw session.failure("cannot read the UUID of domain \(name)")
         }
         return buffer.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
     }
 
     func isActive() throws -> Bool {
-        let active = virDomainIsActive(pointer)
+        let active = snapcron_virDomainIsActive(pointer)
         guard active >= 0 else { throw session.failure("cannot tell whether domain \(name) runs") }
         return active == 1
     }
 
     /// The domain's XML: the live definition while it runs (with each disk's backing chain).
     func xml() throws -> String {
-        guard let text = virDomainGetXMLDesc(pointer, 0) else {
+        guard let text = snapcron_virDomainGetXMLDesc(pointer, 0) else {
             throw session.failure("cannot read the definition of domain \(name)")
         }
         defer { free(text) }
@@ -205,7 +210,7 @@ final class LibvirtDomain {
     }
 
     func snapshot(named snapshotName: String) throws -> LibvirtSnapshot? {
-        guard let found = virDomainSnapshotLookupByName(pointer, snapshotName, 0) else {
+        guard let found = snapcron_virDomainSnapshotLookupByName(pointer, snapshotName, 0) else {
             let problem = session.failure("cannot look snapshot '\(snapshotName)' of domain \(name) up")
             if problem.is(VIR_ERR_NO_DOMAIN_SNAPSHOT) { return nil }
             throw problem
@@ -215,14 +220,14 @@ final class LibvirtDomain {
 
     func snapshots() throws -> [LibvirtSnapshot] {
         var list: UnsafeMutablePointer<OpaquePointer?>?
-        let count = virDomainListAllSnapshots(pointer, &list, 0)
+        let count = snapcron_virDomainListAllSnapshots(pointer, &list, 0)
         guard count >= 0, let list else { throw session.failure("cannot list the snapshots of domain \(name)") }
         defer { free(list) }
         return (0..<Int(count)).compactMap { index in list[index].map { LibvirtSnapshot($0, domain: self) } }
     }
 
     func createSnapshot(xml: String, flags: UInt32) throws -> LibvirtSnapshot {
-        guard let made = virDomainSnapshotCreateXML(pointer, xml, flags) else {
+        guard let made = snapcron_virDomainSnapshotCreateXML(pointer, xml, flags) else {
             throw session.failure("libvirt could not snapshot domain \(name)")
         }
         return LibvirtSnapshot(made, domain: self)
@@ -241,7 +246,7 @@ final class LibvirtDomain {
 
     func blockJob(on disk: String) throws -> BlockJob? {
         var info = virDomainBlockJobInfo()
-        let found = virDomainGetBlockJobInfo(pointer, disk, &info, 0)
+        let found = snapcron_virDomainGetBlockJobInfo(pointer, disk, &info, 0)
         guard found >= 0 else { throw session.failure("cannot read the block job of disk \(disk) of domain \(name)") }
         guard found == 1 else { return nil }
         return BlockJob(type: info.type, current: info.cur, end: info.end)
@@ -252,14 +257,14 @@ final class LibvirtDomain {
     func startCommit(of disk: String, top: String, active: Bool) throws {
         var flags = VIR_DOMAIN_BLOCK_COMMIT_SHALLOW.rawValue
         if active { flags |= VIR_DOMAIN_BLOCK_COMMIT_ACTIVE.rawValue }
-        guard virDomainBlockCommit(pointer, disk, nil, active ? nil : top, 0, flags) == 0 else {
+        guard snapcron_virDomainBlockCommit(pointer, disk, nil, active ? nil : top, 0, flags) == 0 else {
             throw session.failure("cannot start merging \(top) of disk \(disk) of domain \(name)")
         }
     }
 
     /// Ends a ready active commit on `disk`: the guest then writes to the file below the merged overlay.
     func pivot(_ disk: String) throws {
-        guard virDomainBlockJobAbort(pointer, disk, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT.rawValue) == 0 else {
+        guard snapcron_virDomainBlockJobAbort(pointer, disk, VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT.rawValue) == 0 else {
             throw session.failure("cannot switch disk \(disk) of domain \(name) to its merged file")
         }
     }
@@ -275,12 +280,12 @@ final class LibvirtSnapshot {
         self.domain = domain
     }
 
-    deinit { virDomainSnapshotFree(pointer) }
+    deinit { snapcron_virDomainSnapshotFree(pointer) }
 
-    var name: String { virDomainSnapshotGetName(pointer).map { String(cString: $0) } ?? "?" }
+    var name: String { snapcron_virDomainSnapshotGetName(pointer).map { String(cString: $0) } ?? "?" }
 
     func xml() throws -> String {
-        guard let text = virDomainSnapshotGetXMLDesc(pointer, 0) else {
+        guard let text = snapcron_virDomainSnapshotGetXMLDesc(pointer, 0) else {
             throw domain.session.failure("cannot read snapshot \(name) of domain \(domain.name)")
         }
         defer { free(text) }
@@ -290,7 +295,7 @@ final class LibvirtSnapshot {
     /// Deletes the snapshot; `metadataOnly` leaves its files alone (their data was merged already).
     func delete(metadataOnly: Bool) throws {
         let flags = metadataOnly ? VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY.rawValue : 0
-        guard virDomainSnapshotDelete(pointer, flags) == 0 else {
+        guard snapcron_virDomainSnapshotDelete(pointer, flags) == 0 else {
             throw domain.session.failure("cannot delete snapshot \(name) of domain \(domain.name)")
         }
     }

@@ -1,4 +1,4 @@
-import CLibvirt
+import CLibvirtLoader
 
 /// A failed step of a libvirt call, worded for the operator, before the backend names its operation and target.
 struct LibvirtProblem: Error, Sendable, CustomStringConvertible {
@@ -34,13 +34,13 @@ struct LibvirtError: Sendable {
     /// The last error of the calling thread; libvirt keeps it per thread, so this must run on the thread of the
     /// failed call (the connection's queue).
     static func takeLast() -> LibvirtError {
-        guard let last = virGetLastError() else {
+        guard let last = snapcron_virGetLastError() else {
             return LibvirtError(code: 0, domain: 0, message: "libvirt reported no error message")
         }
         let error = LibvirtError(
             code: last.pointee.code, domain: last.pointee.domain,
             message: last.pointee.message.map { String(cString: $0) } ?? "libvirt error \(last.pointee.code)")
-        virResetLastError()
+        snapcron_virResetLastError()
         return error
     }
 
