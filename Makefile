@@ -21,19 +21,23 @@ BINARIES = snapcrond snapcronctl
 # Post-install steps run only for a real install on a machine whose PID 1 is systemd (sd_booted(3)).
 LIVE = $(if $(DESTDIR),,$(if $(wildcard /run/systemd/system),yes))
 
-.PHONY: all build test bench demo deps clean release install install-files uninstall
+.PHONY: all build test bench demo deps test-deps clean release install install-files uninstall
 
 all: build
 
 deps:
 	scripts/install-deps
 
+# The tests also need libvirtd and QEMU (a real guest for the libvirt backend).
+test-deps:
+	scripts/install-deps --tests
+
 build: deps
 	$(SWIFT) build
 
 # A real QEMU guest under TCG takes both cores: its tests run alone, after the rest, so that the tests with
 # real-time request timeouts (the TWCC stand-in) never share the machine with it.
-test: deps
+test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --skip LibvirtQemuGuestTests
 	$(SWIFT) test --skip-build --filter LibvirtQemuGuestTests

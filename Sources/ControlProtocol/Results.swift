@@ -205,7 +205,7 @@ public struct RunInfo: Codable, Sendable, Hashable {
 public struct HookInfo: Codable, Sendable, Hashable {
     public var phase: String
     public var hookSet: String
-    /// `exit 0`, `exit 3`, `timed out`, `killed by signal 9`, `not started: ...`.
+    /// `exit 0`, `exit 3`, `timed out`, `stopped: the daemon is stopping`, `killed by signal 9`, `not started: ...`.
     public var result: String
     public var exitStatus: Int32?
     public var durationMs: Int

@@ -66,6 +66,8 @@ public struct HookResult: Sendable, Hashable {
     /// The signal that ended it, if one did.
     public var signal: Int32?
     public var timedOut = false
+    /// Stopped because the daemon is stopping (a `pre` is not waited for).
+    public var stopped = false
     /// It could not be started (the command was not found, ...): why.
     public var spawnError: String?
     public var duration: Duration = .zero
@@ -77,12 +79,13 @@ public struct HookResult: Sendable, Hashable {
         self.signal = signal
     }
 
-    public var succeeded: Bool { exitStatus == 0 && !timedOut && spawnError == nil }
+    public var succeeded: Bool { exitStatus == 0 && !timedOut && !stopped && spawnError == nil }
 
-    /// `exit 0`, `exit 3`, `timed out after 60s`, `killed by signal 9`, `not started: ...`.
+    /// `exit 0`, `exit 3`, `timed out`, `stopped: the daemon is stopping`, `killed by signal 9`, `not started: ...`.
     public var summary: String {
         if let spawnError { return "not started: \(spawnError)" }
         if timedOut { return "timed out" }
+        if stopped { return "stopped: the daemon is stopping" }
         if let exitStatus { return "exit \(exitStatus)" }
         if let signal { return "killed by signal \(signal)" }
         return "stopped"

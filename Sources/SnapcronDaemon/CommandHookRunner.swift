@@ -12,7 +12,8 @@ public struct CommandHookRunner: HookRunner {
             argv, environment: ExecBackend.baseEnvironment.merging(environment) { _, hook in hook }, timeout: timeout)
         var result = HookResult(exitStatus: ran.exitStatus, signal: ran.signal)
         result.timedOut = ran.timedOut
-        result.spawnError = ran.spawnError ?? (ran.cancelled ? "stopped: the daemon is stopping" : nil)
+        result.stopped = ran.cancelled
+        result.spawnError = ran.spawnError
         result.duration = ran.duration
         result.stderrTail = ran.stderrTail
         return result
