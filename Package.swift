@@ -34,6 +34,7 @@ let package = Package(
         .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),
         .library(name: "ControlProtocol", targets: ["ControlProtocol"]),
         .library(name: "ControlClient", targets: ["ControlClient"]),
+        .library(name: "SnapcronMetrics", targets: ["SnapcronMetrics"]),
         .executable(name: "snapcrond", targets: ["snapcrond"]),
         .executable(name: "snapcronctl", targets: ["snapcronctl"]),
     ],
@@ -45,6 +46,8 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),  // ChannelOptions.bufferedWritableBytes
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),
@@ -158,6 +161,17 @@ let package = Package(
         .target(name: "ControlProtocol", swiftSettings: swiftSettings),
         // A small blocking client of the control socket, shared by snapcronctl, tests and the benchmark.
         .target(name: "ControlClient", dependencies: ["ControlProtocol"], swiftSettings: swiftSettings),
+        // The daemon's Prometheus metrics: the families (names, help, buckets), the scheduler's and the backends'
+        // counters through swift-metrics, the per-job figures, and the rendered exposition scrapes are served from.
+        .target(
+            name: "SnapcronMetrics",
+            dependencies: [
+                "SnapcronCore", "SnapshotBackend", logging, nioCore,
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // Wiring shared by snapcrond and its tests: config -> backends -> store -> scheduler, control socket,
         // signals, reload.
         .target(
@@ -167,7 +181,7 @@ let package = Package(
                 // Linked for their factories (BackendType.factory finds them); only ExecBackend is named in the
                 // code, for the command runner the hooks share with it.
                 "LocalBackend", "ExecBackend", "TWCCBackend", "LibvirtBackend",
-                "SnapcronSystemd", "ControlProtocol", logging, nioCore, nioPosix, nioConcurrency,
+                "SnapcronSystemd", "ControlProtocol", "SnapcronMetrics", logging, nioCore, nioPosix, nioConcurrency,
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],

@@ -11,6 +11,7 @@ struct ConfigReader {
 
     static let daemonKeys = [
         "state_dir", "socket_path", "socket_group", "max_concurrent_creates", "schedule_path", "history_keep",
+        "metrics_listen", "metrics_allow",
     ]
     static let commonBackendKeys = ["type", "max_concurrent", "max_concurrent_creates", "hooks"]
     static let hookKeys = [
@@ -64,6 +65,7 @@ struct ConfigReader {
                 if let group = daemon.nonEmptyString("socket_group") { config.socketGroup = group }
                 if let limit = daemon.positiveInteger("max_concurrent_creates") { config.maxConcurrentCreates = limit }
                 if let keep = daemon.duration("history_keep", atLeast: .seconds(86_400)) { config.historyKeep = keep }
+                readMetrics(&daemon, into: &config)
                 report(daemon)
             } else {
                 error("daemon", "expected a table, got \(value.typeName)")
@@ -110,6 +112,42 @@ struct ConfigReader {
             config.backendHooks[backend] = name
         }
         return config
+    }
+
+    /// `metrics_listen` (HOST:PORT or a socket path) and `metrics_allow` (address blocks that may scrape).
+    func readMetrics(_ daemon: inout SettingsReader, into config: inout SnapcronConfig) {
+        if let text = daemon.nonEmptyString("metrics_listen") {
+            do {
+                config.metricsListen = try MetricsListen(parsing: text)
+            } catch {
+                daemon.error("metrics_listen", error.description)
+            }
+        }
+        guard let value = daemon.table["metrics_allow"] else { return }
+        guard let items = value.array, !items.isEmpty else {
+            daemon.error(
+                "metrics_allow", "expected a non-empty array of addresses or blocks, got \(value)",
+                note: "e.g. [\"127.0.0.1\", \"::1\", \"10.0.0.0/8\"]")
+            return
+        }
+        var ranges: [IPAddressRange] = []
+        for (index, item) in items.enumerated() {
+            guard let text = item.string else {
+                daemon.error("metrics_allow[\(index)]", "expected a string, got \(item)")
+                continue
+            }
+            do {
+                ranges.append(try IPAddressRange(parsing: text))
+            } catch {
+                daemon.error("metrics_allow[\(index)]", error.description)
+            }
+        }
+        if ranges.count == items.count { config.metricsAllow = ranges }
+        if case .unix? = config.metricsListen {
+            daemon.error(
+                "metrics_allow", "applies only to a TCP metrics_listen",
+                note: "a Unix socket is guarded by its file mode (0666: what any local user could read on loopback)")
+        }
     }
 
     /// One `[hooks.NAME]` table: argv commands, a timeout and what a failed `pre` means.

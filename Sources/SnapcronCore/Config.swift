@@ -25,6 +25,10 @@ public struct SnapcronConfig: Sendable, Hashable {
     /// How long finished runs and deleted images stay in the history (`history_keep`).
     public var historyKeep: Duration = .seconds(400 * 86_400)
     public var schedulePath = "/etc/snapcron/schedule"
+    /// Where `/metrics` is served (`metrics_listen`); nil: not served.
+    public var metricsListen: MetricsListen?
+    /// Who may scrape a TCP `metrics_listen` (`metrics_allow`); loopback unless set.
+    public var metricsAllow: [IPAddressRange] = IPAddressRange.loopback
     /// The backends by name.
     public var backends: [String: BackendConfig]
     /// The hook sets (`[hooks.NAME]`) by name.

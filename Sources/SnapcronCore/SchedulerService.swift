@@ -96,12 +96,12 @@ public actor SchedulerService {
         jobs: [Job], store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock,
         limits: ConcurrencyLimits = ConcurrencyLimits(), pacing: RunPacing = RunPacing(), logger: Logger,
         pausePoint: (@Sendable (String) async -> Void)? = nil, hookRunner: (any HookRunner)? = nil,
-        notifier: (any RunNotifier)? = nil
+        notifier: (any RunNotifier)? = nil, metrics: (any SchedulerMetrics)? = nil
     ) {
         engine = RunEngine(jobs: jobs, limits: limits, pacing: pacing)
         executor = RunExecutor(
             store: store, backends: backends, clock: clock, pacing: pacing, logger: logger, pausePoint: pausePoint,
-            hookRunner: hookRunner, notifier: notifier)
+            hookRunner: hookRunner, notifier: notifier, metrics: metrics)
         self.clock = clock
         self.logger = logger
         publication = Mutex(

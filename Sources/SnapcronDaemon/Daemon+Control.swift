@@ -67,3 +67,55 @@ extension Daemon {
             metadata: ["event": "schedule.reload_failed", "error": "\(diagnostics.description)"])
     }
 }
+
+extension Daemon {
+    /// The metrics listener and its refresher, while the daemon runs.
+    final class MetricsService: Sendable {
+        let task: Task<Void, Never>
+        let server: MetricsServer
+
+        init(task: Task<Void, Never>, server: MetricsServer) {
+            self.task = task
+            self.server = server
+        }
+
+        func stop() async {
+            task.cancel()
+            await task.value
+            await server.stop()
+        }
+    }
+
+    /// The refresher that keeps the figures current, and the listener. A listener that cannot bind (the port is
+    /// taken) is logged and tried again every 30 s: images matter more than their metrics.
+    func startMetrics() -> MetricsService? {
+        guard let metrics, let listen = config.metricsListen else { return nil }
+        let scheduler = self.scheduler
+        let clock = self.clock
+        let refresher = MetricsRefresher(
+            metrics: metrics, store: store, catalog: catalog, paused: { scheduler.pausedJobs }, now: { clock.now() },
+            logger: logger)
+        refresher.refresh()
+        let server = MetricsServer(listen: listen, allow: config.metricsAllow, metrics: metrics, logger: logger)
+        let logger = self.logger
+        let task = Task(priority: .low) {
+            var listening = false
+            var lastAttempt: ContinuousClock.Instant?
+            while !Task.isCancelled {
+                if !listening, lastAttempt.map({ ContinuousClock.now - $0 >= .seconds(30) }) ?? true {
+                    lastAttempt = .now
+                    do {
+                        try await server.start()
+                        listening = true
+                    } catch {
+                        logger.error(
+                            "Metrics unavailable; retrying in 30 s", metadata: ["event": "metrics.failed", "error": "\(error)"])
+                    }
+                }
+                try? await Task.sleep(for: .seconds(1))
+                refresher.refresh()
+            }
+        }
+        return MetricsService(task: task, server: server)
+    }
+}

@@ -1,8 +1,10 @@
 import BackendTypes
+import ControlProtocol
 import Foundation
 import Logging
 import SnapcronConfig
 import SnapcronCore
+import SnapcronMetrics
 import SnapcronStore
 import SnapcronSystemd
 import SnapshotBackend
@@ -58,6 +60,8 @@ public final class Daemon: Sendable {
     let clock: SystemClock
     let socketOptions: ControlSocketOptions
     let controlLimits: ControlServerLimits
+    /// The Prometheus metrics, when `metrics_listen` is set (nil: nothing is counted).
+    public let metrics: DaemonMetrics?
 
     /// Loads everything; throws with every problem worded for the operator (diagnostics with file:line:col).
     /// `pausePoint` is called at named points of each run, `copyPoint` on a local copy's thread before each extent
@@ -100,7 +104,10 @@ public final class Daemon: Sendable {
         } catch {
             throw DaemonStartError("cannot open the state database: \(error)")
         }
-        backends = try LiveBackends.make(config, copyPoint: copyPoint)
+        let metrics = config.metricsListen.map { _ in DaemonMetrics(version: SnapcronVersion.current) }
+        self.metrics = metrics
+        let liveBackends = try LiveBackends.make(config, copyPoint: copyPoint)
+        backends = metrics.map { metrics in liveBackends.mapValues { MeteredBackend($0, metrics: metrics) } } ?? liveBackends
         let schedule: Schedule
         switch ScheduleLoader(config: config, backends: backends).load(path: schedulePath, now: clock.now()) {
         case .success(let loaded): schedule = loaded
@@ -117,7 +124,7 @@ public final class Daemon: Sendable {
                 createCallsPerBackend: config.backends.compactMapValues(\.maxConcurrentCreates),
                 unfinishedImagesPerBackend: config.backends.compactMapValues(\.maxConcurrent)),
             pacing: pacing, logger: logger, pausePoint: pausePoint, hookRunner: CommandHookRunner(),
-            notifier: HTTPRunNotifier(logger: logger))
+            notifier: HTTPRunNotifier(logger: logger), metrics: metrics)
         logger.info(
             "Schedule loaded",
             metadata: [
@@ -169,6 +176,7 @@ public final class Daemon: Sendable {
         // queues in front of a fire. Not above the default: libdispatch gives each worker thread the nice value of
         // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
         // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
+        let metricsService = startMetrics()
         let runner = Task { [scheduler] in
             try await scheduler.run(heartbeat: heartbeat, observer: observer)
         }
@@ -184,6 +192,7 @@ public final class Daemon: Sendable {
         }
         defer { signals.cancel() }
         let outcome = await runner.result
+        await metricsService?.stop()
         await control?.stop()
         try outcome.get()
         try? store.checkpoint()

@@ -17,6 +17,7 @@ final class RunExecutor: Sendable {
     let pausePoint: (@Sendable (String) async -> Void)?
     let hookRunner: (any HookRunner)?
     let notifier: (any RunNotifier)?
+    let metrics: (any SchedulerMetrics)?
     private let deliver: Mutex<(@Sendable (EngineEvent) async -> Void)?> = Mutex(nil)
     /// Create calls in flight, by run: a run ended at its timeout cuts its call (see ``cutCreate(of:)``).
     private let createCalls = Mutex<[Int64: CreateCall]>([:])
@@ -34,8 +35,9 @@ final class RunExecutor: Sendable {
     init(
         store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock, pacing: RunPacing,
         logger: Logger, pausePoint: (@Sendable (String) async -> Void)?, hookRunner: (any HookRunner)? = nil,
-        notifier: (any RunNotifier)? = nil
+        notifier: (any RunNotifier)? = nil, metrics: (any SchedulerMetrics)? = nil
     ) {
+        self.metrics = metrics
         self.hookRunner = hookRunner
         self.notifier = notifier
         self.store = store
@@ -205,6 +207,7 @@ final class RunExecutor: Sendable {
     ) async {
         do {
             guard try await write() != nil else { return }
+            metrics?.runEnded(job: job, state: state, startedAt: nil, endedAt: clock.now())
             logger.log(
                 level: level, "Run \(state.rawValue)",
                 metadata: [
@@ -392,6 +395,7 @@ final class RunExecutor: Sendable {
                 _ = try await store.markWaiting(
                     runID: order.run, imageID: created.ref.id, description: order.description, now: now,
                     nextPollAt: now.addingTimeInterval(pacing.firstPollInterval))
+                metrics?.storeChanged()
                 return .recorded(imageID: created.ref.id, state: created.state)
             } catch {
                 // The run may have ended meanwhile (its timeout): the image is still recorded against it.
@@ -427,6 +431,7 @@ final class RunExecutor: Sendable {
                     "event": "image.adopted", "job": "\(job)", "run": "\(runID)", "image": "\(imageID)",
                     "state": "\(stored.rawValue)",
                 ])
+            metrics?.storeChanged()
             await send(.imageAdopted(job: job, state: stored))
             return true
         } catch {
@@ -521,6 +526,7 @@ final class RunExecutor: Sendable {
             let record = try await store.finishRun(
                 runID: order.run, state: order.state, error: order.error, sizeBytes: order.sizeBytes, now: now)
             hasImage = record.imageID != nil
+            metrics?.runEnded(job: order.job, state: order.state, startedAt: order.startedAt, endedAt: now)
         } catch {
             logger.error("Store write failed", metadata: ["run": "\(order.run)", "error": "\(error)"])
         }
@@ -679,6 +685,7 @@ final class RunExecutor: Sendable {
             switch result {
             case .success:
                 _ = try await store.markImageDeleted(id: image.id, backend: image.backend, now: clock.now(), reason: reason)
+                metrics?.imageDeleted(job: image.job)
                 metadata["event"] = "image.deleted"
                 metadata["state"] = "deleted"
                 metadata["reason"] = "\(reason)"
@@ -793,6 +800,7 @@ final class RunExecutor: Sendable {
                         state: StoredImageState(imageState: info.state), sizeBytes: info.sizeBytes)
                     if try await store.recordFoundImage(found, now: clock.now()) != nil {
                         recordedJobs.insert(marker.job)
+                        metrics?.storeChanged()
                         logger.notice(
                             lostClaim ? "Image of a fire whose claim was lost found by the sweep" : "Unrecorded image found by the sweep",
                             metadata: [

@@ -278,3 +278,23 @@ public struct StoreHealth: Sendable, Hashable {
         self.message = message
     }
 }
+
+/// How many images of one job are in one state, and their size: what the metrics show of the store.
+public struct ImageCensusRow: Sendable, Hashable {
+    public var job: String
+    public var state: StoredImageState
+    public var count: Int
+    /// The sum of the known sizes.
+    public var bytes: Int64
+    /// The newest creation time not after the census's `now` (an image made while the clock was ahead does not
+    /// make its job look fresh).
+    public var newestCreatedAt: Date?
+
+    public init(job: String, state: StoredImageState, count: Int, bytes: Int64, newestCreatedAt: Date?) {
+        self.job = job
+        self.state = state
+        self.count = count
+        self.bytes = bytes
+        self.newestCreatedAt = newestCreatedAt
+    }
+}

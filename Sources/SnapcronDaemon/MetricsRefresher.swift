@@ -1,0 +1,128 @@
+import CronExpression
+import Foundation
+import Logging
+import SnapcronCore
+import SnapcronMetrics
+import SnapcronStore
+import Synchronization
+
+/// Keeps the per-job figures of ``DaemonMetrics`` current and publishes the exposition, off the scrape path.
+///
+/// Once a second it sets what changed: next fires (recomputed only for a job whose next fire passed, or after a
+/// reload), paused flags, and, when an event touched the store (or a minute passed: pins, polls), the image
+/// census. Then it publishes a new rendering if any value moved. A scrape never waits for any of this.
+final class MetricsRefresher: Sendable {
+    let metrics: DaemonMetrics
+    let store: SnapcronDatabase
+    let catalog: JobCatalog
+    let paused: @Sendable () -> Set<String>
+    let now: @Sendable () -> Date
+    let logger: Logger
+    /// Store figures are read at least this often even without an event (pins, found images, polls).
+    static let storeInterval: TimeInterval = 60
+    private let state = Mutex(State())
+
+    struct State {
+        var catalogRevision = -1
+        var fires: [String: (next: Date?, period: Int?)] = [:]
+        var lastStoreRead: Date?
+        var lastSuccessSeeded = false
+        var pausedSeen: Set<String> = []
+        var lastFires: [String: Date] = [:]
+    }
+
+    init(
+        metrics: DaemonMetrics, store: SnapcronDatabase, catalog: JobCatalog, paused: @escaping @Sendable () -> Set<String>,
+        now: @escaping @Sendable () -> Date, logger: Logger
+    ) {
+        self.metrics = metrics
+        self.store = store
+        self.catalog = catalog
+        self.paused = paused
+        self.now = now
+        self.logger = logger
+    }
+
+    /// Refreshes and publishes every `interval` until cancelled.
+    func run(interval: Duration = .seconds(1)) async {
+        while !Task.isCancelled {
+            refresh()
+            try? await Task.sleep(for: interval)
+        }
+    }
+
+    /// One refresh: figures that are due, then a new rendering if anything changed.
+    func refresh() {
+        let now = self.now()
+        let snapshot = catalog.snapshot
+        let pausedJobs = paused()
+        let readStore = metrics.takeStoreDirty()
+        state.withLock { state in
+            let jobsChanged = state.catalogRevision != snapshot.revision
+            var firesChanged = jobsChanged
+            if jobsChanged {
+                state.catalogRevision = snapshot.revision
+                state.fires = [:]
+            }
+            for job in snapshot.jobs {
+                if let known = state.fires[job.name], known.next.map({ $0 > now }) ?? true { continue }
+                state.fires[job.name] = Self.fires(of: job, after: now)
+                firesChanged = true
+            }
+            let storeDue = readStore || state.lastStoreRead.map { now.timeIntervalSince($0) >= Self.storeInterval } ?? true
+            if storeDue || firesChanged || pausedJobs != state.pausedSeen {
+                if storeDue { state.lastFires = readLastFires() ?? state.lastFires }
+                updateJobs(snapshot.jobs, fires: state.fires, paused: pausedJobs, lastFires: state.lastFires)
+                state.pausedSeen = pausedJobs
+            }
+            if storeDue || jobsChanged {
+                updateImages(now: now, jobs: snapshot.jobs, seedLastSuccess: !state.lastSuccessSeeded || jobsChanged)
+                state.lastSuccessSeeded = true
+                state.lastStoreRead = now
+            }
+        }
+        if metrics.hasUnpublishedChanges { metrics.publish() }
+    }
+
+    /// The next fire and the longest gap between the next 8 (like `snapcronctl monitor`'s period).
+    static func fires(of job: Job, after now: Date) -> (next: Date?, period: Int?) {
+        let fires = job.expression.fires(after: now, in: job.zone).prefix(8).map(\.date)
+        let period = fires.count >= 2 ? zip(fires, fires.dropFirst()).map { Int($1.timeIntervalSince($0)) }.max() : nil
+        return (fires.first, period)
+    }
+
+    /// Each job's last handled fire, from the store; nil when it cannot be read.
+    private func readLastFires() -> [String: Date]? {
+        do {
+            var lastFires: [String: Date] = [:]
+            for record in try store.allJobStates() {
+                if let last = record.lastScheduledAt { lastFires[record.name] = last }
+            }
+            return lastFires
+        } catch {
+            logger.warning("Metrics: cannot read the job states", metadata: ["error": "\(error)"])
+            return nil
+        }
+    }
+
+    private func updateJobs(
+        _ jobs: [Job], fires: [String: (next: Date?, period: Int?)], paused: Set<String>, lastFires: [String: Date]
+    ) {
+        metrics.update(
+            jobs: jobs.map { job in
+                DaemonMetrics.JobFigures(
+                    job: job.name, paused: paused.contains(job.name), nextFire: fires[job.name]?.next ?? nil,
+                    periodSeconds: fires[job.name]?.period ?? nil, lastFire: lastFires[job.name])
+            })
+    }
+
+    private func updateImages(now: Date, jobs: [Job], seedLastSuccess: Bool) {
+        do {
+            let census = try store.imageCensus(notAfter: now)
+            let lastSuccess = seedLastSuccess ? try store.lastSuccessfulRunEnds(jobs: jobs.map(\.name)) : nil
+            metrics.update(census: census, lastSuccess: lastSuccess)
+        } catch {
+            logger.warning("Metrics: cannot read the image census", metadata: ["error": "\(error)"])
+        }
+    }
+}
