@@ -314,7 +314,7 @@ let package = Package(
             name: "SnapcrondTests",
             dependencies: [
                 "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", "SnapcronConfig", "BackendTypes",
-                "LocalDescriptor", "SnapcronTestKit", "SnapshotBackend", nioConcurrency,
+                "LocalDescriptor", "SnapcronTestKit", "SnapshotBackend", "SnapcronMetrics", nioConcurrency, nioCore,
             ],
             swiftSettings: swiftSettings
         ),
