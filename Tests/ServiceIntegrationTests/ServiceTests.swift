@@ -282,6 +282,37 @@ struct ServiceTests {
     // MARK: Fixtures
 
     /// A crontab line per job: daily at the UTC hour and minute of its date.
+    /// `/metrics` under the shipped unit as it is: a loopback listener needs no drop-in, the run shows, and the
+    /// unit's exposure stays where it was (the issue's bound is 1.5).
+    @Test func metricsServeUnderTheShippedUnitWithoutMoreExposure() throws {
+        let fire = minutesAgo(60)
+        try Self.withSnapcron(seeding: ["web": fire]) { sandbox in
+            try sandbox.writeFile("/etc/snapcron/schedule", Self.schedule(("web", fire, "local:\(Self.disk)")))
+            try sandbox.writeFile(
+                "/etc/snapcron/snapcron.toml",
+                """
+                [daemon]
+                state_dir = "/var/lib/snapcron"
+                schedule_path = "/etc/snapcron/schedule"
+                metrics_listen = "127.0.0.1:9464"
+
+                """)
+            try sandbox.exec("systemctl", "start", Self.unit)
+            var text = ""
+            try sandbox.wait("the run of web in /metrics") {
+                text = (try? sandbox.exec("curl", "-s", "--max-time", "5", "http://127.0.0.1:9464/metrics")) ?? ""
+                return text.contains(#"snapcron_runs_total{job="web",state="succeeded"} 1"#)
+            }
+            #expect(text.contains(#"snapcron_images{job="web",state="active"} 1"#), "\(text)")
+            #expect(text.contains("snapcron_up 1"))
+            let report = try sandbox.exec("systemd-analyze", "security", "--no-pager", Self.unit)
+            let line = try #require(report.split(separator: "\n").first { $0.contains("Overall exposure level") })
+            let score = try #require(line.split(separator: " ").compactMap { Double($0) }.first, "\(line)")
+            #expect(score <= 1.5, "\(report)")
+            try sandbox.exec("systemctl", "stop", Self.unit)
+        }
+    }
+
     static func schedule(_ jobs: (name: String, at: Date, target: String)...) -> String {
         var calendar = Calendar(identifier: .gregorian)
         calendar.timeZone = TimeZone(identifier: "UTC")!
