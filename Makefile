@@ -28,7 +28,7 @@ all: build
 deps:
 	scripts/install-deps
 
-# The tests also need libvirtd and QEMU (a real guest for the libvirt backend).
+# The tests also need libvirtd and QEMU (a real guest for the libvirt backend), and Prometheus (promtool).
 test-deps:
 	scripts/install-deps --tests
 
