@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # /metrics of the real snapcrond (release build) with N jobs while they fire: every job runs every 2 minutes on
 # an exec backend whose create is /bin/true (an instant image), so the daemon spawns N processes per wave and
-# every series exists from the second wave on. Scrapes with curl back to back from the first wave to the end of
-# the second, and prints the latency (time_total) quantiles of each wave and the exposition's size.
+# every series exists from the second wave on. Scrapes back to back with curl as Prometheus does (gzip accepted,
+# body decoded and dropped) from the first wave to the end of the second, and prints the latency (time_total)
+# quantiles of each wave and of the second wave's first 60 s (the creates), and the exposition's size.
 # Usage: Benchmarks/metrics-bench.sh [N]   (default 10000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +11,7 @@ jobs=${1:-10000}
 work=$(mktemp -d /var/tmp/snapcron-metrics-bench.XXXXXX)
 pid=
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
-swift build -c release --product snapcrond >/dev/null
+swift build -c release --product snapcrond >/dev/null 2>&1
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$work/snapcron.toml" <<TOML
 [daemon]
@@ -38,15 +39,24 @@ sleep $(( first - now ))
 end=$(( first + 240 ))
 : > "$work/samples"
 while [ "$(date +%s)" -lt "$end" ]; do
-    t=$(date +%s)
-    curl -s -o "$work/body" -w "%{time_total} %{size_download}\n" "http://127.0.0.1:$port/metrics" |
-        awk -v t="$t" -v first="$first" '{ print (t < first + 120 ? 1 : 2), $1 * 1000, $2 }' >> "$work/samples"
+    echo "$(date +%s.%N) $(curl -s --compressed -o /dev/null -w '%{time_total} %{size_download}' "http://127.0.0.1:$port/metrics")" >> "$work/samples"
 done
-runs=$(grep -c '"Run succeeded"\|Run succeeded' "$work/log" || true)
-for wave in 1 2; do
-    awk -v w="$wave" '$1 == w { print $2, $3 }' "$work/samples" | sort -n |
-        awk -v w="$wave" -v jobs="$jobs" '{ ms[NR] = $1; size = $2 } END {
-            printf "{\"bench\": \"metrics\", \"jobs\": %d, \"wave\": %d, \"scrapes\": %d, \"p50_ms\": %.1f, \"p99_ms\": %.1f, \"max_ms\": %.1f, \"bytes\": %d}\n",
-                jobs, w, NR, ms[int(NR * 0.5) + 1], ms[int(NR * 0.99) + 1 > NR ? NR : int(NR * 0.99) + 1], ms[NR], size }'
-done
-echo "{\"runs_succeeded_logged\": $runs, \"rss_kb\": $(awk '/VmRSS/ {print $2}' /proc/$pid/status)}"
+plain=$(curl -s "http://127.0.0.1:$port/metrics" | wc -c)
+rss_kb=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
+succeeded=$(grep -c "Run succeeded" "$work/log" || true)
+python3 - "$work/samples" "$first" "$jobs" "$plain" "$rss_kb" "$succeeded" <<'PY'
+import json, sys
+path, first, jobs, plain, rss_kb, succeeded = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+rows = [line.split() for line in open(path) if len(line.split()) == 3]
+def summary(name, selected):
+    ms = sorted(float(r[1]) * 1000 for r in selected)
+    if not ms:
+        return
+    q = lambda p: ms[min(len(ms) - 1, int(len(ms) * p))]
+    print(json.dumps({"bench": "metrics", "jobs": jobs, "window": name, "scrapes": len(ms), "p50_ms": round(q(0.5), 1),
+                      "p99_ms": round(q(0.99), 1), "max_ms": round(ms[-1], 1), "gzip_bytes": int(selected[-1][2])}))
+summary("wave 1 (series appear)", [r for r in rows if float(r[0]) < first + 120])
+summary("wave 2 (all series)", [r for r in rows if float(r[0]) >= first + 120])
+summary("wave 2, first 60 s (creates running)", [r for r in rows if first + 120 <= float(r[0]) < first + 180])
+print(json.dumps({"plain_bytes": plain, "rss_kb": rss_kb, "runs_succeeded": succeeded}))
+PY

@@ -176,13 +176,25 @@ final class MetricsHTTPHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         switch path {
         case "/metrics":
+            let (body, gzipped) = server.metrics.exposition(acceptsGzip: Self.acceptsGzip(head.headers))
             send(
-                .ok, body: server.metrics.exposition, contentType: "text/plain; version=0.0.4; charset=utf-8",
-                head: head, context: context)
+                .ok, body: body, contentType: "text/plain; version=0.0.4; charset=utf-8", head: head,
+                extra: gzipped ? [("Content-Encoding", "gzip"), ("Vary", "Accept-Encoding")] : [("Vary", "Accept-Encoding")],
+                context: context)
         case "/":
             send(.ok, text: "snapcron metrics: /metrics\n", head: head, context: context)
         default:
             send(.notFound, text: "not found; metrics are at /metrics\n", head: head, context: context)
+        }
+    }
+
+    /// Whether `Accept-Encoding` lists gzip (or `*`) with a quality above 0.
+    static func acceptsGzip(_ headers: HTTPHeaders) -> Bool {
+        headers[canonicalForm: "accept-encoding"].contains { coding in
+            let parts = coding.split(separator: ";").map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+            guard let name = parts.first, ["gzip", "x-gzip", "*"].contains(name) else { return false }
+            let quality = parts.dropFirst().first { $0.hasPrefix("q=") }.flatMap { Double($0.dropFirst(2)) }
+            return (quality ?? 1) > 0
         }
     }
 

@@ -18,7 +18,16 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     private let changes = Atomic<UInt64>(1)
     private let publishedChanges = Atomic<UInt64>(0)
     private let storeDirty = Atomic<Bool>(true)
-    private let published: Mutex<ByteBuffer>
+    private let published: Mutex<Exposition>
+    /// When a scrape last asked for gzip: publications compress only while someone wants it.
+    private let gzipWantedAt = Mutex<ContinuousClock.Instant?>(nil)
+    static let gzipInterest: Duration = .seconds(600)
+
+    /// One rendering, plain and (when a scraper accepts it) gzip-encoded.
+    public struct Exposition: Sendable {
+        public var plain: ByteBuffer
+        public var gzip: ByteBuffer?
+    }
     private let series = Mutex<[String: JobSeries]>([:])
     /// (job, state) pairs with an image count shown, to drop the ones that went to zero.
     private let imageStates = Mutex<Set<ImageSeriesKey>>([])
@@ -76,7 +85,7 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
 
     public init(version: String, factory: SnapcronMetricsFactory = SnapcronMetricsFactory()) {
         self.factory = factory
-        published = Mutex(ByteBuffer())
+        published = Mutex(Exposition(plain: ByteBuffer(), gzip: nil))
         Gauge(label: MetricFamily.up.name, factory: factory).record(1)
         Gauge(label: MetricFamily.buildInfo.name, dimensions: [("version", version)], factory: factory).record(1)
         // Families that may have no series yet still show their HELP and TYPE.
@@ -92,7 +101,8 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
             CoreMetrics.Timer(label: MetricFamily.runDuration.name, dimensions: [("job", job)], factory: factory)
                 .recordSeconds(max(0, endedAt.timeIntervalSince(startedAt)))
         }
-        if state == .succeeded { setLastSuccess(job: job, at: endedAt) }
+        // Whole seconds, as the store keeps them (the value read back after a restart is the same).
+        if state == .succeeded { setLastSuccess(job: job, at: Date(timeIntervalSince1970: endedAt.timeIntervalSince1970.rounded(.down))) }
         storeDirty.store(true, ordering: .relaxed)
         changed()
     }
@@ -192,7 +202,19 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     // MARK: Exposition
 
     /// The last published exposition (Prometheus text format 0.0.4).
-    public var exposition: ByteBuffer { published.withLock { $0 } }
+    public var exposition: ByteBuffer { published.withLock { $0.plain } }
+
+    /// The last published exposition, gzip-encoded when `acceptsGzip` and one is ready (nil: send it plain).
+    /// Asking for gzip makes the following publications compress for the next 10 minutes.
+    public func exposition(acceptsGzip: Bool) -> (body: ByteBuffer, gzipped: Bool) {
+        if acceptsGzip { gzipWantedAt.withLock { $0 = .now } }
+        let current = published.withLock { $0 }
+        if acceptsGzip {
+            if let gzip = current.gzip { return (gzip, true) }
+            changed()  // the next publication (within a second) compresses
+        }
+        return (current.plain, false)
+    }
 
     /// Whether values changed since the last ``publish()``.
     public var hasUnpublishedChanges: Bool {
@@ -203,10 +225,12 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     public func publish() {
         let seen = changes.load(ordering: .relaxed)
         var bytes: [UInt8] = []
-        bytes.reserveCapacity(published.withLock { $0.readableBytes } + 4096)
+        bytes.reserveCapacity(published.withLock { $0.plain.readableBytes } + 4096)
         factory.registry.emit(into: &bytes)
-        let buffer = ByteBuffer(bytes: bytes)
-        published.withLock { $0 = buffer }
+        let wanted = gzipWantedAt.withLock { $0.map { ContinuousClock.now - $0 < Self.gzipInterest } ?? false }
+        let gzip = wanted ? Gzip.compress(bytes).map { ByteBuffer(bytes: $0) } : nil
+        let exposition = Exposition(plain: ByteBuffer(bytes: bytes), gzip: gzip)
+        published.withLock { $0 = exposition }
         publishedChanges.store(seen, ordering: .relaxed)
     }
 

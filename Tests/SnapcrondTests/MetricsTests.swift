@@ -90,6 +90,16 @@ import Testing
         let head = try httpRequest(port: port, path: "/metrics", method: "HEAD")
         #expect(head.status == 200 && head.body.isEmpty)
         #expect(try httpRequest(port: port, path: "/metrics?x=1").status == 200)
+        // gzip, as Prometheus asks for it: from the publication after the first ask on, the same text compressed.
+        var encoding = ""
+        let gzipped = eventually(within: 10) {
+            let headers = run("/usr/bin/curl", ["-s", "-D", "-", "-o", "/dev/null", "-H", "Accept-Encoding: gzip", "http://127.0.0.1:\(port)/metrics"])
+            encoding = headers.stdout.lowercased()
+            return encoding.contains("content-encoding: gzip")
+        }
+        #expect(gzipped, "\(encoding)")
+        let decoded = run("/usr/bin/curl", ["-s", "--compressed", "http://127.0.0.1:\(port)/metrics"]).stdout
+        #expect(decoded.contains(#"snapcron_images{job="crash",state="active"} 1"#), "\(decoded.prefix(500))")
 
         // A reload that drops the job drops its series.
         try "CRON_TZ=UTC\n0 4 * * *   other   local:\(workspace.disk)\n"

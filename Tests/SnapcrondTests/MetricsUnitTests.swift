@@ -4,6 +4,7 @@ import SnapcronCore
 import SnapcronMetrics
 import SnapcronStore
 import SnapcronTestKit
+import NIOHTTP1
 import Testing
 
 @testable import SnapcronDaemon
@@ -133,6 +134,18 @@ final class NIOLockedSet: @unchecked Sendable {
 }
 
 @Suite struct MetricsSettingsTests {
+    @Test func gzipIsSentOnlyToWhoAcceptsIt() {
+        func accepts(_ value: String) -> Bool { MetricsHTTPHandler.acceptsGzip(HTTPHeaders([("Accept-Encoding", value)])) }
+        #expect(accepts("gzip"))
+        #expect(accepts("deflate, gzip"))
+        #expect(accepts("br;q=1.0, gzip;q=0.5, *;q=0.1"))
+        #expect(accepts("*"))
+        #expect(!accepts("gzip;q=0"))
+        #expect(!accepts("identity"))
+        #expect(!accepts("deflate, br"))
+        #expect(!MetricsHTTPHandler.acceptsGzip(HTTPHeaders()))
+    }
+
     @Test func listenAddressesParse() throws {
         #expect(try MetricsListen(parsing: "127.0.0.1:9464") == .tcp(host: "127.0.0.1", port: 9464))
         #expect(try MetricsListen(parsing: "[::1]:9464") == .tcp(host: "::1", port: 9464))
