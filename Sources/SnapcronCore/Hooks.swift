@@ -105,11 +105,13 @@ public struct RunNotification: Sendable, Hashable, Codable {
     public var event: String
     public var job: String
     public var run: Int64
-    /// The run's state: `creating` when it starts, then `succeeded`, `failed` or `timed_out`.
+    /// The run's state: `creating` when it starts, then `succeeded`, `failed`, `timed_out`, or `missed` for a fire
+    /// the daemon was down for past its deadline.
     public var state: String
     public var backend: String
     public var target: String
-    public var imageName: String
+    /// The image's name; nil for a missed fire (no image was started).
+    public var imageName: String?
     public var image: String?
     public var error: String?
     public var scheduledAt: Date
@@ -123,7 +125,7 @@ public struct RunNotification: Sendable, Hashable, Codable {
     }
 
     public init(
-        event: String, job: String, run: Int64, state: String, backend: String, target: String, imageName: String,
+        event: String, job: String, run: Int64, state: String, backend: String, target: String, imageName: String?,
         image: String? = nil, error: String? = nil, scheduledAt: Date, startedAt: Date? = nil, finishedAt: Date? = nil
     ) {
         self.event = event

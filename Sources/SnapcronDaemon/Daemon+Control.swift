@@ -70,24 +70,29 @@ extension Daemon {
 
 extension Daemon {
     /// The metrics listener and its refresher, while the daemon runs.
-    final class MetricsService: Sendable {
-        let task: Task<Void, Never>
+    final class MetricsService: @unchecked Sendable {  // all set once in init; DispatchSource is thread-safe
+        let refreshTimer: any DispatchSourceTimer
+        let listening: Task<Void, Never>
         let server: MetricsServer
 
-        init(task: Task<Void, Never>, server: MetricsServer) {
-            self.task = task
+        init(refreshTimer: any DispatchSourceTimer, listening: Task<Void, Never>, server: MetricsServer) {
+            self.refreshTimer = refreshTimer
+            self.listening = listening
             self.server = server
         }
 
         func stop() async {
-            task.cancel()
-            await task.value
+            refreshTimer.cancel()
+            listening.cancel()
+            await listening.value
             await server.stop()
         }
     }
 
-    /// The refresher that keeps the figures current, and the listener. A listener that cannot bind (the port is
-    /// taken) is logged and tried again every 30 s: images matter more than their metrics.
+    /// The refresher that keeps the figures current, and the listener. The refresher runs on a queue of its own,
+    /// once a second: a rendering of 10,000 jobs takes tens of milliseconds, which must not hold one of the
+    /// cooperative pool's threads (two on two cores) that the scheduler runs on. A listener that cannot bind (the
+    /// port is taken) is logged and tried again every 30 s: images matter more than their metrics.
     func startMetrics() -> MetricsService? {
         guard let metrics, let listen = config.metricsListen else { return nil }
         let scheduler = self.scheduler
@@ -95,27 +100,24 @@ extension Daemon {
         let refresher = MetricsRefresher(
             metrics: metrics, store: store, catalog: catalog, paused: { scheduler.pausedJobs }, now: { clock.now() },
             logger: logger)
-        refresher.refresh()
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "snapcron.metrics", qos: .utility))
+        timer.schedule(deadline: .now(), repeating: .seconds(1), leeway: .milliseconds(100))
+        timer.setEventHandler { refresher.refresh() }
+        timer.resume()
         let server = MetricsServer(listen: listen, allow: config.metricsAllow, metrics: metrics, logger: logger)
         let logger = self.logger
-        let task = Task(priority: .low) {
-            var listening = false
-            var lastAttempt: ContinuousClock.Instant?
+        let listening = Task(priority: .low) {
             while !Task.isCancelled {
-                if !listening, lastAttempt.map({ ContinuousClock.now - $0 >= .seconds(30) }) ?? true {
-                    lastAttempt = .now
-                    do {
-                        try await server.start()
-                        listening = true
-                    } catch {
-                        logger.error(
-                            "Metrics unavailable; retrying in 30 s", metadata: ["event": "metrics.failed", "error": "\(error)"])
-                    }
+                do {
+                    try await server.start()
+                    return
+                } catch {
+                    logger.error(
+                        "Metrics unavailable; retrying in 30 s", metadata: ["event": "metrics.failed", "error": "\(error)"])
                 }
-                try? await Task.sleep(for: .seconds(1))
-                refresher.refresh()
+                try? await Task.sleep(for: .seconds(30))
             }
         }
-        return MetricsService(task: task, server: server)
+        return MetricsService(refreshTimer: timer, listening: listening, server: server)
     }
 }

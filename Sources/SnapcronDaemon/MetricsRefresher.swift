@@ -8,7 +8,7 @@ import Synchronization
 
 /// Keeps the per-job figures of ``DaemonMetrics`` current and publishes the exposition, off the scrape path.
 ///
-/// Once a second it sets what changed: next fires (recomputed only for a job whose next fire passed, or after a
+/// Called once a second (the daemon's metrics queue), it sets what changed: next fires (recomputed only for a job whose next fire passed, or after a
 /// reload), paused flags, and, when an event touched the store (or a minute passed: pins, polls), the image
 /// census. Then it publishes a new rendering if any value moved. A scrape never waits for any of this.
 final class MetricsRefresher: Sendable {
@@ -41,14 +41,6 @@ final class MetricsRefresher: Sendable {
         self.paused = paused
         self.now = now
         self.logger = logger
-    }
-
-    /// Refreshes and publishes every `interval` until cancelled.
-    func run(interval: Duration = .seconds(1)) async {
-        while !Task.isCancelled {
-            refresh()
-            try? await Task.sleep(for: interval)
-        }
     }
 
     /// One refresh: figures that are due, then a new rendering if anything changed.

@@ -19,6 +19,8 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     private let publishedChanges = Atomic<UInt64>(0)
     private let storeDirty = Atomic<Bool>(true)
     private let published: Mutex<Exposition>
+    private let renderBuffer = Mutex<[UInt8]>([])
+    private let lastTrim = Mutex<ContinuousClock.Instant>(.now)
     /// When a scrape last asked for gzip: publications compress only while someone wants it.
     private let gzipWantedAt = Mutex<ContinuousClock.Instant?>(nil)
     static let gzipInterest: Duration = .seconds(600)
@@ -222,16 +224,25 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     }
 
     /// Renders the registry and makes it what scrapes get.
+    ///
+    /// Renders into one buffer kept between publications (16 MB for 10,000 jobs: a fresh one each second, on
+    /// whichever thread, left glibc holding hundreds of MB of freed arenas), and hands freed pages back now and then.
     public func publish() {
         let seen = changes.load(ordering: .relaxed)
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(published.withLock { $0.plain.readableBytes } + 4096)
-        factory.registry.emit(into: &bytes)
         let wanted = gzipWantedAt.withLock { $0.map { ContinuousClock.now - $0 < Self.gzipInterest } ?? false }
-        let gzip = wanted ? Gzip.compress(bytes).map { ByteBuffer(bytes: $0) } : nil
-        let exposition = Exposition(plain: ByteBuffer(bytes: bytes), gzip: gzip)
+        let exposition = renderBuffer.withLock { bytes in
+            bytes.removeAll(keepingCapacity: true)
+            factory.registry.emit(into: &bytes)
+            return Exposition(plain: ByteBuffer(bytes: bytes), gzip: wanted ? Gzip.compress(bytes) : nil)
+        }
         published.withLock { $0 = exposition }
         publishedChanges.store(seen, ordering: .relaxed)
+        let trimDue = lastTrim.withLock { last in
+            guard ContinuousClock.now - last >= .seconds(30) else { return false }
+            last = .now
+            return true
+        }
+        if trimDue { ProcessMemory.releaseFreedMemory() }
     }
 
     // MARK: Helpers

@@ -424,3 +424,58 @@ extension HookTests {
         #expect(pings.sorted() == ["/ping/uuid", "/ping/uuid/start"], "\(requests)")
     }
 }
+
+extension HookTests {
+    /// A fire missed past its deadline (the daemon was down) is a failure to whoever watches the job: on_failure
+    /// runs with state `missed`, notify_url gets it, ping_url gets /fail. Only the newest missed fire is reported,
+    /// not each older one recorded with it.
+    @Test func aFireMissedPastItsDeadlineReachesOnFailureTheWebhookAndThePing() async throws {
+        let receiver = try WebhookReceiver(directory: directory, plan: "ok")
+        try receiver.start()
+        var set = HookSet(name: "watch")
+        set.onFailure = script(#"echo "failure $SNAPCRON_PHASE $SNAPCRON_STATE $SNAPCRON_RUN $SNAPCRON_ERROR" >>"$1""#)
+        set.notifyURL = receiver.url + "/hook"
+        set.pingURL = receiver.url + "/ping/uuid"
+        var config = SnapcronConfig.default(stateDir: directory)
+        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
+        config.hooks[set.name] = set
+        let schedule = try ScheduleFile.parse(
+            text: "0 * * * *  db  fake:vm1  hooks=watch deadline=1m\n", file: "schedule", config: config,
+            now: Self.start, systemZone: .utc)
+        // The daemon was down for three hours: the last fire it handled is three hours old.
+        let hour = (Self.start.timeIntervalSince1970 / 3600).rounded(.down) * 3600
+        let store = try SnapcronDatabase.inMemory()
+        try store.recordMissed(
+            job: "db", scheduledAt: Date(timeIntervalSince1970: hour - 3 * 3600), now: Self.start, reason: "seeded")
+        var logger = Logger(label: "hooks-test")
+        logger.logLevel = .critical
+        let notifier = HTTPRunNotifier(
+            logger: logger, retryDelays: Array(repeating: .milliseconds(300), count: 20), requestTimeout: .seconds(2))
+        let scheduler = SchedulerService(
+            jobs: schedule.jobs, store: store, backends: ["fake": FakeSnapshotBackend(name: "fake")],
+            clock: ManualClock(now: Self.start), logger: logger, hookRunner: CommandHookRunner(), notifier: notifier)
+        let loop = Task { try await scheduler.run() }
+        await scheduler.waitUntilIdle()  // returns once hooks and deliveries have ended
+        loop.cancel()
+        _ = await loop.result
+
+        let runs = try store.runs(job: "db")
+        let newest = try #require(runs.first { $0.scheduledAt.timeIntervalSince1970 == hour })
+        #expect(newest.state == .missed)
+        // The seeded fire, the two between and the newest.
+        #expect(runs.filter { $0.state == .missed }.count == 4, "the older fires are recorded too: \(runs)")
+        #expect(lines.count == 1, "one on_failure, for the newest: \(lines)")
+        #expect(lines.first?.hasPrefix("failure failure missed \(newest.id) ") == true, "\(lines)")
+        #expect(lines.first?.contains("past deadline=1m") == true, "\(lines)")
+        let requests = receiver.requests
+        let posts = requests.filter { $0["method"] as? String == "POST" }
+        #expect(posts.count == 1, "\(requests)")
+        let body = try #require(
+            try JSONSerialization.jsonObject(with: Data((posts.first?["body"] as? String ?? "").utf8)) as? [String: Any])
+        #expect(body["state"] as? String == "missed" && body["run"] as? Int == Int(newest.id))
+        #expect(body["image_name"] == nil && body["image"] == nil && body["backend"] as? String == "fake")
+        #expect((body["error"] as? String)?.contains("past deadline=1m") == true)
+        let pings = requests.filter { $0["method"] as? String == "GET" }.compactMap { $0["path"] as? String }
+        #expect(pings == ["/ping/uuid/fail"], "\(requests)")
+    }
+}

@@ -173,10 +173,18 @@ enum EngineEvent: Sendable {
     case imageAdopted(job: String, state: StoredImageState)
 }
 
+/// Whom a missed fire is reported to: the job's hook set and where it would have run.
+struct MissedFireAlert: Sendable {
+    var hooks: HookSet
+    var backend: String
+    var target: String
+}
+
 /// What the executor is asked to do: store writes, backend calls, logs.
 enum EngineAction: Sendable {
     case claim([RunClaim])
-    case recordMissed(job: String, scheduled: Date, reason: String)
+    /// `alert`: the job's hooks, for the newest missed fire of a catch-up (on_failure, notify_url, ping_url).
+    case recordMissed(job: String, scheduled: Date, reason: String, alert: MissedFireAlert?)
     case recordSkipped(job: String, scheduled: Date, trigger: RunTrigger, reason: String)
     case beginCreates([CreateOrder])
     case recordRetry(run: Int64, job: String, error: String, attempt: Int, at: Date)

@@ -309,7 +309,7 @@ struct RunEngine {
                 out.append(
                     .recordMissed(
                         job: job.name, scheduled: older,
-                        reason: "a later fire was due too; only the newest missed fire runs"))
+                        reason: "a later fire was due too; only the newest missed fire runs", alert: nil))
             }
             let jitter = Self.jitter(for: job, scheduled: newest)
             let lateness = now.timeIntervalSince(newest)
@@ -317,7 +317,10 @@ struct RunEngine {
                 out.append(
                     .recordMissed(
                         job: job.name, scheduled: newest,
-                        reason: "\(Self.format(lateness)) late, past deadline=\(job.options.deadline.optionDescription)"))
+                        reason: "\(Self.format(lateness)) late, past deadline=\(job.options.deadline.optionDescription)",
+                        alert: job.options.hooks.map {
+                            MissedFireAlert(hooks: $0, backend: job.backend, target: job.target)
+                        }))
             } else {
                 let late = lateness - jitter > pacing.lateness || fires.count > 1
                 let trigger: RunTrigger = late ? .catchUp : .schedule

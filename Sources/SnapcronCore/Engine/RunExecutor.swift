@@ -91,10 +91,13 @@ final class RunExecutor: Sendable {
             switch action {
             case .claim(let claims):
                 events.append(await claim(claims, now: now))
-            case .recordMissed(let job, let scheduled, let reason):
-                await recordWithoutRun(job: job, scheduled: scheduled, state: .missed, reason: reason, level: .warning) {
+            case .recordMissed(let job, let scheduled, let reason, let alert):
+                let record = await recordWithoutRun(
+                    job: job, scheduled: scheduled, state: .missed, reason: reason, level: .warning
+                ) {
                     try await self.store.recordMissed(job: job, scheduledAt: scheduled, now: now, reason: reason)
                 }
+                if let record, let alert { report(missed: record, reason: reason, to: alert, now: now) }
             case .recordSkipped(let job, let scheduled, let trigger, let reason):
                 await recordWithoutRun(job: job, scheduled: scheduled, state: .skipped, reason: reason, level: .notice) {
                     try await self.store.recordSkipped(
@@ -201,12 +204,13 @@ final class RunExecutor: Sendable {
         }
     }
 
+    @discardableResult
     private func recordWithoutRun(
         job: String, scheduled: Date, state: RunState, reason: String, level: Logger.Level,
         _ write: () async throws -> RunRecord?
-    ) async {
+    ) async -> RunRecord? {
         do {
-            guard try await write() != nil else { return }
+            guard let record = try await write() else { return nil }
             metrics?.runEnded(job: job, state: state, startedAt: nil, endedAt: clock.now())
             logger.log(
                 level: level, "Run \(state.rawValue)",
@@ -214,8 +218,36 @@ final class RunExecutor: Sendable {
                     "event": "run.\(state.rawValue)", "job": "\(job)", "scheduled": "\(RunEngine.iso(scheduled))",
                     "state": "\(state.rawValue)", "error": "\(reason)",
                 ])
+            return record
         } catch {
             logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
+            return nil
+        }
+    }
+
+    /// A fire missed past its deadline is a failure to whoever watches the job: its `on_failure`, `notify_url` and
+    /// `ping_url` hear of it like of a failed run (state `missed`, no image).
+    private func report(missed record: RunRecord, reason: String, to alert: MissedFireAlert, now: Date) {
+        let hooks = alert.hooks
+        if let notifier, hooks.notifyURL != nil || hooks.pingURL != nil {
+            let missed = RunNotification(
+                event: "run.finished", job: record.job, run: record.id, state: RunState.missed.rawValue,
+                backend: alert.backend, target: alert.target, imageName: nil, error: reason,
+                scheduledAt: record.scheduledAt, finishedAt: now)
+            spawn {
+                await notifier.deliver(missed, to: hooks)
+                return nil
+            }
+        }
+        if let command = hooks.onFailure, hookRunner != nil {
+            let values = [
+                "job": record.job, "target": alert.target, "name": "", "run": String(record.id),
+                "state": RunState.missed.rawValue, "error": reason,
+            ]
+            spawn {
+                _ = await self.runHook(.failure, command, of: hooks, values: values, run: record.id)
+                return nil
+            }
         }
     }
 
