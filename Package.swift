@@ -239,6 +239,12 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // A throwaway PostgreSQL (initdb in a temporary folder, loopback port and Unix socket) for the store tests.
+        .target(
+            name: "PostgresHarness", dependencies: ["CExecShims"], path: "Tests/PostgresHarness",
+            swiftSettings: swiftSettings),
+        // The PostgreSQL harness, and (next) the StateStore contract against SQLite and PostgreSQL.
+        .testTarget(name: "StoreConformanceTests", dependencies: ["PostgresHarness"], swiftSettings: swiftSettings),
         .testTarget(name: "ControlProtocolTests", dependencies: ["ControlProtocol"], swiftSettings: swiftSettings),
         // The control server in-process and over a real Unix socket, abuse included.
         .testTarget(
