@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "TWCCDescriptor", targets: ["TWCCDescriptor"]),
         .library(name: "LibvirtDescriptor", targets: ["LibvirtDescriptor"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
+        .library(name: "SnapcronPostgres", targets: ["SnapcronPostgres"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
         .library(name: "TWCCStandIn", targets: ["TWCCStandIn"]),
         .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),
@@ -48,6 +49,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),  // ChannelOptions.bufferedWritableBytes
         .package(url: "https://github.com/apple/swift-metrics", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.20.0"),
     ],
     targets: [
         .target(name: "CronExpression", swiftSettings: swiftSettings),
@@ -124,6 +126,12 @@ let package = Package(
         .target(
             name: "SnapcronStore",
             dependencies: ["SnapcronCore", .product(name: "GRDB", package: "GRDB.swift")],
+            swiftSettings: swiftSettings
+        ),
+        // The StateStore on a PostgreSQL shared by several daemons (cluster mode, issue 11).
+        .target(
+            name: "SnapcronPostgres",
+            dependencies: ["SnapcronCore", logging, .product(name: "PostgresNIO", package: "postgres-nio")],
             swiftSettings: swiftSettings
         ),
         // libsystemd, wrapped once: nothing above SnapcronSystemd sees C (STYLE.md "systemd").
