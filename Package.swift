@@ -251,8 +251,12 @@ let package = Package(
         .target(
             name: "PostgresHarness", dependencies: ["CExecShims"], path: "Tests/PostgresHarness",
             swiftSettings: swiftSettings),
-        // The PostgreSQL harness, and (next) the StateStore contract against SQLite and PostgreSQL.
-        .testTarget(name: "StoreConformanceTests", dependencies: ["PostgresHarness"], swiftSettings: swiftSettings),
+        // The StateStore contract, run against SQLite and against a real PostgreSQL (PostgresHarness).
+        .testTarget(
+            name: "StoreConformanceTests",
+            dependencies: ["SnapcronCore", "SnapcronStore", "SnapcronPostgres", "PostgresHarness", logging],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(name: "ControlProtocolTests", dependencies: ["ControlProtocol"], swiftSettings: swiftSettings),
         // The control server in-process and over a real Unix socket, abuse included.
         .testTarget(
