@@ -5,20 +5,49 @@ import SnapcronCore
 extension PostgresStateStore {
     // MARK: - Fires
 
+    /// One statement claims the whole batch (arrays unnested in claim order), one more advances the jobs' last
+    /// handled fires: two round trips whatever the batch size. Within a batch the first claim of a fire wins.
     public func claimRuns(_ claims: [RunClaim], now: Date) async throws -> [RunRecord?] {
         guard !claims.isEmpty else { return [] }
         return try await transaction(.readCommitted) { transaction in
             try await transaction.lockFires(of: claims.map(\.job))
-            var results: [RunRecord?] = []
-            results.reserveCapacity(claims.count)
-            for claim in claims {
-                results.append(
-                    try await insertRun(
-                        transaction, job: claim.job, scheduledAt: claim.scheduledAt, trigger: claim.trigger,
-                        state: .claimed, imageName: claim.imageName, backend: claim.backend, target: claim.target,
-                        error: nil, now: now))
+            let inserted = try await transaction.runs(
+                """
+                INSERT INTO runs (job, scheduled_at, trigger, state, attempts, image_name, backend, target, claimed_at)
+                SELECT claim.job, claim.scheduled_at, claim.trigger, 'claimed', 0, claim.image_name, claim.backend,
+                       claim.target, \(now.epochSeconds)
+                FROM unnest(\(claims.map(\.job))::text[], \(claims.map(\.scheduledAt.epochSeconds))::int8[],
+                            \(claims.map(\.trigger.rawValue))::text[], \(claims.map(\.imageName))::text[],
+                            \(claims.map(\.backend))::text[], \(claims.map(\.target))::text[])
+                     WITH ORDINALITY AS claim (job, scheduled_at, trigger, image_name, backend, target, position)
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM runs WHERE runs.job = claim.job AND runs.repeated_until >= claim.scheduled_at
+                      AND runs.scheduled_at <= claim.scheduled_at)
+                ORDER BY claim.position
+                ON CONFLICT (job, scheduled_at) DO NOTHING
+                RETURNING \(unescaped: runColumns)
+                """)
+            let scheduled = inserted.filter { $0.trigger != .manual }
+            if !scheduled.isEmpty {
+                try await transaction.execute(
+                    """
+                    INSERT INTO jobs (name, paused, last_scheduled_at, updated_at)
+                    SELECT fire.job, FALSE, max(fire.scheduled_at), \(now.epochSeconds)
+                    FROM unnest(\(scheduled.map(\.job))::text[], \(scheduled.map(\.scheduledAt.epochSeconds))::int8[])
+                         AS fire (job, scheduled_at)
+                    GROUP BY fire.job
+                    ON CONFLICT (name) DO UPDATE SET
+                        last_scheduled_at = GREATEST(jobs.last_scheduled_at, excluded.last_scheduled_at),
+                        updated_at = excluded.updated_at
+                    """)
             }
-            return results
+            // Each inserted row answers the first claim of its fire; later claims of it in the batch get nil.
+            var byFire: [FireKey: RunRecord] = [:]
+            for run in inserted { byFire[FireKey(job: run.job, scheduledAt: run.scheduledAt)] = run }
+            return claims.map { claim in
+                let fire = Date(epochSeconds: claim.scheduledAt.epochSeconds)
+                return byFire.removeValue(forKey: FireKey(job: claim.job, scheduledAt: fire))
+            }
         }
     }
 
@@ -367,4 +396,10 @@ extension PostgresStateStore {
         return PostgresStoreError(
             .illegalTransition, reason.map { "\(message): \($0)" } ?? message, file: file, line: line)
     }
+}
+
+/// A fire: a job and a scheduled time in whole seconds.
+private struct FireKey: Hashable {
+    var job: String
+    var scheduledAt: Date
 }
