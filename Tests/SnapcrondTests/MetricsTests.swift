@@ -263,12 +263,15 @@ import Testing
     }
 }
 
-/// Runs a command to its end; stdout alone and stdout + stderr.
+/// Runs a command to its end (in `directory`, if given); stdout alone and stdout + stderr.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], input: String? = nil) -> (status: Int32, stdout: String, output: String) {
+func run(
+    _ executable: String, _ arguments: [String], input: String? = nil, in directory: URL? = nil
+) -> (status: Int32, stdout: String, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    process.currentDirectoryURL = directory
     let out = Pipe()
     let inPipe = Pipe()
     let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("stderr-\(UUID().uuidString)").path

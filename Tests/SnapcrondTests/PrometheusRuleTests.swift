@@ -171,17 +171,7 @@ import Testing
     static func promtool(_ arguments: String...) throws -> (status: Int32, output: String) {
         let executable = try #require(
             promtoolPath, "promtool is not installed (Debian's prometheus package): run scripts/install-deps --tests")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = packageRoot
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let result = run(executable, arguments, in: packageRoot)
+        return (result.status, result.output)
     }
 }
