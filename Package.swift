@@ -196,7 +196,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "snapcrond",
-            dependencies: ["SnapcronDaemon", "SnapcronSystemd", argumentParser, logging],
+            dependencies: ["SnapcronDaemon", "SnapcronCore", "SnapcronSystemd", argumentParser, logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
