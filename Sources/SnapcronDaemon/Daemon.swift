@@ -177,6 +177,8 @@ public final class Daemon: Sendable {
         // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
         // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
         let metricsService = startMetrics()
+        let trimmer = Self.startHeapTrimmer()
+        defer { trimmer.cancel() }
         let runner = Task { [scheduler] in
             try await scheduler.run(heartbeat: heartbeat, observer: observer)
         }
@@ -197,6 +199,22 @@ public final class Daemon: Sendable {
         try outcome.get()
         try? store.checkpoint()
         logger.info("Stopped cleanly")
+    }
+}
+
+extension Daemon {
+    /// How often freed heap is handed back to the kernel while the daemon runs.
+    static let heapTrimInterval: DispatchTimeInterval = .seconds(300)
+
+    /// Hands freed heap back every few minutes, on a queue of its own: a night of thousands of runs leaves glibc
+    /// holding hundreds of MB it no longer uses (10,000 jobs: a trim gave back 174 MB), which the resident set would
+    /// show for good. A trim locks one malloc arena at a time, briefly; never on the scheduler's threads.
+    static func startHeapTrimmer() -> any DispatchSourceTimer {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "snapcron.heap-trim", qos: .utility))
+        timer.schedule(deadline: .now() + heapTrimInterval, repeating: heapTrimInterval, leeway: .seconds(10))
+        timer.setEventHandler { ProcessMemory.releaseFreedMemory() }
+        timer.resume()
+        return timer
     }
 }
 
