@@ -54,8 +54,9 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
             let dimensions = [("job", job)]
             // Counters that alerts take increase() of exist from the start, at 0: a series born at 1 shows no
             // increase, and the first failure of a job would go unseen.
-            for state in ["succeeded", "failed", "timed_out"] {
-                Counter(label: MetricFamily.runs.name, dimensions: [("job", job), ("state", state)], factory: factory)
+            for state in MetricFamily.timedStates {
+                Counter(
+                    label: MetricFamily.runs.name, dimensions: [("job", job), ("state", state.rawValue)], factory: factory)
                     .increment(by: 0)
             }
             Counter(label: MetricFamily.retentionDeleted.name, dimensions: dimensions, factory: factory).increment(by: 0)
@@ -98,7 +99,7 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     public func runEnded(job: String, state: RunState, startedAt: Date?, endedAt: Date) {
         Counter(label: MetricFamily.runs.name, dimensions: [("job", job), ("state", state.rawValue)], factory: factory)
             .increment()
-        if let startedAt, MetricFamily.timedStates.contains(state.rawValue) {
+        if let startedAt, MetricFamily.timedStates.contains(state) {
             CoreMetrics.Timer(label: MetricFamily.runDuration.name, dimensions: [("job", job)], factory: factory)
                 .recordSeconds(max(0, endedAt.timeIntervalSince(startedAt)))
         }

@@ -156,15 +156,9 @@ struct QemuExampleTests {
 
         var names: [String] = []
         for _ in 0..<3 {
-            let run = try await scheduler.trigger(job: "lab")
-            names.append(run.imageName ?? "")
             // Create, then polls (2 s apart, backing off) until active, then retention: a minute at a time.
-            for _ in 0..<50 {
-                try await Task.sleep(for: .milliseconds(20))
-                await scheduler.waitUntilIdle()
-                if try store.run(id: run.id)?.state.isTerminal == true { break }
-                clock.advance(by: 60)
-            }
+            let run = try await scheduler.triggerAndFinish(job: "lab", store: store, clock: clock, minutes: 50)
+            names.append(run.imageName ?? "")
             await scheduler.waitUntilIdle()
             clock.advance(by: 60)
         }
