@@ -8,12 +8,13 @@ import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
+import TestThreads
 import Testing
 
 @testable import SnapcronDaemon
 
 /// The shipped example: `etc/snapcron.exec-qemu.toml` with the `etc/exec/qemu-snapshot` adapter on real qcow2 disks.
-@Suite(.enabled(if: hasQemuImg, "needs qemu-img (apt-get install qemu-utils; scripts/install-deps does)"))
+@Suite(.onOwnThreads, .enabled(if: hasQemuImg, "needs qemu-img (apt-get install qemu-utils; scripts/install-deps does)"))
 struct QemuExampleTests {
     /// The shipped config with the adapter taken from this checkout instead of /usr/local/lib/snapcron.
     static func shippedConfig() throws -> SnapcronConfig {

@@ -5,6 +5,7 @@ import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
+import TestThreads
 import Testing
 
 @testable import LibvirtBackend
@@ -218,7 +219,7 @@ func expectSuccess(_ result: CommandResult) throws {
 
 /// The backend on a real guest: libvirtd and QEMU (TCG), as root. Skipped, with the reason printed, where libvirtd
 /// cannot be had.
-@Suite(.serialized) struct LibvirtQemuGuestTests {
+@Suite(.onOwnThreads, .serialized) struct LibvirtQemuGuestTests {
     /// The running libvirtd, or nil after printing why these tests skip.
     func libvirtd(_ test: String = #function) async throws -> SystemLibvirtd? {
         // Its first use starts libvirtd and waits for it: not on the cooperative pool.

@@ -6,13 +6,14 @@ import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
+import TestThreads
 import Testing
 
 @testable import SnapcronDaemon
 
 /// Hooks run as real processes (through the daemon's `CommandHookRunner`) around creates on a fake backend, with
 /// the scheduler on a manual clock. Each hook appends a line to a log file, so the test sees exactly what ran.
-@Suite struct HookTests {
+@Suite(.onOwnThreads) struct HookTests {
     let directory: String
     let log: String
 
@@ -227,7 +228,7 @@ import Testing
     }
 }
 
-@Suite struct HookConfigTests {
+@Suite(.onOwnThreads) struct HookConfigTests {
     func read(_ toml: String) -> (SnapcronConfig?, String) {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("hooks-\(UUID().uuidString).toml").path
         try? toml.write(toFile: path, atomically: true, encoding: .utf8)

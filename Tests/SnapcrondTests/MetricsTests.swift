@@ -1,4 +1,5 @@
 import Foundation
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -7,7 +8,7 @@ import Testing
 
 /// `/metrics` of the real daemon: what a run shows, read by curl, by the reference Python parser and by a real
 /// Prometheus (Debian's `prometheus`, started by the test on loopback).
-@Suite(.serialized) struct MetricsTests {
+@Suite(.onOwnThreads, .serialized) struct MetricsTests {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 

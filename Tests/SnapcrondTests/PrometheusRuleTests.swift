@@ -1,10 +1,11 @@
 import Foundation
+import TestThreads
 import Testing
 
 /// The shipped alert rules (etc/prometheus) and Grafana dashboard (etc/grafana), checked with the real `promtool`
 /// (Debian's `prometheus` package, which `scripts/install-deps --tests` installs): the rules load, their unit tests
 /// pass, and every dashboard query parses and asks only for metrics snapcrond exports.
-@Suite struct PrometheusRuleTests {
+@Suite(.onOwnThreads) struct PrometheusRuleTests {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
     static let rules = "etc/prometheus/snapcron-alerts.yml"
