@@ -166,7 +166,7 @@ struct QemuExampleTests {
         let runs = try store.runs(job: "lab")
         #expect(runs.count == 3)
         #expect(runs.allSatisfy { $0.state == .succeeded }, "\(runs.map { "\($0.state) \($0.error ?? "")" })")
-        #expect(try qemuSnapshotTags(disk) == Array(names.suffix(2)))
+        #expect(try qemuSnapshotTags(disk) == Array(names.suffix(2)), "runs \(runs.map { "\($0.id) \($0.state) \($0.imageName ?? "-") \($0.error ?? "")" })")
         let images = try store.images(job: "lab", includeDeleted: true)
         #expect(images.filter { $0.deletedAt != nil }.map(\.name) == [names[0]])
     }
