@@ -204,7 +204,7 @@ let package = Package(
         ),
         .executableTarget(
             name: "snapcrond",
-            dependencies: ["SnapcronDaemon", "SnapcronSystemd", argumentParser, logging],
+            dependencies: ["SnapcronDaemon", "SnapcronCore", "SnapcronSystemd", argumentParser, logging],
             swiftSettings: swiftSettings
         ),
         .executableTarget(
@@ -220,7 +220,7 @@ let package = Package(
             name: "snapcron-store-torture", dependencies: ["SnapcronStore", "SnapcronCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CronExpressionTests",
-            dependencies: ["CronExpression"],
+            dependencies: ["CronExpression", "TestThreads"],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
@@ -243,7 +243,8 @@ let package = Package(
         .testTarget(
             name: "SnapcronStoreTests",
             dependencies: [
-                "SnapcronStore", "SnapcronCore", "snapcron-store-torture", .product(name: "GRDB", package: "GRDB.swift"),
+                "TestThreads", "SnapcronStore", "SnapcronCore", "snapcron-store-torture",
+                .product(name: "GRDB", package: "GRDB.swift"),
             ],
             swiftSettings: swiftSettings
         ),
@@ -262,8 +263,9 @@ let package = Package(
         .testTarget(
             name: "ControlServerTests",
             dependencies: [
-                "SnapcronDaemon", "ControlProtocol", "ControlClient", "SnapcronCore", "SnapcronConfig", "BackendTypes",
-                "ExecDescriptor", "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", logging, nioCore,
+                "TestThreads", "SnapcronDaemon", "ControlProtocol", "ControlClient", "SnapcronCore", "SnapcronConfig",
+                "BackendTypes", "ExecDescriptor", "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", logging,
+                nioCore,
             ],
             swiftSettings: swiftSettings
         ),
@@ -271,25 +273,31 @@ let package = Package(
         .testTarget(
             name: "LocalBackendTests",
             dependencies: [
-                "LocalBackend", "SnapshotBackend", "SnapcronTestKit", logging,
+                "TestThreads", "LocalBackend", "SnapshotBackend", "SnapcronTestKit", logging,
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
             swiftSettings: swiftSettings
         ),
         // The systemd sandbox as the end-to-end tests drive it (scripts/systemd-sandbox), shared by both suites.
         .target(name: "SystemdSandbox", path: "Tests/SystemdSandbox", swiftSettings: swiftSettings),
-        .testTarget(name: "SnapcronSystemdTests", dependencies: ["SnapcronSystemd", logging], swiftSettings: swiftSettings),
+        // The `.onOwnThreads` trait for suites that block (process waits, polls): off the cooperative pool.
+        .target(name: "TestThreads", path: "Tests/TestThreads", swiftSettings: swiftSettings),
+        .testTarget(
+            name: "SnapcronSystemdTests", dependencies: ["TestThreads", "SnapcronSystemd", logging],
+            swiftSettings: swiftSettings),
         // Boots systemd 252 in private namespaces (scripts/systemd-sandbox); needs root.
         .testTarget(
             name: "SystemdIntegrationTests",
-            dependencies: ["snapcron-notify-probe", "SnapcronSystemd", "SystemdSandbox"],
+            dependencies: ["TestThreads", "snapcron-notify-probe", "SnapcronSystemd", "SystemdSandbox"],
             swiftSettings: swiftSettings
         ),
         // Installs the shipped unit and the built binaries with the Makefile into a booted systemd
         // (scripts/systemd-sandbox) and drives snapcrond through systemctl and the journal; needs root.
         .testTarget(
             name: "ServiceIntegrationTests",
-            dependencies: ["snapcrond", "snapcronctl", "SnapcronStore", "SnapcronSystemd", "SystemdSandbox"],
+            dependencies: [
+                "TestThreads", "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronSystemd", "SystemdSandbox",
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(
@@ -307,8 +315,8 @@ let package = Package(
         .testTarget(
             name: "ExecBackendTests",
             dependencies: [
-                "ExecBackend", "ExecDescriptor", "BackendTypes", "SnapshotBackend", "SnapcronTestKit", "SnapcronCore",
-                "SnapcronConfig", "SnapcronDaemon", "SnapcronStore", logging,
+                "TestThreads", "ExecBackend", "ExecDescriptor", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
+                "SnapcronCore", "SnapcronConfig", "SnapcronDaemon", "SnapcronStore", logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -317,8 +325,9 @@ let package = Package(
         .testTarget(
             name: "LibvirtBackendTests",
             dependencies: [
-                "LibvirtBackend", "LibvirtDescriptor", "CLibvirtLoader", "BackendTypes", "SnapshotBackend", "SnapcronTestKit",
-                "SnapcronConfig", "SnapcronCore", "SnapcronDaemon", "SnapcronStore", logging, nioConcurrency,
+                "TestThreads", "LibvirtBackend", "LibvirtDescriptor", "CLibvirtLoader", "BackendTypes",
+                "SnapshotBackend", "SnapcronTestKit", "SnapcronConfig", "SnapcronCore", "SnapcronDaemon",
+                "SnapcronStore", logging, nioConcurrency,
             ],
             swiftSettings: swiftSettings
         ),
@@ -328,13 +337,14 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Runs the built snapcronctl binary; no module dependency, it only needs the product to exist.
-        .testTarget(name: "SnapcronctlTests", swiftSettings: swiftSettings),
+        .testTarget(name: "SnapcronctlTests", dependencies: ["TestThreads"], swiftSettings: swiftSettings),
         // Runs the built snapcrond binary against real files and a real database, and kills it.
         .testTarget(
             name: "SnapcrondTests",
             dependencies: [
-                "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", "SnapcronConfig", "BackendTypes",
-                "LocalDescriptor", "SnapcronTestKit", "SnapshotBackend", "SnapcronMetrics", nioConcurrency, nioCore,
+                "TestThreads", "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", "SnapcronConfig",
+                "BackendTypes", "LocalDescriptor", "SnapcronTestKit", "SnapshotBackend", "SnapcronMetrics",
+                nioConcurrency, nioCore,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

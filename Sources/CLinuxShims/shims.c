@@ -50,3 +50,5 @@ void snapcron_wake(int wakeup_fd) {
 #include <malloc.h>
 
 int snapcron_malloc_trim(void) { return malloc_trim(0); }
+
+int snapcron_malloc_fix_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

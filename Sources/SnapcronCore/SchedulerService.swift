@@ -91,6 +91,8 @@ public actor SchedulerService {
     private var lastLoopAt: Date?
     private var loopIterations = 0
     private var runStarted = false
+    private var startedUp = false
+    private var startWaiters: [CheckedContinuation<Void, Never>] = []
 
     public init(
         jobs: [Job], store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock,
@@ -121,6 +123,9 @@ public actor SchedulerService {
         publish()
         await carryOut(startActions, now: clock.now())
         await executor.resumeInterruptedDeletes()
+        startedUp = true
+        for waiter in startWaiters { waiter.resume() }
+        startWaiters = []
         logger.info(
             "Scheduler started",
             metadata: [
@@ -260,8 +265,16 @@ public actor SchedulerService {
         wakeLoop()
     }
 
-    /// Runs `job` now, outside its schedule.
+    /// Returns once ``run(heartbeat:observer:)`` has resumed the unfinished runs. A run claimed before that would
+    /// be resumed once more from the store, and its create sent twice.
+    private func untilStarted() async {
+        guard !startedUp else { return }
+        await withCheckedContinuation { startWaiters.append($0) }
+    }
+
+    /// Runs `job` now, outside its schedule (once the scheduler has started).
     public func trigger(job name: String) async throws(SchedulerError) -> RunRecord {
+        await untilStarted()
         let now = clock.now()
         let claim = try engine.trigger(job: name, now: now)
         let events = await executor.perform([.claim([claim])], now: now)
@@ -294,8 +307,10 @@ public actor SchedulerService {
         }
     }
 
-    /// Applies retention to `job` now, as after a successful run, and returns the plan being carried out.
+    /// Applies retention to `job` now, as after a successful run, and returns the plan being carried out (once the
+    /// scheduler has started: interrupted deletes are resumed first).
     public func pruneNow(job name: String) async throws(SchedulerError) -> RetentionPlan {
+        await untilStarted()
         let plan = try await retentionPlan(job: name)
         var actions: [EngineAction] = []
         engine.requestRetention(job: name, out: &actions)
@@ -341,6 +356,7 @@ public actor SchedulerService {
     /// Deletes orphaned images, but never a pinned one, one not active, one dated in the future, or the newest
     /// active one of each (job, backend, target). Returns the images deleted (or, with `dryRun`, that would be).
     public func pruneOrphaned(dryRun: Bool) async throws(SchedulerError) -> [OrphanedImage] {
+        if !dryRun { await untilStarted() }
         let orphans = try await orphanedImages()
         // As retention: an image dated after now (made under a wrong clock) is kept and does not count as the
         // newest, or it would stand in for the real newest image and let it go.

@@ -165,21 +165,9 @@ public final class Daemon: Sendable {
                 logger.info("Ready", metadata: ["event": "daemon.started"])
             },
             status: { notifier.status($0) })
-        // READY=1 comes from the loop once it runs, so the control socket must be up first. Under systemd a
-        // daemon without its socket would leave `systemctl reload` (snapcronctl reload) unable to work: fail the
-        // start instead. Run by hand, it keeps scheduling and says why the socket is missing.
-        let control = await startControlServer()
-        if control == nil && notifier.isActive {
-            throw DaemonStartError("the control socket \(socketOptions.path) could not be opened (see the log)")
-        }
-        // At the default priority, above the control socket's requests (`.low`), so that a flood of them never
-        // queues in front of a fire. Not above the default: libdispatch gives each worker thread the nice value of
-        // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
-        // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
-        let metricsService = startMetrics()
-        let runner = Task { [scheduler] in
-            try await scheduler.run(heartbeat: heartbeat, observer: observer)
-        }
+        // Signals are watched before anything can announce readiness: once READY=1 is out, `systemctl reload`
+        // may send SIGHUP at once, and SIGHUP's default action would end the daemon.
+        let stop = StopRequest()
         let signals = SignalWatcher(signals: [SIGTERM, SIGINT, SIGHUP]) { [self] signal in
             if signal == SIGHUP {
                 Task { _ = await self.reload() }
@@ -187,16 +175,74 @@ public final class Daemon: Sendable {
                 notifier.stopping()
                 self.logger.notice(
                     "Stopping", metadata: ["event": "daemon.stopping", "signal": "\(signal == SIGTERM ? "TERM" : "INT")"])
-                runner.cancel()
+                stop.request()
             }
         }
         defer { signals.cancel() }
+        // READY=1 comes from the loop once it runs, so the control socket must be up first. Under systemd a
+        // daemon without its socket would leave `systemctl reload` (snapcronctl reload) unable to work: fail the
+        // start instead. Run by hand, it keeps scheduling and says why the socket is missing.
+        let control = await startControlServer()
+        if control == nil && notifier.isActive {
+            throw DaemonStartError("the control socket \(socketOptions.path) could not be opened (see the log)")
+        }
+        let metricsService = startMetrics()
+        let trimmer = Self.startHeapTrimmer()
+        defer { trimmer.cancel() }
+        // At the default priority, above the control socket's requests (`.low`), so that a flood of them never
+        // queues in front of a fire. Not above the default: libdispatch gives each worker thread the nice value of
+        // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
+        // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
+        let runner = Task { [scheduler] in
+            try await scheduler.run(heartbeat: heartbeat, observer: observer)
+        }
+        stop.attach(runner)
         let outcome = await runner.result
         await metricsService?.stop()
         await control?.stop()
         try outcome.get()
         try? store.checkpoint()
         logger.info("Stopped cleanly")
+    }
+}
+
+extension Daemon {
+    /// How often freed heap is handed back to the kernel while the daemon runs.
+    static let heapTrimInterval: DispatchTimeInterval = .seconds(300)
+
+    /// Hands freed heap back every few minutes, on a queue of its own: a night of thousands of runs leaves glibc
+    /// holding hundreds of MB it no longer uses (10,000 jobs: a trim gave back 174 MB), which the resident set would
+    /// show for good. A trim locks one malloc arena at a time, briefly; never on the scheduler's threads.
+    static func startHeapTrimmer() -> any DispatchSourceTimer {
+        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "snapcron.heap-trim", qos: .utility))
+        timer.schedule(deadline: .now() + heapTrimInterval, repeating: heapTrimInterval, leeway: .seconds(10))
+        timer.setEventHandler { ProcessMemory.releaseFreedMemory() }
+        timer.resume()
+        return timer
+    }
+}
+
+/// A stop asked for by a signal, possibly before the task it must cancel exists.
+final class StopRequest: @unchecked Sendable {  // guarded by the lock
+    private let lock = NSLock()
+    private var requested = false
+    private var task: Task<Void, any Error>?
+
+    func request() {
+        let task = lock.withLock {
+            requested = true
+            return self.task
+        }
+        task?.cancel()
+    }
+
+    /// Cancels `task` at once when a stop was requested before it started.
+    func attach(_ task: Task<Void, any Error>) {
+        let requested = lock.withLock {
+            self.task = task
+            return self.requested
+        }
+        if requested { task.cancel() }
     }
 }
 

@@ -20,7 +20,6 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     private let storeDirty = Atomic<Bool>(true)
     private let published: Mutex<Exposition>
     private let renderBuffer = Mutex<[UInt8]>([])
-    private let lastTrim = Mutex<ContinuousClock.Instant>(.now)
     /// When a scrape last asked for gzip: publications compress only while someone wants it.
     private let gzipWantedAt = Mutex<ContinuousClock.Instant?>(nil)
     static let gzipInterest: Duration = .seconds(600)
@@ -55,8 +54,9 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
             let dimensions = [("job", job)]
             // Counters that alerts take increase() of exist from the start, at 0: a series born at 1 shows no
             // increase, and the first failure of a job would go unseen.
-            for state in ["succeeded", "failed", "timed_out"] {
-                Counter(label: MetricFamily.runs.name, dimensions: [("job", job), ("state", state)], factory: factory)
+            for state in MetricFamily.timedStates {
+                Counter(
+                    label: MetricFamily.runs.name, dimensions: [("job", job), ("state", state.rawValue)], factory: factory)
                     .increment(by: 0)
             }
             Counter(label: MetricFamily.retentionDeleted.name, dimensions: dimensions, factory: factory).increment(by: 0)
@@ -99,7 +99,7 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     public func runEnded(job: String, state: RunState, startedAt: Date?, endedAt: Date) {
         Counter(label: MetricFamily.runs.name, dimensions: [("job", job), ("state", state.rawValue)], factory: factory)
             .increment()
-        if let startedAt, MetricFamily.timedStates.contains(state.rawValue) {
+        if let startedAt, MetricFamily.timedStates.contains(state) {
             CoreMetrics.Timer(label: MetricFamily.runDuration.name, dimensions: [("job", job)], factory: factory)
                 .recordSeconds(max(0, endedAt.timeIntervalSince(startedAt)))
         }
@@ -226,7 +226,7 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
     /// Renders the registry and makes it what scrapes get.
     ///
     /// Renders into one buffer kept between publications (16 MB for 10,000 jobs: a fresh one each second, on
-    /// whichever thread, left glibc holding hundreds of MB of freed arenas), and hands freed pages back now and then.
+    /// whichever thread, left glibc holding hundreds of MB of freed arenas).
     public func publish() {
         let seen = changes.load(ordering: .relaxed)
         let wanted = gzipWantedAt.withLock { $0.map { ContinuousClock.now - $0 < Self.gzipInterest } ?? false }
@@ -237,12 +237,6 @@ public final class DaemonMetrics: SchedulerMetrics, Sendable {
         }
         published.withLock { $0 = exposition }
         publishedChanges.store(seen, ordering: .relaxed)
-        let trimDue = lastTrim.withLock { last in
-            guard ContinuousClock.now - last >= .seconds(30) else { return false }
-            last = .now
-            return true
-        }
-        if trimDue { ProcessMemory.releaseFreedMemory() }
     }
 
     // MARK: Helpers

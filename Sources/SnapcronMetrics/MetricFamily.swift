@@ -1,3 +1,5 @@
+import SnapcronCore
+
 /// Every metric snapcrond exports: one table of names, help texts and histogram buckets (docs/metrics.md).
 ///
 /// Code records through swift-metrics (`Counter`, `Gauge`, `Timer`) with the label `MetricFamily.x.name`;
@@ -45,6 +47,7 @@ public enum MetricFamily: String, CaseIterable, Sendable {
     static let runDurationBuckets: [Duration] = [10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400]
         .map { .seconds($0) }
 
-    /// The states whose runs have a duration (they started a create and ended with or without an image).
-    static let timedStates: Set<String> = ["succeeded", "failed", "timed_out"]
+    /// The states whose runs have a duration (they started a create and ended with or without an image); their
+    /// `snapcron_runs_total` series exist from the start, at 0.
+    static let timedStates: [RunState] = [.succeeded, .failed, .timedOut]
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import SnapcronCore
 import SnapcronDaemon
 import SnapcronSystemd
 
@@ -50,6 +51,7 @@ struct Snapcrond: AsyncParsableCommand {
     }
 
     mutating func run() async throws {
+        ProcessMemory.returnLargeBuffersWhenFreed()
         // The journal with structured fields under systemd, readable lines on stderr otherwise.
         LogDestination.detect(environment: ProcessInfo.processInfo.environment)
             .bootstrap(identifier: "snapcrond", logLevel: logLevel)

@@ -1,6 +1,7 @@
 import ControlClient
 import ControlProtocol
 import Foundation
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -46,7 +47,7 @@ private final class HangingUpPeer: Sendable {
     }
 }
 
-@Suite struct ClientHangUpTests {
+@Suite(.onOwnThreads) struct ClientHangUpTests {
     private static func call(_ peer: HangingUpPeer) throws -> ControlClientError? {
         let client = try ControlClient(path: peer.path, timeout: 30)
         defer { peer.finish() }

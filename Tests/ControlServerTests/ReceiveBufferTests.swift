@@ -1,4 +1,5 @@
 import Foundation
+import TestThreads
 import Testing
 
 @testable import ControlClient
@@ -8,7 +9,7 @@ import Testing
 #endif
 
 /// The client's receive buffer on a real socket pair: lines of every size, cut anywhere by the reads.
-@Suite struct ReceiveBufferTests {
+@Suite(.onOwnThreads) struct ReceiveBufferTests {
     /// Writes `chunks` to one end of a socket pair from another thread and returns the other end.
     private func socketFeeding(_ chunks: [[UInt8]], thenClose: Bool = true) throws -> Int32 {
         var pair: [Int32] = [0, 0]

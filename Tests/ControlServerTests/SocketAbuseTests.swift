@@ -3,6 +3,7 @@ import ControlProtocol
 import Foundation
 import NIOCore
 import SnapcronDaemon
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -10,7 +11,7 @@ import Testing
 #endif
 
 /// The socket under bad clients: oversize lines, garbage, silence, slowness, half-closes, hang-ups, floods.
-@Suite(.serialized) struct SocketAbuseTests {
+@Suite(.onOwnThreads, .serialized) struct SocketAbuseTests {
     private static let status = #"{"jsonrpc":"2.0","id":1,"method":"status"}"#
 
     private func withServer(

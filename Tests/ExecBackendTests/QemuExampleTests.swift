@@ -8,12 +8,13 @@ import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
+import TestThreads
 import Testing
 
 @testable import SnapcronDaemon
 
 /// The shipped example: `etc/snapcron.exec-qemu.toml` with the `etc/exec/qemu-snapshot` adapter on real qcow2 disks.
-@Suite(.enabled(if: hasQemuImg, "needs qemu-img (apt-get install qemu-utils; scripts/install-deps does)"))
+@Suite(.onOwnThreads, .enabled(if: hasQemuImg, "needs qemu-img (apt-get install qemu-utils; scripts/install-deps does)"))
 struct QemuExampleTests {
     /// The shipped config with the adapter taken from this checkout instead of /usr/local/lib/snapcron.
     static func shippedConfig() throws -> SnapcronConfig {
@@ -156,22 +157,16 @@ struct QemuExampleTests {
 
         var names: [String] = []
         for _ in 0..<3 {
-            let run = try await scheduler.trigger(job: "lab")
-            names.append(run.imageName ?? "")
             // Create, then polls (2 s apart, backing off) until active, then retention: a minute at a time.
-            for _ in 0..<50 {
-                try await Task.sleep(for: .milliseconds(20))
-                await scheduler.waitUntilIdle()
-                if try store.run(id: run.id)?.state.isTerminal == true { break }
-                clock.advance(by: 60)
-            }
+            let run = try await scheduler.triggerAndFinish(job: "lab", store: store, clock: clock, minutes: 50)
+            names.append(run.imageName ?? "")
             await scheduler.waitUntilIdle()
             clock.advance(by: 60)
         }
         let runs = try store.runs(job: "lab")
         #expect(runs.count == 3)
         #expect(runs.allSatisfy { $0.state == .succeeded }, "\(runs.map { "\($0.state) \($0.error ?? "")" })")
-        #expect(try qemuSnapshotTags(disk) == Array(names.suffix(2)))
+        #expect(try qemuSnapshotTags(disk) == Array(names.suffix(2)), "runs \(runs.map { "\($0.id) \($0.state) \($0.imageName ?? "-") \($0.error ?? "")" })")
         let images = try store.images(job: "lab", includeDeleted: true)
         #expect(images.filter { $0.deletedAt != nil }.map(\.name) == [names[0]])
     }

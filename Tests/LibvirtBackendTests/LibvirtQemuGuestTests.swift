@@ -5,6 +5,7 @@ import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
+import TestThreads
 import Testing
 
 @testable import LibvirtBackend
@@ -218,7 +219,7 @@ func expectSuccess(_ result: CommandResult) throws {
 
 /// The backend on a real guest: libvirtd and QEMU (TCG), as root. Skipped, with the reason printed, where libvirtd
 /// cannot be had.
-@Suite(.serialized) struct LibvirtQemuGuestTests {
+@Suite(.onOwnThreads, .serialized) struct LibvirtQemuGuestTests {
     /// The running libvirtd, or nil after printing why these tests skip.
     func libvirtd(_ test: String = #function) async throws -> SystemLibvirtd? {
         // Its first use starts libvirtd and waits for it: not on the cooperative pool.
@@ -369,14 +370,8 @@ func expectSuccess(_ result: CommandResult) throws {
 
         var names: [String] = []
         for _ in 0..<3 {
-            let run = try await scheduler.trigger(job: "nightly")
+            let run = try await scheduler.triggerAndFinish(job: "nightly", store: store, clock: clock, minutes: 200)
             names.append(run.imageName ?? "")
-            for _ in 0..<200 {
-                try await Task.sleep(for: .milliseconds(20))
-                await scheduler.waitUntilIdle()
-                if try store.run(id: run.id)?.state.isTerminal == true { break }
-                clock.advance(by: 60)
-            }
             // Retention runs after the run; its delete merges in libvirtd's time, so wait for the chain too.
             for _ in 0..<250 {
                 await scheduler.waitUntilIdle()

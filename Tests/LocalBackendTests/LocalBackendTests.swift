@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import SnapcronTestKit
 import SnapshotBackend
+import TestThreads
 import Testing
 
 @testable import LocalBackend
@@ -11,7 +12,7 @@ import Testing
 import Glibc
 #endif
 
-@Suite struct LocalBackendTests {
+@Suite(.onOwnThreads) struct LocalBackendTests {
     static let mebibyte = 1 << 20
     static let gibibyte: Int64 = 1 << 30
 

@@ -29,7 +29,7 @@ import Glibc
             }
         })
         let image = try await backend.create(target: tree, name: "fifo-1", description: "", logger: quiet)
-        let state = await finalState(of: image, in: backend, within: .seconds(20))
+        let state = await finalState(of: image, in: backend, within: .seconds(60))
         if state == nil { release(fifo: tree + "/disk.img") }
         #expect(state != nil, "the copy thread is blocked opening the FIFO")
         #expect(
@@ -53,7 +53,7 @@ import Glibc
             }
         })
         let image = try await backend.create(target: disk, name: "fifo-2", description: "", logger: quiet)
-        let state = await finalState(of: image, in: backend, within: .seconds(20))
+        let state = await finalState(of: image, in: backend, within: .seconds(60))
         if state == nil { release(fifo: disk) }
         #expect(state != nil, "the copy thread is blocked opening the FIFO")
         #expect(
@@ -80,7 +80,7 @@ import Glibc
             }
         })
         let image = try await backend.create(target: tree, name: "link-1", description: "", logger: quiet)
-        let state = await finalState(of: image, in: backend, within: .seconds(20))
+        let state = await finalState(of: image, in: backend, within: .seconds(60))
         #expect(filesContaining("SECRET", below: scratch.images).isEmpty)
         #expect(
             state == .error("\(tree)/sub changed during the copy: it was a directory and is now a symbolic link"),
@@ -100,7 +100,7 @@ import Glibc
         try FileManager.default.createSymbolicLink(atPath: tree + "/escape", withDestinationPath: scratch.path)
         let backend = scratch.backend()
         let image = try await backend.create(target: tree, name: "special-1", description: "", logger: quiet)
-        #expect(await finalState(of: image, in: backend, within: .seconds(20)) == .active)
+        #expect(await finalState(of: image, in: backend, within: .seconds(60)) == .active)
         let data = scratch.images + "/special-1/data"
         #expect(try FileManager.default.contentsOfDirectory(atPath: data).sorted() == ["disk.img", "escape"])
         #expect(try FileManager.default.destinationOfSymbolicLink(atPath: data + "/escape") == scratch.path)
@@ -122,7 +122,7 @@ import Glibc
         close(descriptor)
         let backend = scratch.backend()
         let image = try await backend.create(target: tree, name: "bytes-1", description: "", logger: quiet)
-        #expect(await finalState(of: image, in: backend, within: .seconds(20)) == .active)
+        #expect(await finalState(of: image, in: backend, within: .seconds(60)) == .active)
         let copy = Array((scratch.images + "/bytes-1/data/").utf8) + name
         var info = stat()
         let found = (copy.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { lstat($0.baseAddress!, &info) }

@@ -1,6 +1,7 @@
 import Foundation
 import SnapcronStore
 import SnapcronSystemd
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -15,6 +16,7 @@ import Testing
 /// `.build/systemd-sandboxes`. Serialized: each boots its own systemd, and the machines running them are small;
 /// `ServiceReloadTests` runs beside them.
 @Suite(
+    .onOwnThreads,
     .enabled(if: !ServiceSandbox.skipRequested, "SNAPCRON_SKIP_SYSTEMD_TESTS=1"), .serialized, .timeLimit(.minutes(2)))
 struct ServiceTests {
     static let unit = ServiceSandbox.unit
@@ -372,7 +374,9 @@ struct ServiceTests {
 
 /// Reload, in a suite of its own so that it runs beside `ServiceTests`: most of its time is spent waiting for the
 /// next minute, when the running schedule must fire although a broken edit was refused.
-@Suite(.enabled(if: !ServiceSandbox.skipRequested, "SNAPCRON_SKIP_SYSTEMD_TESTS=1"), .timeLimit(.minutes(2)))
+@Suite(
+    .onOwnThreads, .enabled(if: !ServiceSandbox.skipRequested, "SNAPCRON_SKIP_SYSTEMD_TESTS=1"),
+    .timeLimit(.minutes(2)))
 struct ServiceReloadTests {
     @Test func reloadAppliesAValidEditAndKeepsTheRunningScheduleFiringOnErrors() throws {
         let web = minutesAgo(-120)

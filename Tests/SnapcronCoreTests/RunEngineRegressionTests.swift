@@ -461,4 +461,29 @@ struct ScriptedBackend: SnapshotBackend {
         #expect(calls.reduce(0, +) == 80, "four polls of each of 20 images")
         #expect(calls.count == 4, "one batched call per pass: \(calls)")
     }
+
+    // MARK: Start-up
+
+    /// A trigger that arrives before the loop has resumed the unfinished runs (the control socket is up first)
+    /// waits for it: claimed earlier, its run would be resumed from the store too, and its create sent twice.
+    @Test func aTriggerBeforeTheLoopStartsWaitsAndItsRunIsCreatedOnce() async throws {
+        let jobs = try simulationJobs("0 3 * * *   db   fake:vm1")
+        let clock = ManualClock(now: utc("2026-06-01T00:30:00Z"))
+        let store = try SnapcronDatabase.inMemory()
+        let fake = FakeSnapshotBackend(defaultBehavior: .active)
+        let scheduler = SchedulerService(
+            jobs: jobs, store: store, backends: ["fake": fake], clock: clock, logger: Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let triggered = Task { try await scheduler.trigger(job: "db") }
+        for _ in 0..<1_000 { await Task.yield() }
+        #expect(try store.runs(job: "db").isEmpty, "nothing is claimed before the start")
+        let loop = Task { try await scheduler.run() }
+        defer { loop.cancel() }
+        let run = try await triggered.value
+        await eventually { await fake.calls(of: .create).count >= 1 }
+        for _ in 0..<10_000 { await Task.yield() }
+        await scheduler.waitUntilIdle()
+        #expect(await fake.calls(of: .create).count == 1)
+        let state = try #require(try store.run(id: run.id)).state
+        #expect(state == .waiting || state == .succeeded, "\(state)")
+    }
 }

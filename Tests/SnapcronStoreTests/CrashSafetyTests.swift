@@ -2,6 +2,7 @@ import SnapcronCore
 import Foundation
 import GRDB
 import SnapcronStore
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -13,7 +14,7 @@ import Testing
 /// The child is `snapcron-store-torture` (built next to this test binary; `SNAPCRON_STORE_TORTURE` overrides
 /// its path). Real time is unavoidable here: the point is to kill a real process mid-write. Replay a failure
 /// with `SNAPCRON_TORTURE_SEED=<printed seed>`.
-@Suite struct CrashSafetyTests {
+@Suite(.onOwnThreads) struct CrashSafetyTests {
     static let kills = 20
 
     @Test(.timeLimit(.minutes(1))) func survivesSIGKILLAtRandomMoments() throws {

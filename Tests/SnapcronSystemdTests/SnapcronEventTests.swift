@@ -1,9 +1,10 @@
 import Foundation
+import TestThreads
 import Testing
 
 @testable import SnapcronSystemd
 
-@Suite struct SnapcronEventTests {
+@Suite(.onOwnThreads) struct SnapcronEventTests {
     static let kinds = [
         "run.fired", "run.succeeded", "run.failed", "run.timed_out", "run.missed", "run.skipped",
         "image.deleted", "retention.kept", "schedule.loaded", "schedule.reload_failed", "hook.finished",

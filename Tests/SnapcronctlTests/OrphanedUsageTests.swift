@@ -1,8 +1,9 @@
+import TestThreads
 import Testing
 
 /// `images` and `prune` take a job or `--orphaned`, exactly one: anything else is a usage error (2) before any
 /// connection is tried.
-@Suite struct OrphanedUsageTests {
+@Suite(.onOwnThreads) struct OrphanedUsageTests {
     @Test(arguments: [["images"], ["prune"], ["prune", "--dry-run"]])
     func neitherJobNorOrphanedIsAUsageError(_ arguments: [String]) throws {
         let result = try Snapcronctl.run(arguments + ["--socket", "/nonexistent/control.sock"])

@@ -1,4 +1,5 @@
 import Foundation
+import TestThreads
 import Testing
 
 /// What one run of the `snapcronctl` binary printed, and how it exited.
@@ -77,7 +78,7 @@ final class TemporaryDirectory {
     }
 }
 
-@Suite struct CheckCommandTests {
+@Suite(.onOwnThreads) struct CheckCommandTests {
     let directory: TemporaryDirectory
     /// An empty config file: the embedded default, whatever is installed in /etc/snapcron.
     let config: String
@@ -264,7 +265,7 @@ final class TemporaryDirectory {
     }
 }
 
-@Suite struct NextCommandTests {
+@Suite(.onOwnThreads) struct NextCommandTests {
     @Test func printsNormalizedFormAndFires() throws {
         let result = try Snapcronctl.run(
             ["next", "0 3 * * mon-fri", "--zone", "UTC", "--after", "2026-05-01T00:00:00Z", "--count", "2"])

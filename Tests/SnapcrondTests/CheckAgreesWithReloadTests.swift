@@ -1,4 +1,5 @@
 import Foundation
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -38,7 +39,7 @@ func runSnapcronctl(_ arguments: [String], in workspace: DaemonWorkspace) throws
 }
 
 /// `snapcronctl check` without a daemon and `snapcronctl reload` of a real `snapcrond` judge targets alike.
-@Suite(.serialized) struct CheckAgreesWithReloadTests {
+@Suite(.onOwnThreads, .serialized) struct CheckAgreesWithReloadTests {
     @Test func checkRefusesEveryTargetThatReloadRefusesWithTheSameDiagnostics() throws {
         let workspace = try DaemonWorkspace()
         let socket = workspace.path + "/control.sock"

@@ -1,5 +1,6 @@
 import Foundation
 import SnapcronStore
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -134,7 +135,7 @@ func minutesAgo(_ minutes: Int) -> Date {
     return Date(timeIntervalSince1970: (now / 60).rounded(.down) * 60 - Double(minutes * 60))
 }
 
-@Suite(.serialized) struct DaemonCrashTests {
+@Suite(.onOwnThreads, .serialized) struct DaemonCrashTests {
     /// Kill -9 at a pause point of the first run (or inside its local copy), restart, and check that the run
     /// finishes exactly once, with a complete image.
     @Test(arguments: ["create", "created", "poll", "copy"])
@@ -224,7 +225,7 @@ func minutesAgo(_ minutes: Int) -> Date {
     }
 }
 
-@Suite(.serialized) struct DaemonSignalTests {
+@Suite(.onOwnThreads, .serialized) struct DaemonSignalTests {
     @Test func sighupWithABrokenScheduleKeepsTheRunningOneAndSaysWhy() async throws {
         let workspace = try DaemonWorkspace()
         try workspace.writeSchedule(firingAt: minutesAgo(-600))
@@ -275,7 +276,7 @@ func minutesAgo(_ minutes: Int) -> Date {
     }
 }
 
-@Suite struct DaemonHookTests {
+@Suite(.onOwnThreads) struct DaemonHookTests {
     /// SIGTERM to the real daemon while a `pre` hook runs: pre is stopped, post runs exactly once, the daemon exits
     /// 0 promptly, and the next start runs the fire again (pre and post again) to success.
     @Test func sigtermDuringPreRunsPostOnceAndTheNextStartFinishesTheRun() async throws {

@@ -6,13 +6,14 @@ import SnapcronCore
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
+import TestThreads
 import Testing
 
 @testable import SnapcronDaemon
 
 /// Hooks run as real processes (through the daemon's `CommandHookRunner`) around creates on a fake backend, with
 /// the scheduler on a manual clock. Each hook appends a line to a log file, so the test sees exactly what ran.
-@Suite struct HookTests {
+@Suite(.onOwnThreads) struct HookTests {
     let directory: String
     let log: String
 
@@ -46,12 +47,7 @@ import Testing
         _ set: HookSet, fake: FakeSnapshotBackend = FakeSnapshotBackend(name: "fake"), options: String = "",
         wrap: (FakeSnapshotBackend) -> any SnapshotBackend = { $0 }, notifier: (any RunNotifier)? = nil
     ) async throws -> Harness {
-        var config = SnapcronConfig.default(stateDir: directory)
-        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
-        config.hooks[set.name] = set
-        let schedule = try ScheduleFile.parse(
-            text: "* * * * *  db  fake:vm1  hooks=\(set.name) \(options)\n", file: "schedule", config: config,
-            now: Self.start, systemZone: .utc)
+        let schedule = try parse("* * * * *  db  fake:vm1  hooks=\(set.name) \(options)", with: set)
         let clock = ManualClock(now: Self.start)
         let store = try SnapcronDatabase.inMemory()
         var logger = Logger(label: "hooks-test")
@@ -62,6 +58,14 @@ import Testing
         let loop = Task { try await scheduler.run() }
         await scheduler.waitUntilIdle()
         return Harness(scheduler: scheduler, loop: loop, clock: clock, store: store, fake: fake)
+    }
+
+    /// A one-line schedule on backend `fake`, with the hook set `set` in the config.
+    func parse(_ line: String, with set: HookSet) throws -> Schedule {
+        var config = SnapcronConfig.default(stateDir: directory)
+        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
+        config.hooks[set.name] = set
+        return try ScheduleFile.parse(text: line + "\n", file: "schedule", config: config, now: Self.start, systemZone: .utc)
     }
 
     /// Moves the clock to the next minute (the fire) and on until the run ends.
@@ -224,7 +228,7 @@ import Testing
     }
 }
 
-@Suite struct HookConfigTests {
+@Suite(.onOwnThreads) struct HookConfigTests {
     func read(_ toml: String) -> (SnapcronConfig?, String) {
         let path = FileManager.default.temporaryDirectory.appendingPathComponent("hooks-\(UUID().uuidString).toml").path
         try? toml.write(toFile: path, atomically: true, encoding: .utf8)
@@ -436,12 +440,7 @@ extension HookTests {
         set.onFailure = script(#"echo "failure $SNAPCRON_PHASE $SNAPCRON_STATE $SNAPCRON_RUN $SNAPCRON_ERROR" >>"$1""#)
         set.notifyURL = receiver.url + "/hook"
         set.pingURL = receiver.url + "/ping/uuid"
-        var config = SnapcronConfig.default(stateDir: directory)
-        config.backends["fake"] = BackendConfig(name: "fake", type: .exec)
-        config.hooks[set.name] = set
-        let schedule = try ScheduleFile.parse(
-            text: "0 * * * *  db  fake:vm1  hooks=watch deadline=1m\n", file: "schedule", config: config,
-            now: Self.start, systemZone: .utc)
+        let schedule = try parse("0 * * * *  db  fake:vm1  hooks=watch deadline=1m", with: set)
         // The daemon was down for three hours: the last fire it handled is three hours old.
         let hour = (Self.start.timeIntervalSince1970 / 3600).rounded(.down) * 3600
         let store = try SnapcronDatabase.inMemory()

@@ -1,4 +1,5 @@
 import Foundation
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -7,7 +8,7 @@ import Testing
 
 /// `/metrics` of the real daemon: what a run shows, read by curl, by the reference Python parser and by a real
 /// Prometheus (Debian's `prometheus`, started by the test on loopback).
-@Suite(.serialized) struct MetricsTests {
+@Suite(.onOwnThreads, .serialized) struct MetricsTests {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
@@ -39,7 +40,7 @@ import Testing
         }
         #expect(shown, "\(text)\n\(daemon.stderr)")
 
-        let families = try await Self.parseWithPrometheusClient(text)
+        let families = try Self.parseWithPrometheusClient(text)
         func samples(_ family: String, _ name: String? = nil) -> [(labels: [String: String], value: Double)] {
             guard let entry = families[family] as? [String: Any], let list = entry["samples"] as? [[Any]] else { return [] }
             return list.compactMap { sample in
@@ -216,8 +217,8 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: socket), "the socket file is removed at exit")
     }
 
-    /// A taken port does not stop the daemon (images matter more than their metrics): it schedules, says why, and
-    /// listens once the port is free.
+    /// A taken port does not stop the daemon (images matter more than their metrics): it schedules and says why
+    /// (the 30 s retry itself is not waited for here).
     @Test func aTakenPortIsLoggedAndSchedulingGoesOn() throws {
         let holder = try TCPListener()
         let (workspace, daemon) = try Self.startDaemonWithARun(listen: "127.0.0.1:\(holder.port)")
@@ -247,7 +248,7 @@ import Testing
     // MARK: Helpers
 
     /// The exposition parsed by prometheus_client (installed into `.build/metrics-venv` on first use).
-    static func parseWithPrometheusClient(_ text: String) async throws -> [String: Any] {
+    static func parseWithPrometheusClient(_ text: String) throws -> [String: Any] {
         let venv = packageRoot.appendingPathComponent(".build/metrics-venv").path
         let python = venv + "/bin/python"
         if run(python, ["-c", "import prometheus_client"]).status != 0 {
@@ -263,12 +264,15 @@ import Testing
     }
 }
 
-/// Runs a command to its end; stdout alone and stdout + stderr.
+/// Runs a command to its end (in `directory`, if given); stdout alone and stdout + stderr.
 @discardableResult
-func run(_ executable: String, _ arguments: [String], input: String? = nil) -> (status: Int32, stdout: String, output: String) {
+func run(
+    _ executable: String, _ arguments: [String], input: String? = nil, in directory: URL? = nil
+) -> (status: Int32, stdout: String, output: String) {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments
+    process.currentDirectoryURL = directory
     let out = Pipe()
     let inPipe = Pipe()
     let errPath = FileManager.default.temporaryDirectory.appendingPathComponent("stderr-\(UUID().uuidString)").path

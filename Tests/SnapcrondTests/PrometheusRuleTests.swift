@@ -1,10 +1,11 @@
 import Foundation
+import TestThreads
 import Testing
 
 /// The shipped alert rules (etc/prometheus) and Grafana dashboard (etc/grafana), checked with the real `promtool`
 /// (Debian's `prometheus` package, which `scripts/install-deps --tests` installs): the rules load, their unit tests
 /// pass, and every dashboard query parses and asks only for metrics snapcrond exports.
-@Suite struct PrometheusRuleTests {
+@Suite(.onOwnThreads) struct PrometheusRuleTests {
     static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
     static let rules = "etc/prometheus/snapcron-alerts.yml"
@@ -171,17 +172,7 @@ import Testing
     static func promtool(_ arguments: String...) throws -> (status: Int32, output: String) {
         let executable = try #require(
             promtoolPath, "promtool is not installed (Debian's prometheus package): run scripts/install-deps --tests")
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = packageRoot
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let output = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+        let result = run(executable, arguments, in: packageRoot)
+        return (result.status, result.output)
     }
 }

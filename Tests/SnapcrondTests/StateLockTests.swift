@@ -1,4 +1,5 @@
 import Foundation
+import TestThreads
 import Testing
 
 #if canImport(Glibc)
@@ -7,7 +8,7 @@ import Testing
 
 /// One state directory, one daemon: a second `snapcrond` (say one started by hand next to the service) must not
 /// schedule the same jobs again.
-@Suite(.serialized) struct StateLockTests {
+@Suite(.onOwnThreads, .serialized) struct StateLockTests {
     /// `snapcrond` on the workspace with its own control socket, so that only the state directory is shared.
     static func daemon(_ workspace: DaemonWorkspace, socket: String) throws -> DaemonProcess {
         try DaemonProcess(

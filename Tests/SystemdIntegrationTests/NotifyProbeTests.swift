@@ -1,5 +1,6 @@
 import Foundation
 import SnapcronSystemd
+import TestThreads
 import Testing
 
 /// `snapcron-notify-probe` as a Type=notify service under a real systemd 252: readiness, status, journal fields,
@@ -8,6 +9,7 @@ import Testing
 /// Needs root (CI runs as root); `SNAPCRON_SKIP_SYSTEMD_TESTS=1` skips the suite, otherwise a non-root run fails
 /// with the reason. `SNAPCRON_KEEP_SANDBOX=1` keeps the sandbox folders under `.build/systemd-sandboxes`.
 @Suite(
+    .onOwnThreads,
     .enabled(if: !Sandbox.skipRequested, "SNAPCRON_SKIP_SYSTEMD_TESTS=1"),
     .timeLimit(.minutes(1))
 )

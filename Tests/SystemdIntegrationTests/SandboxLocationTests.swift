@@ -1,9 +1,11 @@
 import Foundation
+import TestThreads
 import Testing
 
 /// The harness itself (`scripts/systemd-sandbox`) where a checkout may live: `make test` in a clone under /var/tmp or
 /// in a CI workspace under /var/lib puts the sandbox folders under /var too, beneath the sandbox's /var overlay.
 @Suite(
+    .onOwnThreads,
     .enabled(if: !Sandbox.skipRequested, "SNAPCRON_SKIP_SYSTEMD_TESTS=1"),
     .timeLimit(.minutes(1))
 )

@@ -243,18 +243,65 @@ struct APIClient: Sendable {
     private struct RequestTimedOut: Error {}
 
     /// Runs `work`, cancelling it when `timeout` (real time, like the network it waits for) runs out first.
+    ///
+    /// Returns at the timeout even if `work` is slow to notice its cancellation (a body read that a trickling
+    /// server keeps feeding): a task group would wait for it, and under load that wait took minutes.
     private static func bounded<T: Sendable>(
         by timeout: Duration, _ work: @escaping @Sendable () async throws -> T
     ) async throws -> T {
-        try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask { try await work() }
-            group.addTask {
-                try await Task.sleep(for: timeout)
-                return nil
+        let outcome = FirstOutcome<T>()
+        let worker = Task {
+            do {
+                outcome.resume(with: .success(try await work()))
+            } catch {
+                outcome.resume(with: .failure(error))
             }
-            defer { group.cancelAll() }
-            guard let first = try await group.next(), let value = first else { throw RequestTimedOut() }
-            return value
+        }
+        let timer = Task {
+            try? await Task.sleep(for: timeout)
+            outcome.resume(with: .failure(RequestTimedOut()))
+        }
+        defer {
+            worker.cancel()
+            timer.cancel()
+        }
+        return try await withTaskCancellationHandler {
+            try await outcome.value()
+        } onCancel: {
+            outcome.resume(with: .failure(CancellationError()))
+        }
+    }
+
+    /// The first of several results, handed to the one waiter.
+    private final class FirstOutcome<T: Sendable>: @unchecked Sendable {  // state under `lock`
+        private let lock = NSLock()
+        private var result: Result<T, any Error>?
+        private var waiter: CheckedContinuation<T, any Error>?
+
+        func resume(with outcome: Result<T, any Error>) {
+            lock.lock()
+            guard result == nil else {
+                lock.unlock()
+                return
+            }
+            result = outcome
+            let waiting = waiter
+            waiter = nil
+            lock.unlock()
+            waiting?.resume(with: outcome)
+        }
+
+        func value() async throws -> T {
+            try await withCheckedThrowingContinuation { continuation in
+                lock.lock()
+                if let result {
+                    lock.unlock()
+                    continuation.resume(with: result)
+                } else {
+                    waiter = continuation
+                    lock.unlock()
+                }
+            }
         }
     }
 

@@ -23,4 +23,9 @@ void snapcron_wake(int wakeup_fd);
 /// Returns freed heap memory to the system (glibc malloc_trim); after a large schedule load the parser's
 /// temporaries would otherwise stay in the resident set.
 int snapcron_malloc_trim(void);
+
+/// Allocations of at least `bytes` get pages of their own (mmap), returned to the system when freed. Setting it
+/// turns off glibc's sliding threshold, which after the first large free serves later large buffers from the
+/// heap, where freed ones stay resident.
+int snapcron_malloc_fix_mmap_threshold(int bytes);
 #endif
