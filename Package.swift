@@ -255,7 +255,9 @@ let package = Package(
         // The StateStore contract, run against SQLite and against a real PostgreSQL (PostgresHarness).
         .testTarget(
             name: "StoreConformanceTests",
-            dependencies: ["SnapcronCore", "SnapcronStore", "SnapcronPostgres", "PostgresHarness", logging],
+            dependencies: [
+                "TestThreads", "SnapcronCore", "SnapcronStore", "SnapcronPostgres", "PostgresHarness", logging,
+            ],
             swiftSettings: swiftSettings
         ),
         .testTarget(name: "ControlProtocolTests", dependencies: ["ControlProtocol"], swiftSettings: swiftSettings),

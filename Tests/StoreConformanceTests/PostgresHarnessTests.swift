@@ -1,9 +1,10 @@
 import Foundation
 import PostgresHarness
+import TestThreads
 import Testing
 
 /// The harness itself: a server of its own, started, used and stopped, its folder removed.
-@Suite struct PostgresHarnessTests {
+@Suite(.onOwnThreads) struct PostgresHarnessTests {
     @Test(.enabled(if: !PostgresServer.skipRequested))
     func startsAnswersAndStopsCleanly() throws {
         let server = try PostgresServer.start()

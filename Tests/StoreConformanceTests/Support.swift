@@ -4,6 +4,7 @@ import PostgresHarness
 import SnapcronCore
 import SnapcronPostgres
 import SnapcronStore
+import TestThreads
 import Testing
 
 /// A fixed instant; tests name times as minutes after it.
@@ -29,7 +30,8 @@ struct PostgresServerTrait: SuiteTrait, TestScoping {
             try await function()
             return
         }
-        let server = try PostgresServer.start()
+        // initdb, pg_ctl and their waits block: on a thread of their own, never on the cooperative pool.
+        let server = try await withTaskExecutorPreference(OwnThreadsExecutor.shared) { try PostgresServer.start() }
         print("PostgreSQL test server: initdb + start took \(server.startDuration) (\(server.url()))")
         defer { try? server.stop() }
         try await SharedPostgres.$server.withValue(server) { try await function() }
@@ -42,7 +44,7 @@ extension Trait where Self == PostgresServerTrait {
 }
 
 /// Every suite that needs a PostgreSQL nests in this one, so that one server serves them all.
-@Suite(.postgresServer) struct StoreTests {}
+@Suite(.postgresServer, .onOwnThreads) struct StoreTests {}
 
 /// The stores the conformance suite runs against.
 enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
