@@ -220,7 +220,7 @@ let package = Package(
             name: "snapcron-store-torture", dependencies: ["SnapcronStore", "SnapcronCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CronExpressionTests",
-            dependencies: ["CronExpression", "TestThreads"],
+            dependencies: ["CronExpression"],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),

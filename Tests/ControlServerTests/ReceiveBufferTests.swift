@@ -1,5 +1,4 @@
 import Foundation
-import TestThreads
 import Testing
 
 @testable import ControlClient
@@ -9,7 +8,7 @@ import Testing
 #endif
 
 /// The client's receive buffer on a real socket pair: lines of every size, cut anywhere by the reads.
-@Suite(.onOwnThreads) struct ReceiveBufferTests {
+@Suite struct ReceiveBufferTests {
     /// Writes `chunks` to one end of a socket pair from another thread and returns the other end.
     private func socketFeeding(_ chunks: [[UInt8]], thenClose: Bool = true) throws -> Int32 {
         var pair: [Int32] = [0, 0]

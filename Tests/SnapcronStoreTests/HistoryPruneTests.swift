@@ -1,13 +1,12 @@
 import SnapcronCore
 import Foundation
 import GRDB
-import TestThreads
 import Testing
 
 @testable import SnapcronStore
 
 /// The history limit: old deleted or gone images and finished runs go; nothing current does.
-@Suite(.onOwnThreads) struct HistoryPruneTests {
+@Suite struct HistoryPruneTests {
     let db: SnapcronDatabase
 
     init() throws { db = try .inMemory() }
@@ -89,7 +88,7 @@ import Testing
 }
 
 /// Pruning a large history on a real WAL file (no timing asserted: the indexes are checked above).
-@Suite(.onOwnThreads) struct HistoryPruneFileTests {
+@Suite struct HistoryPruneFileTests {
     @Test func prunesHalfOfAHundredThousandRuns() throws {
         let directory = try TemporaryDirectory()
         let db = try SnapcronDatabase(path: directory.path("state.db"))
