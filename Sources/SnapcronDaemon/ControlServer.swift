@@ -66,6 +66,17 @@ public final class ControlServer: Sendable {
     private let group: MultiThreadedEventLoopGroup
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
     private let connections = NIOLockedValueBox(ConnectionCount())
+    private let requests = NIOLockedValueBox(RequestsInFlight())
+    private let stopped = NIOLockedValueBox(false)
+
+    /// Requests being answered, and who waits for them to end (``stop()``).
+    struct RequestsInFlight {
+        var count = 0
+        var waiters: [ResumeOnce] = []
+    }
+
+    /// How long ``stop()`` waits for requests being answered before it shuts the event loops down.
+    static let stopGrace: Duration = .seconds(10)
 
     /// Open connections, in all and by user.
     struct ConnectionCount {
@@ -139,8 +150,11 @@ public final class ControlServer: Sendable {
             metadata: ["socket": "\(path)", "mode": "\(String(options.mode, radix: 8))"])
     }
 
-    /// Stops accepting, closes the socket and removes its file.
+    /// Stops accepting and removes the socket file, lets the requests being answered end (10 s at most), then
+    /// closes the connections. Later calls do nothing.
     public func stop() async {
+        // Once: the event loops cannot be shut down twice.
+        guard !stopped.withLockedValue({ stopped in defer { stopped = true }; return stopped }) else { return }
         let channel = self.channel.withLockedValue { value -> (any Channel)? in
             defer { value = nil }
             return value
@@ -149,7 +163,49 @@ public final class ControlServer: Sendable {
             try? await channel.close()
             unlink(options.path)
         }
+        // An answer completes its promise on the connection's event loop: one that came after the loops were shut
+        // down would be dropped (and NIO reports it). Requests being answered end first, within a bound.
+        await requestsEnded(within: Self.stopGrace)
         try? await group.shutdownGracefully()
+    }
+
+    /// Requests being answered now.
+    public var requestsInFlight: Int { requests.withLockedValue { $0.count } }
+
+    /// Answers `line` in a task of its own and completes `promise` with the answer.
+    func answer(_ line: [UInt8], peer: PeerCredentials?, completing promise: EventLoopPromise<ControlResponse?>) {
+        requests.withLockedValue { $0.count += 1 }
+        // Below the scheduler loop, which runs at the default priority (see `Daemon.run`): its fires run first. The
+        // task completes the promise itself: awaiting it from a default-priority task would raise it back.
+        Task(priority: .low) { [service, requests] in
+            promise.succeed(await service.response(to: line, peer: peer))
+            let waiters = requests.withLockedValue { state -> [ResumeOnce] in
+                state.count -= 1
+                guard state.count == 0 else { return [] }
+                defer { state.waiters = [] }
+                return state.waiters
+            }
+            for waiter in waiters { waiter.resume() }
+        }
+    }
+
+    private func requestsEnded(within limit: Duration) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let wake = ResumeOnce(continuation)
+            let idle = requests.withLockedValue { state -> Bool in
+                if state.count == 0 { return true }
+                state.waiters.append(wake)
+                return false
+            }
+            if idle {
+                wake.resume()
+            } else {
+                Task {
+                    try? await Task.sleep(for: limit)
+                    wake.resume()
+                }
+            }
+        }
     }
 
     private static func prepareDirectory(of path: String) throws {
@@ -392,11 +448,8 @@ final class ControlConnectionHandler: ChannelInboundHandler {
         guard admitted == true, !busy, !closing, !pending.isEmpty, context.channel.isWritable else { return }
         busy = true
         let line = pending.removeFirst()
-        let (service, peer) = (server.service, peer)
         let promise = context.eventLoop.makePromise(of: ControlResponse?.self)
-        // Below the scheduler loop, which runs at the default priority (see `Daemon.run`): its fires run first. The
-        // task completes the promise itself: awaiting it from a default-priority task would raise it back.
-        Task(priority: .low) { promise.succeed(await service.response(to: line, peer: peer)) }
+        server.answer(line, peer: peer, completing: promise)
         let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         promise.futureResult.whenSuccess { response in
             let (handler, context) = loopBound.value
@@ -462,5 +515,22 @@ final class ControlConnectionHandler: ChannelInboundHandler {
     private static func seconds(_ amount: TimeAmount) -> String {
         let milliseconds = amount.nanoseconds / 1_000_000
         return milliseconds % 1000 == 0 ? "\(milliseconds / 1000)s" : "\(milliseconds)ms"
+    }
+}
+
+/// A continuation resumed by the first of several wakers (requests ended, or the grace period passed).
+final class ResumeOnce: Sendable {
+    private let continuation = NIOLockedValueBox<CheckedContinuation<Void, Never>?>(nil)
+
+    init(_ continuation: CheckedContinuation<Void, Never>) {
+        self.continuation.withLockedValue { $0 = continuation }
+    }
+
+    func resume() {
+        let continuation = self.continuation.withLockedValue { value in
+            defer { value = nil }
+            return value
+        }
+        continuation?.resume()
     }
 }

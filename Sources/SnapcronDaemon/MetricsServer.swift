@@ -27,6 +27,7 @@ public final class MetricsServer: Sendable {
     static let socketMode: mode_t = 0o666
     private let group: MultiThreadedEventLoopGroup
     private let channel = NIOLockedValueBox<(any Channel)?>(nil)
+    private let stopped = NIOLockedValueBox(false)
     let connections = NIOLockedValueBox(0)
 
     public init(listen: MetricsListen, allow: [IPAddressRange], metrics: DaemonMetrics, logger: Logger) {
@@ -83,6 +84,8 @@ public final class MetricsServer: Sendable {
     }
 
     public func stop() async {
+        // Once: the event loop cannot be shut down twice.
+        guard !stopped.withLockedValue({ stopped in defer { stopped = true }; return stopped }) else { return }
         let bound = channel.withLockedValue { value -> (any Channel)? in
             defer { value = nil }
             return value

@@ -391,6 +391,31 @@ import Testing
         await h.stop()
     }
 
+    /// A request being answered when the server stops gets its answer before the connections close (the daemon's
+    /// SIGTERM while `snapcronctl trigger` waits); the answer never lands on a shut-down event loop.
+    @Test func aRequestBeingAnsweredWhenTheServerStopsGetsItsAnswer() async throws {
+        let h = try Harness()
+        try await h.listen()
+        let server = try #require(h.server)
+        let path = h.socketPath
+        // The scheduler has not started: the trigger waits for it (SchedulerService.trigger).
+        let answer = Task.detached {
+            try await blocking {
+                try ControlClient(path: path, timeout: 30).call(
+                    .trigger, JobParams(job: "web"), as: TriggerResult.self)
+            }
+        }
+        while server.requestsInFlight == 0 { try await Task.sleep(for: .milliseconds(5)) }
+        let stopping = Task { await server.stop() }
+        while FileManager.default.fileExists(atPath: path) { try await Task.sleep(for: .milliseconds(5)) }
+        #expect(server.requestsInFlight == 1, "stop waits for the request")
+        await h.startScheduler()
+        await stopping.value
+        let result = try await answer.value
+        #expect(result.job == "web" && result.runId > 0)
+        await h.stop()  // stops the server once more: nothing happens
+    }
+
     @Test func aStaleSocketFileIsReplacedButALiveDaemonIsNot() async throws {
         let h = try Harness()
         try await h.listen()
