@@ -30,6 +30,8 @@ let package = Package(
         .library(name: "LibvirtDescriptor", targets: ["LibvirtDescriptor"]),
         .library(name: "SnapcronStore", targets: ["SnapcronStore"]),
         .library(name: "SnapcronPostgres", targets: ["SnapcronPostgres"]),
+        // A throwaway PostgreSQL for the tests and for Benchmarks/ (store-claim-bench).
+        .library(name: "PostgresHarness", targets: ["PostgresHarness"]),
         .library(name: "SnapcronTestKit", targets: ["SnapcronTestKit"]),
         .library(name: "TWCCStandIn", targets: ["TWCCStandIn"]),
         .library(name: "SnapcronSystemd", targets: ["SnapcronSystemd"]),

@@ -43,5 +43,14 @@ let package = Package(
                 .product(name: "ExecBackend", package: "snapcron"),
             ]
         ),
+        // Cluster mode's claim path: one minute's fires claimed by several nodes on one real PostgreSQL.
+        .executableTarget(
+            name: "store-claim-bench",
+            dependencies: [
+                .product(name: "SnapcronCore", package: "snapcron"),
+                .product(name: "SnapcronPostgres", package: "snapcron"),
+                .product(name: "PostgresHarness", package: "snapcron"),
+            ]
+        ),
     ]
 )

@@ -209,6 +209,14 @@ extension StoreTests {
                         runID: run.id, state: .cancelled, error: nil, sizeBytes: nil, now: minute(3))
                 }
                 #expect(try await store.run(id: run.id) == failed)
+
+                // A batch answers in the order asked: the claimed runs move, the ended and unknown ones do not.
+                let first = try #require(try await store.claim("b1", at: 4))
+                let second = try #require(try await store.claim("b2", at: 4))
+                let batch = try await store.markCreating(
+                    runIDs: [second.id, run.id, first.id, 999_998], now: minute(4))
+                #expect(batch.map { $0?.id } == [second.id, nil, first.id, nil])
+                #expect(batch.compactMap { $0 }.allSatisfy { $0.state == .creating && $0.attempts == 1 })
             }
         }
 
