@@ -582,9 +582,8 @@ extension StoreTests {
             }
         }
 
-        /// The protocol says a fire is claimed at most once "ever"; both stores forget a pruned fire, and only the
-        /// job's last handled fire (kept by pruning) stops the scheduler from claiming it again. Pinned here so
-        /// that the doc or the stores are changed knowingly (reported with issue 11).
+        /// A fire is claimed at most once while its run is kept: a pruned fire is forgotten, and the job's last
+        /// handled fire (kept by pruning) is what stops the scheduler from claiming it again (StateStore's contract).
         @Test(arguments: StoreKind.tested)
         func aPrunedFireCanBeClaimedAgain(_ kind: StoreKind) async throws {
             try await kind.withStore { store in

@@ -5,8 +5,10 @@ import Foundation
 /// The run engine reaches its store only through this protocol (SQLite is the embedded one; a shared database for
 /// several daemons is another). Contract, which every implementation keeps:
 /// - Each method is one transaction: it happens entirely or not at all.
-/// - A fire `(job, scheduledAt)` is claimed at most once, ever (`claimRuns`, `recordMissed`, `recordSkipped`); a
-///   second claim of the same fire answers nil and writes nothing.
+/// - A fire `(job, scheduledAt)` is claimed at most once while its run is kept (`claimRuns`, `recordMissed`,
+///   `recordSkipped`); a second claim of the same fire answers nil and writes nothing. `pruneHistory` forgets old
+///   runs, and with them their fires: the job's last handled fire, which pruning keeps, is what keeps the scheduler
+///   from reaching a pruned fire again.
 /// - Run states move only as ``RunState/allowsTransition(to:)`` says; an illegal move throws and writes nothing.
 /// - An image is deleted only through `beginDeleting` (only when active and unpinned) then `markImageDeleted`; a
 ///   pin of an image being deleted is refused.
