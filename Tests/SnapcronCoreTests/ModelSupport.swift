@@ -408,6 +408,17 @@ final class CrashingStore: StateStore {
     func health() async -> StoreHealth {
         (try? pass { base.healthCheck() }) ?? StoreHealth(isOK: false, message: "the process crashed")
     }
+    func jobState(name: String) async throws -> JobStateRecord? { try pass { try base.jobState(name: name) } }
+    func hookResults(runIDs: [Int64]) async throws -> [Int64: [HookRecord]] {
+        try pass { try base.hookResults(runIDs: runIDs) }
+    }
+    func imageCensus(notAfter now: Date) async throws -> [ImageCensusRow] {
+        try pass { try base.imageCensus(notAfter: now) }
+    }
+    func lastSuccessfulRunEnds(jobs: [String]) async throws -> [String: Date] {
+        try pass { try base.lastSuccessfulRunEnds(jobs: jobs) }
+    }
+    func checkpoint() async throws { try pass { try base.checkpoint() } }
 }
 
 // MARK: The backend

@@ -119,6 +119,9 @@ extension StateStore {
     }
 
     func jobState(_ name: String) async throws -> JobStateRecord? {
-        try await allJobStates().first { $0.name == name }
+        let one = try await jobState(name: name)
+        let listed = try await allJobStates().first { $0.name == name }
+        #expect(one == listed, "jobState(name:) agrees with allJobStates()")
+        return one
     }
 }

@@ -111,6 +111,20 @@ public protocol StateStore: Sendable {
     func pruneHistory(olderThan cutoff: Date) async throws -> HistoryPruneResult
     /// Whether the store is readable and consistent.
     func health() async -> StoreHealth
+
+    // MARK: Reads of the control socket and the metrics
+
+    /// One job's stored state (pause, last handled fire), or nil for a job the store never saw.
+    func jobState(name: String) async throws -> JobStateRecord?
+    /// The hook results of these runs, each run's in the order they were recorded.
+    func hookResults(runIDs: [Int64]) async throws -> [Int64: [HookRecord]]
+    /// Images not deleted, counted by job and state, with their known sizes and the newest creation time not after
+    /// `now`.
+    func imageCensus(notAfter now: Date) async throws -> [ImageCensusRow]
+    /// When each of `jobs`' newest succeeded run (by fire) ended; jobs without one are left out.
+    func lastSuccessfulRunEnds(jobs: [String]) async throws -> [String: Date]
+    /// Folds the write-ahead log into the database where the store keeps one (at a clean stop).
+    func checkpoint() async throws
 }
 
 /// One fire to claim.
