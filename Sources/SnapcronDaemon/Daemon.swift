@@ -194,6 +194,8 @@ public final class Daemon: Sendable {
         // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
         // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
         let runner = Task { [scheduler] in
+            // Stopped before it began (SIGTERM during start-up): nothing is resumed only to be cut at once.
+            guard !stop.isRequested else { return }
             try await scheduler.run(heartbeat: heartbeat, observer: observer)
         }
         stop.attach(runner)
@@ -227,6 +229,8 @@ final class StopRequest: @unchecked Sendable {  // guarded by the lock
     private let lock = NSLock()
     private var requested = false
     private var task: Task<Void, any Error>?
+
+    var isRequested: Bool { lock.withLock { requested } }
 
     func request() {
         let task = lock.withLock {
