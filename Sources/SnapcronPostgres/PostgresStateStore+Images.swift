@@ -136,17 +136,7 @@ extension PostgresStateStore {
                 case .keep(let reason):
                     (keepReason, deleteReason) = (reason, nil)
                 case .delete(let reason):
-                    let refusal: String? =
-                        if image.pinned {
-                            "it is pinned"
-                        } else if image.state == .deleted {
-                            "it is already deleted"
-                        } else if image.state == .deleting {
-                            "it is being deleted"
-                        } else {
-                            nil
-                        }
-                    if let refusal {
+                    if let refusal = image.deleteRefusal {
                         throw PostgresStoreError(
                             .illegalTransition,
                             "image \(key.id) at backend \(key.backend) cannot be deleted: \(refusal)")

@@ -137,17 +137,7 @@ extension SnapcronDatabase {
                 case .keep(let reason):
                     (keepReason, deleteReason) = (reason, nil)
                 case .delete(let reason):
-                    let refusal: String? =
-                        if image.pinned {
-                            "it is pinned"
-                        } else if image.state == .deleted {
-                            "it is already deleted"
-                        } else if image.state == .deleting {
-                            "it is being deleted"
-                        } else {
-                            nil
-                        }
-                    if let refusal {
+                    if let refusal = image.deleteRefusal {
                         throw SnapcronStoreError(
                             .illegalTransition,
                             "image \(key.id) at backend \(key.backend) cannot be deleted: \(refusal)")

@@ -151,6 +151,16 @@ public struct ImageRecord: Sendable, Hashable, Codable {
     /// The image's key.
     public var key: ImageKey { ImageKey(id: id, backend: backend) }
 
+    /// Why retention may not decide to delete this image (pinned, deleted, being deleted), or nil when it may.
+    public var deleteRefusal: String? {
+        if pinned { return "it is pinned" }
+        switch state {
+        case .deleted: return "it is already deleted"
+        case .deleting: return "it is being deleted"
+        default: return nil
+        }
+    }
+
     public init(
         id: String, backend: String, job: String, target: String, name: String, description: String?, createdAt: Date, state: StoredImageState, sizeBytes: Int64?, pinned: Bool, deletedAt: Date?, runID: Int64?, keepReason: String?, deleteReason: String?
     ) {
