@@ -222,7 +222,7 @@ let package = Package(
             name: "snapcron-store-torture", dependencies: ["SnapcronStore", "SnapcronCore"], swiftSettings: swiftSettings),
         .testTarget(
             name: "CronExpressionTests",
-            dependencies: ["CronExpression"],
+            dependencies: ["CronExpression", "TestThreads"],
             resources: [.copy("Fixtures")],
             swiftSettings: swiftSettings
         ),
@@ -230,7 +230,7 @@ let package = Package(
             name: "SnapcronCoreTests",
             dependencies: [
                 "SnapcronCore", "SnapcronConfig", "BackendTypes", "LocalDescriptor", "ExecDescriptor", "TWCCDescriptor",
-                "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", logging,
+                "SnapcronStore", "SnapcronTestKit", "SnapshotBackend", "TestThreads", logging,
             ],
             swiftSettings: swiftSettings
         ),

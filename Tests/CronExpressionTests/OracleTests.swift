@@ -1,10 +1,11 @@
 import Foundation
+import TestThreads
 import Testing
 
 @testable import CronExpression
 
 /// Differential tests: every row of the oracle (computed by independent implementations) must pass.
-@Suite struct OracleTests {
+@Suite(.onCPULane) struct OracleTests {
     struct FireRow: Decodable, CustomTestStringConvertible, Sendable {
         var expr: String
         var tz: String

@@ -1,9 +1,10 @@
 import Foundation
+import TestThreads
 import Testing
 
 @testable import CronExpression
 
-@Suite struct PropertyTests {
+@Suite(.onCPULane) struct PropertyTests {
     static let zones = ["UTC", "America/New_York", "Europe/Berlin", "Australia/Lord_Howe", "America/Sao_Paulo"]
 
     /// For random valid expressions and random starts: the engine's next fire is after the start, matches, and

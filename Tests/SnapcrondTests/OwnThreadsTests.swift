@@ -26,6 +26,29 @@ import Testing
     }
 }
 
+/// The lane for long computations (Tests/TestThreads): its own threads, never more than two.
+@Suite(.onCPULane) struct CPULaneTests {
+    @Test func aComputationRunsOnTheLane() {
+        #expect(OwnThreadsExecutor.cpuLane.isCurrentThreadOwn)
+        #expect(!OwnThreadsExecutor.shared.isCurrentThreadOwn)
+    }
+
+    @Test func sixBusyChildTasksShareTwoThreads() async {
+        let counter = ConcurrencyCounter()
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<6 {
+                group.addTask {
+                    counter.enter()
+                    usleep(50_000)  // busy, as far as the lane can tell
+                    counter.leave()
+                }
+            }
+        }
+        #expect(counter.finished == 6)
+        #expect(counter.mostAtOnce == 2)
+    }
+}
+
 @Suite struct CooperativePoolTests {
     @Test func aTestWithoutTheTraitRunsOnThePool() {
         #expect(!OwnThreadsExecutor.shared.isCurrentThreadOwn)
@@ -49,5 +72,26 @@ private final class Barrier: @unchecked Sendable {  // guarded by the condition
             if !condition.wait(until: deadline) { return arrived >= parties }
         }
         return true
+    }
+}
+
+private final class ConcurrencyCounter: @unchecked Sendable {  // guarded by the lock
+    private let lock = NSLock()
+    private var running = 0
+    private(set) var mostAtOnce = 0
+    private(set) var finished = 0
+
+    func enter() {
+        lock.withLock {
+            running += 1
+            mostAtOnce = max(mostAtOnce, running)
+        }
+    }
+
+    func leave() {
+        lock.withLock {
+            running -= 1
+            finished += 1
+        }
     }
 }

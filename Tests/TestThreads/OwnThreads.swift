@@ -21,6 +21,7 @@ public struct OwnThreadsTrait: SuiteTrait, TestTrait, TestScoping {
     public func provideScope(
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
     ) async throws {
+        _ = PoolStallWatch.started
         try await withTaskExecutorPreference(OwnThreadsExecutor.shared) { try await function() }
     }
 }
@@ -30,16 +31,49 @@ extension Trait where Self == OwnThreadsTrait {
     public static var onOwnThreads: Self { OwnThreadsTrait() }
 }
 
-/// A task executor with as many threads as it has jobs running: a job never waits for another one to stop
-/// blocking. Idle threads are kept for a while and then end.
-public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {  // guarded by the condition
-    public static let shared = OwnThreadsExecutor()
+/// Runs a long computation (a property search, an oracle comparison, a simulated year) on a lane of two threads
+/// of its own instead of the cooperative pool.
+///
+/// A synchronous test body runs as one job: two of them computing for 20 s hold both pool threads for 20 s, and
+/// every test that waits on real time meanwhile (a request timeout, a process) sees its work never scheduled. On
+/// the lane they compete with the pool for the cores through the kernel's scheduler, which shares them fairly.
+public struct CPULaneTrait: SuiteTrait, TestTrait, TestScoping {
+    public var isRecursive: Bool { true }
 
+    public func scopeProvider(for test: Test, testCase: Test.Case?) -> Self? {
+        testCase == nil ? nil : self
+    }
+
+    public func provideScope(
+        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
+    ) async throws {
+        _ = PoolStallWatch.started
+        try await withTaskExecutorPreference(OwnThreadsExecutor.cpuLane) { try await function() }
+    }
+}
+
+extension Trait where Self == CPULaneTrait {
+    /// The test computes on the CPU lane: it never holds a thread of the cooperative pool for long.
+    public static var onCPULane: Self { CPULaneTrait() }
+}
+
+/// A task executor with threads of its own: as many as it has jobs running (a job never waits for another one
+/// to stop blocking), or at most `threadLimit`. Idle threads are kept for a while and then end.
+public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {  // guarded by the condition
+    /// For tests that block: unbounded.
+    public static let shared = OwnThreadsExecutor(threadLimit: nil)
+    /// For tests that compute: two threads, so the cooperative pool keeps a fair share of the two cores.
+    public static let cpuLane = OwnThreadsExecutor(threadLimit: 2)
+
+    private let threadLimit: Int?
     private let condition = NSCondition()
     private var pending: [UnownedJob] = []
     private var waiting = 0
     private var threads: Set<UInt> = []
+    private var starting = 0
     private let idleLifetime: TimeInterval = 10
+
+    init(threadLimit: Int?) { self.threadLimit = threadLimit }
 
     /// Whether the calling thread is one of this executor's.
     public var isCurrentThreadOwn: Bool {
@@ -51,9 +85,10 @@ public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {  // g
         let job = UnownedJob(job)
         condition.lock()
         pending.append(job)
-        // Every pending job needs a waiting thread of its own, or it could wait behind a blocked one.
-        let spawn = pending.count > waiting
-        if !spawn { condition.signal() }
+        // Every pending job needs a waiting thread of its own, or it could wait behind a blocked one; a limited
+        // executor queues it once it has all its threads.
+        let spawn = pending.count > waiting + starting && threads.count + starting < (threadLimit ?? .max)
+        if spawn { starting += 1 } else { condition.signal() }
         condition.unlock()
         if spawn { Thread { [self] in work() }.start() }
     }
@@ -61,6 +96,7 @@ public final class OwnThreadsExecutor: TaskExecutor, @unchecked Sendable {  // g
     private func work() {
         let current = UInt(bitPattern: Int(bitPattern: pthread_self()))
         condition.lock()
+        starting -= 1
         threads.insert(current)
         defer {
             threads.remove(current)
