@@ -5,12 +5,11 @@ import Logging
 import NIOCore
 import NIOConcurrencyHelpers
 import SnapcronCore
-import SnapcronStore
 import SnapshotBackend
 
 /// What the control service needs from the daemon; tests build one around a manual clock and a fake backend.
 public struct ControlEnvironment: Sendable {
-    public var store: SnapcronDatabase
+    public var store: any StateStore
     public var scheduler: SchedulerService
     public var catalog: JobCatalog
     public var config: SnapcronConfig
@@ -24,7 +23,7 @@ public struct ControlEnvironment: Sendable {
     public var reload: @Sendable () async -> Result<Schedule, DiagnosticList>
 
     public init(
-        store: SnapcronDatabase, scheduler: SchedulerService, catalog: JobCatalog, config: SnapcronConfig,
+        store: any StateStore, scheduler: SchedulerService, catalog: JobCatalog, config: SnapcronConfig,
         backends: [String: any SnapshotBackend], schedulePath: String, access: ControlAccess, startedAt: Date,
         now: @escaping @Sendable () -> Date, reload: @escaping @Sendable () async -> Result<Schedule, DiagnosticList>
     ) {
@@ -106,22 +105,22 @@ public final class ControlService: Sendable {
         case .jobs:
             _ = try request.decodeParams(NoParams.self)
             return try jobs()
-        case .job: return try encode(job(try request.decodeParams(JobParams.self).job, paused: pausedJobs()))
+        case .job: return try encode(await job(try request.decodeParams(JobParams.self).job, paused: pausedJobs()))
         case .next: return try encode(next(try request.decodeParams(NextParams.self)))
-        case .history: return try encode(history(try request.decodeParams(HistoryParams.self)))
-        case .images: return try encode(images(job: try request.decodeParams(JobParams.self).job))
+        case .history: return try encode(await history(try request.decodeParams(HistoryParams.self)))
+        case .images: return try encode(await images(job: try request.decodeParams(JobParams.self).job))
         case .orphans:
             _ = try request.decodeParams(NoParams.self)
             return try encode(await orphans())
-        case .run: return try encode(run(id: try request.decodeParams(RunParams.self).id))
+        case .run: return try encode(await run(id: try request.decodeParams(RunParams.self).id))
         case .freshness:
             _ = try request.decodeParams(NoParams.self)
-            return try encode(freshness(paused: pausedJobs()))
+            return try encode(await freshness(paused: pausedJobs()))
         case .trigger: return try encode(await trigger(job: try request.decodeParams(JobParams.self).job))
         case .pause: return try encode(await setPaused(job: try request.decodeParams(JobParams.self).job, true))
         case .resume: return try encode(await setPaused(job: try request.decodeParams(JobParams.self).job, false))
-        case .pin: return try encode(pin(try request.decodeParams(PinParams.self), true))
-        case .unpin: return try encode(pin(try request.decodeParams(PinParams.self), false))
+        case .pin: return try encode(await pin(try request.decodeParams(PinParams.self), true))
+        case .unpin: return try encode(await pin(try request.decodeParams(PinParams.self), false))
         case .reload:
             _ = try request.decodeParams(NoParams.self)
             return try encode(await reload())
@@ -141,7 +140,10 @@ public final class ControlService: Sendable {
     func status() async throws -> StatusResult {
         let snapshot = await environment.scheduler.snapshot()
         let now = environment.now()
-        let lastFailure = try storeCall { try environment.store.lastFailureForStatus() }
+        let store = environment.store
+        let lastFailure = try await storeCall { try await store.lastFailure() }
+        var lastFailureInfo: RunInfo?
+        if let lastFailure { lastFailureInfo = try await runInfo(lastFailure) }
         return StatusResult(
             version: SnapcronVersion.current, pid: getpid(), startedAt: environment.startedAt,
             uptimeSeconds: max(0, Int(now.timeIntervalSince(environment.startedAt))),
@@ -150,16 +152,16 @@ public final class ControlService: Sendable {
                 RunningRunInfo(id: $0.id, job: $0.job, phase: $0.phase, imageId: $0.imageID, startedAt: $0.startedAt)
             },
             nextFire: snapshot.nextFire.map { NextFireInfo(job: $0.job, at: $0.at) },
-            lastFailure: try lastFailure.map(runInfo), store: storeHealth(now: now))
+            lastFailure: lastFailureInfo, store: await storeHealth(now: now))
     }
 
-    private func storeHealth(now: Date) -> StoreHealthInfo {
+    private func storeHealth(now: Date) async -> StoreHealthInfo {
         if let cached = health.withLockedValue({ $0 }), now.timeIntervalSince(cached.at) < Self.healthTTL,
             now >= cached.at
         {
             return cached.value
         }
-        let result = environment.store.healthCheck()
+        let result = await environment.store.health()
         let value = StoreHealthInfo(ok: result.isOK, message: result.message)
         health.withLockedValue { $0 = (now, value) }
         return value
@@ -177,7 +179,7 @@ public final class ControlService: Sendable {
         return try jobsCache.withLockedValue { try $0.answer(catalog: catalog, paused: paused, now: now) }
     }
 
-    func job(_ name: String, paused: Set<String>) throws -> JobDetailResult {
+    func job(_ name: String, paused: Set<String>) async throws -> JobDetailResult {
         let catalog = environment.catalog.snapshot
         guard let job = catalog.job(named: name), var info = catalog.info(named: name) else {
             throw notFound(job: name)
@@ -185,12 +187,16 @@ public final class ControlService: Sendable {
         info.paused = paused.contains(name)
         info.nextFire = job.expression.nextDate(after: environment.now(), in: job.zone)
         let store = environment.store
-        let (state, runs, images) = try storeCall {
-            (try store.jobState(name: name), try store.runs(job: name, limit: 10), try store.images(job: name))
+        let (state, runs, images) = try await storeCall {
+            (
+                try await store.jobState(name: name),
+                try await store.runs(job: name, state: nil, since: nil, limit: 10),
+                try await store.images(job: name, includeDeleted: false)
+            )
         }
         let plan = retentionPlan(for: job, images: images)
         return JobDetailResult(
-            job: info, lastFire: state?.lastScheduledAt, recentRuns: try runs.map(runInfo), images: images.count,
+            job: info, lastFire: state?.lastScheduledAt, recentRuns: try await runInfos(runs), images: images.count,
             newestActive: images.first { $0.state == .active }.map { imageInfo($0, plan: plan) })
     }
 
@@ -227,7 +233,7 @@ public final class ControlService: Sendable {
         }
     }
 
-    func history(_ params: HistoryParams) throws -> HistoryResult {
+    func history(_ params: HistoryParams) async throws -> HistoryResult {
         var state: RunState?
         if let name = params.state {
             guard let parsed = RunState(rawValue: name) else {
@@ -239,10 +245,12 @@ public final class ControlService: Sendable {
         let limit = params.limit ?? 50
         guard (1...10_000).contains(limit) else { throw RPCError(.invalidParams, "history: limit must be 1-10000") }
         let store = environment.store
-        let runs = try storeCall { try store.runs(job: params.job, state: state, since: params.since, limit: limit) }
-        var infos = try runs.map(runInfo)
+        let runs = try await storeCall {
+            try await store.runs(job: params.job, state: state, since: params.since, limit: limit)
+        }
+        var infos = try await runInfos(runs)
         if params.verbose == true {
-            let hooks = try storeCall { try store.hookResults(runIDs: runs.map(\.id)) }
+            let hooks = try await storeCall { try await store.hookResults(runIDs: runs.map(\.id)) }
             for index in infos.indices {
                 infos[index].hooks = (hooks[infos[index].id] ?? []).map {
                     HookInfo(
@@ -254,10 +262,10 @@ public final class ControlService: Sendable {
         return HistoryResult(runs: infos)
     }
 
-    func images(job name: String) throws -> ImagesResult {
+    func images(job name: String) async throws -> ImagesResult {
         let job = environment.catalog.snapshot.job(named: name)
         let store = environment.store
-        let images = try storeCall { try store.images(job: name) }
+        let images = try await storeCall { try await store.images(job: name, includeDeleted: false) }
         guard job != nil || !images.isEmpty else { throw notFound(job: name) }
         let plan = job.map { retentionPlan(for: $0, images: images) }
         return ImagesResult(job: name, images: images.map { imageInfo($0, plan: plan) })
@@ -280,19 +288,19 @@ public final class ControlService: Sendable {
             })
     }
 
-    func run(id: Int64) throws -> RunInfo {
+    func run(id: Int64) async throws -> RunInfo {
         let store = environment.store
-        guard let record = try storeCall({ try store.run(id: id) }) else {
+        guard let record = try await storeCall({ try await store.run(id: id) }) else {
             throw RPCError(.notFound, "no run with id \(id)")
         }
-        return try runInfo(record)
+        return try await runInfo(record)
     }
 
-    func freshness(paused: Set<String>) throws -> FreshnessResult {
+    func freshness(paused: Set<String>) async throws -> FreshnessResult {
         let now = environment.now()
         let store = environment.store
-        let (newest, states) = try storeCall {
-            (try store.newestActiveImageDates(notAfter: now), try store.allJobStates())
+        let (newest, states) = try await storeCall {
+            (try await store.newestActiveImageDates(notAfter: now), try await store.allJobStates())
         }
         let lastFires = Dictionary(states.map { ($0.name, $0.lastScheduledAt) }, uniquingKeysWith: { a, _ in a })
         let entries = environment.catalog.snapshot.jobs.map { job in
@@ -354,7 +362,7 @@ public final class ControlService: Sendable {
         return PauseResult(job: name, paused: paused)
     }
 
-    func pin(_ params: PinParams, _ pinned: Bool) throws -> ControlProtocol.ImageInfo {
+    func pin(_ params: PinParams, _ pinned: Bool) async throws -> ControlProtocol.ImageInfo {
         let catalog = environment.catalog.snapshot
         var backends = Set(environment.config.backends.keys).union(catalog.jobs.map(\.backend)).sorted()
         if let name = params.job {
@@ -362,9 +370,15 @@ public final class ControlService: Sendable {
             backends = [job.backend]
         }
         let store = environment.store
-        let found = try storeCall {
-            try backends.lazy.compactMap { try store.image(id: params.image, backend: $0) }
-                .first { params.job == nil || $0.job == params.job }
+        let found = try await storeCall { () async throws -> ImageRecord? in
+            for backend in backends {
+                if let image = try await store.image(id: params.image, backend: backend),
+                    params.job == nil || image.job == params.job
+                {
+                    return image
+                }
+            }
+            return nil
         }
         guard let image = found else {
             throw RPCError(
@@ -377,7 +391,7 @@ public final class ControlService: Sendable {
         guard !(pinned && image.state == .deleting) else {
             throw RPCError(.conflict, "image \(image.id) is being deleted by retention; it cannot be pinned")
         }
-        let updated = try storeCall { try store.setPinned(id: image.id, backend: image.backend, pinned) }
+        let updated = try await storeCall { try await store.setPinned(id: image.id, backend: image.backend, pinned) }
         return imageInfo(updated, plan: nil)
     }
 
@@ -400,7 +414,8 @@ public final class ControlService: Sendable {
         let plan: RetentionPlan
         if dryRun {
             let store = environment.store
-            plan = retentionPlan(for: job, images: try storeCall { try store.images(job: job.name) })
+            plan = retentionPlan(
+                for: job, images: try await storeCall { try await store.images(job: job.name, includeDeleted: false) })
         } else {
             do {
                 plan = try await environment.scheduler.pruneNow(job: job.name)
@@ -429,11 +444,14 @@ public final class ControlService: Sendable {
         }
         let store = environment.store
         // The deletes have finished (or failed) when the scheduler answers: report each image's state now.
-        let states = try storeCall {
-            try chosen.map { orphan in
-                guard !dryRun else { return orphan.image.state }
-                return try store.image(id: orphan.image.id, backend: orphan.image.backend)?.state ?? orphan.image.state
+        var states: [StoredImageState] = []
+        for orphan in chosen {
+            guard !dryRun else {
+                states.append(orphan.image.state)
+                continue
             }
+            let image = try await storeCall { try await store.image(id: orphan.image.id, backend: orphan.image.backend) }
+            states.append(image?.state ?? orphan.image.state)
         }
         return PruneOrphansResult(
             dryRun: dryRun,
@@ -480,19 +498,26 @@ public final class ControlService: Sendable {
     }
 
     /// Store calls throw store errors; the caller gets an internal error that says what failed.
-    private func storeCall<T>(_ body: () throws -> T) throws -> T {
+    private func storeCall<T>(_ body: () async throws -> T) async throws -> T {
         do {
-            return try body()
+            return try await body()
         } catch {
             throw RPCError(.internalError, "the state database failed: \(error)")
         }
     }
 
-    private func runInfo(_ record: RunRecord) throws -> RunInfo {
+    private func runInfos(_ records: [RunRecord]) async throws -> [RunInfo] {
+        var infos: [RunInfo] = []
+        infos.reserveCapacity(records.count)
+        for record in records { infos.append(try await runInfo(record)) }
+        return infos
+    }
+
+    private func runInfo(_ record: RunRecord) async throws -> RunInfo {
         var imageState: String?
         if let imageID = record.imageID, let backend = record.backend {
             let store = environment.store
-            imageState = try storeCall { try store.image(id: imageID, backend: backend)?.state.rawValue }
+            imageState = try await storeCall { try await store.image(id: imageID, backend: backend)?.state.rawValue }
         }
         return RunInfo(
             id: record.id, job: record.job, scheduledAt: record.scheduledAt, trigger: record.trigger.rawValue,

@@ -70,29 +70,29 @@ extension Daemon {
 
 extension Daemon {
     /// The metrics listener and its refresher, while the daemon runs.
-    final class MetricsService: @unchecked Sendable {  // all set once in init; DispatchSource is thread-safe
-        let refreshTimer: any DispatchSourceTimer
+    final class MetricsService: Sendable {
+        let refreshing: Task<Void, Never>
         let listening: Task<Void, Never>
         let server: MetricsServer
 
-        init(refreshTimer: any DispatchSourceTimer, listening: Task<Void, Never>, server: MetricsServer) {
-            self.refreshTimer = refreshTimer
+        init(refreshing: Task<Void, Never>, listening: Task<Void, Never>, server: MetricsServer) {
+            self.refreshing = refreshing
             self.listening = listening
             self.server = server
         }
 
         func stop() async {
-            refreshTimer.cancel()
+            refreshing.cancel()
             listening.cancel()
+            await refreshing.value
             await listening.value
             await server.stop()
         }
     }
 
-    /// The refresher that keeps the figures current, and the listener. The refresher runs on a queue of its own,
-    /// once a second: a rendering of 10,000 jobs takes tens of milliseconds, which must not hold one of the
-    /// cooperative pool's threads (two on two cores) that the scheduler runs on. A listener that cannot bind (the
-    /// port is taken) is logged and tried again every 30 s: images matter more than their metrics.
+    /// The refresher that keeps the figures current (once a second; it renders on a queue of its own), and the
+    /// listener. A listener that cannot bind (the port is taken) is logged and tried again every 30 s: images
+    /// matter more than their metrics.
     func startMetrics() -> MetricsService? {
         guard let metrics, let listen = config.metricsListen else { return nil }
         let scheduler = self.scheduler
@@ -100,10 +100,12 @@ extension Daemon {
         let refresher = MetricsRefresher(
             metrics: metrics, store: store, catalog: catalog, paused: { scheduler.pausedJobs }, now: { clock.now() },
             logger: logger)
-        let timer = DispatchSource.makeTimerSource(queue: DispatchQueue(label: "snapcron.metrics", qos: .utility))
-        timer.schedule(deadline: .now(), repeating: .seconds(1), leeway: .milliseconds(100))
-        timer.setEventHandler { refresher.refresh() }
-        timer.resume()
+        let refreshing = Task(priority: .utility) {
+            while !Task.isCancelled {
+                await refresher.refresh()
+                try? await Task.sleep(for: .seconds(1), tolerance: .milliseconds(100))
+            }
+        }
         let server = MetricsServer(listen: listen, allow: config.metricsAllow, metrics: metrics, logger: logger)
         let logger = self.logger
         let listening = Task(priority: .low) {
@@ -118,6 +120,6 @@ extension Daemon {
                 try? await Task.sleep(for: .seconds(30))
             }
         }
-        return MetricsService(refreshTimer: timer, listening: listening, server: server)
+        return MetricsService(refreshing: refreshing, listening: listening, server: server)
     }
 }

@@ -43,7 +43,7 @@ public struct DaemonStartError: Error, CustomStringConvertible {
 public final class Daemon: Sendable {
     public let config: SnapcronConfig
     public let schedulePath: String
-    public let store: SnapcronDatabase
+    public let store: any StateStore
     public let scheduler: SchedulerService
     let backends: [String: any SnapshotBackend]
     /// Held from start to exit: no second daemon on the same state directory.
@@ -203,7 +203,7 @@ public final class Daemon: Sendable {
         await metricsService?.stop()
         await control?.stop()
         try outcome.get()
-        try? store.checkpoint()
+        try? await store.checkpoint()
         logger.info("Stopped cleanly")
     }
 }

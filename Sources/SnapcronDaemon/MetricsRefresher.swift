@@ -8,12 +8,15 @@ import Synchronization
 
 /// Keeps the per-job figures of ``DaemonMetrics`` current and publishes the exposition, off the scrape path.
 ///
-/// Called once a second (the daemon's metrics queue), it sets what changed: next fires (recomputed only for a job whose next fire passed, or after a
-/// reload), paused flags, and, when an event touched the store (or a minute passed: pins, polls), the image
-/// census. Then it publishes a new rendering if any value moved. A scrape never waits for any of this.
+/// Called once a second, it sets what changed: next fires (recomputed only for a job whose next fire passed, or
+/// after a reload), paused flags, and, when an event touched the store (or a minute passed: pins, polls), the image
+/// census. Then it publishes a new rendering if any value moved. A scrape never waits for any of this. The store is
+/// read from the calling task; the figures are computed and rendered on a queue of its own, because a rendering of
+/// 10,000 jobs takes tens of milliseconds, which must not hold one of the cooperative pool's threads (two on two
+/// cores) that the scheduler runs on.
 final class MetricsRefresher: Sendable {
     let metrics: DaemonMetrics
-    let store: SnapcronDatabase
+    let store: any StateStore
     let catalog: JobCatalog
     let paused: @Sendable () -> Set<String>
     let now: @Sendable () -> Date
@@ -21,6 +24,7 @@ final class MetricsRefresher: Sendable {
     /// Store figures are read at least this often even without an event (pins, found images, polls).
     static let storeInterval: TimeInterval = 60
     private let state = Mutex(State())
+    private let queue = DispatchQueue(label: "snapcron.metrics", qos: .utility)
 
     struct State {
         var catalogRevision = -1
@@ -31,9 +35,16 @@ final class MetricsRefresher: Sendable {
         var lastFires: [String: Date] = [:]
     }
 
+    /// What one refresh read from the store.
+    private struct StoreReads: Sendable {
+        var lastFires: [String: Date]?
+        var census: [ImageCensusRow]?
+        var lastSuccess: [String: Date]?
+    }
+
     init(
-        metrics: DaemonMetrics, store: SnapcronDatabase, catalog: JobCatalog, paused: @escaping @Sendable () -> Set<String>,
-        now: @escaping @Sendable () -> Date, logger: Logger
+        metrics: DaemonMetrics, store: any StateStore, catalog: JobCatalog,
+        paused: @escaping @Sendable () -> Set<String>, now: @escaping @Sendable () -> Date, logger: Logger
     ) {
         self.metrics = metrics
         self.store = store
@@ -43,12 +54,34 @@ final class MetricsRefresher: Sendable {
         self.logger = logger
     }
 
-    /// One refresh: figures that are due, then a new rendering if anything changed.
-    func refresh() {
+    /// One refresh: figures that are due, then a new rendering if anything changed. Not called concurrently.
+    func refresh() async {
         let now = self.now()
         let snapshot = catalog.snapshot
-        let pausedJobs = paused()
         let readStore = metrics.takeStoreDirty()
+        let (storeDue, jobsChanged, seedLastSuccess) = state.withLock { state in
+            (
+                readStore || state.lastStoreRead.map { now.timeIntervalSince($0) >= Self.storeInterval } ?? true,
+                state.catalogRevision != snapshot.revision,
+                !state.lastSuccessSeeded || state.catalogRevision != snapshot.revision
+            )
+        }
+        var reads = StoreReads()
+        if storeDue { reads.lastFires = await readLastFires() }
+        if storeDue || jobsChanged {
+            (reads.census, reads.lastSuccess) = await readImages(
+                now: now, jobs: snapshot.jobs, seedLastSuccess: seedLastSuccess)
+        }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            queue.async { [self, reads] in
+                apply(reads, storeDue: storeDue, snapshot: snapshot, now: now)
+                done.resume()
+            }
+        }
+    }
+
+    private func apply(_ reads: StoreReads, storeDue: Bool, snapshot: JobCatalog.Snapshot, now: Date) {
+        let pausedJobs = paused()
         state.withLock { state in
             let jobsChanged = state.catalogRevision != snapshot.revision
             var firesChanged = jobsChanged
@@ -61,15 +94,16 @@ final class MetricsRefresher: Sendable {
                 state.fires[job.name] = Self.fires(of: job, after: now)
                 firesChanged = true
             }
-            let storeDue = readStore || state.lastStoreRead.map { now.timeIntervalSince($0) >= Self.storeInterval } ?? true
             if storeDue || firesChanged || pausedJobs != state.pausedSeen {
-                if storeDue { state.lastFires = readLastFires() ?? state.lastFires }
+                if let lastFires = reads.lastFires { state.lastFires = lastFires }
                 updateJobs(snapshot.jobs, fires: state.fires, paused: pausedJobs, lastFires: state.lastFires)
                 state.pausedSeen = pausedJobs
             }
             if storeDue || jobsChanged {
-                updateImages(now: now, jobs: snapshot.jobs, seedLastSuccess: !state.lastSuccessSeeded || jobsChanged)
-                state.lastSuccessSeeded = true
+                if let census = reads.census {
+                    metrics.update(census: census, lastSuccess: reads.lastSuccess)
+                    state.lastSuccessSeeded = state.lastSuccessSeeded || reads.lastSuccess != nil
+                }
                 state.lastStoreRead = now
             }
         }
@@ -84,10 +118,10 @@ final class MetricsRefresher: Sendable {
     }
 
     /// Each job's last handled fire, from the store; nil when it cannot be read.
-    private func readLastFires() -> [String: Date]? {
+    private func readLastFires() async -> [String: Date]? {
         do {
             var lastFires: [String: Date] = [:]
-            for record in try store.allJobStates() {
+            for record in try await store.allJobStates() {
                 if let last = record.lastScheduledAt { lastFires[record.name] = last }
             }
             return lastFires
@@ -108,13 +142,17 @@ final class MetricsRefresher: Sendable {
             })
     }
 
-    private func updateImages(now: Date, jobs: [Job], seedLastSuccess: Bool) {
+    /// The image census, and each job's last success when it is to be seeded; nils when they cannot be read.
+    private func readImages(now: Date, jobs: [Job], seedLastSuccess: Bool) async
+        -> ([ImageCensusRow]?, [String: Date]?)
+    {
         do {
-            let census = try store.imageCensus(notAfter: now)
-            let lastSuccess = seedLastSuccess ? try store.lastSuccessfulRunEnds(jobs: jobs.map(\.name)) : nil
-            metrics.update(census: census, lastSuccess: lastSuccess)
+            let census = try await store.imageCensus(notAfter: now)
+            let lastSuccess = seedLastSuccess ? try await store.lastSuccessfulRunEnds(jobs: jobs.map(\.name)) : nil
+            return (census, lastSuccess)
         } catch {
             logger.warning("Metrics: cannot read the image census", metadata: ["error": "\(error)"])
+            return (nil, nil)
         }
     }
 }

@@ -6,12 +6,12 @@
 /// spelled out literally, flags are BOOLEAN. Text is ordered with `COLLATE "C"` in queries, as SQLite orders it.
 enum PostgresSchema {
     /// The newest version this code knows; a database at a higher version is refused.
-    static let latestVersion = 1
+    static let latestVersion = 2
 
     /// The statements of each step, by the version it brings the database to; `installationID` (hex digits, made
     /// once per database) is written by the first.
     static func steps(installationID: String) -> [Int: [String]] {
-        [1: v1(installationID: installationID)]
+        [1: v1(installationID: installationID), 2: v2]
     }
 
     private static func v1(installationID: String) -> [String] {
@@ -115,4 +115,29 @@ enum PostgresSchema {
             "INSERT INTO installation (id) VALUES ('\(installationID)')",
         ]
     }
+
+    /// Cluster mode: the daemons sharing the store, and which of them holds each unfinished run.
+    private static let v2: [String] = [
+        """
+        CREATE TABLE nodes (
+            name         TEXT    NOT NULL PRIMARY KEY,
+            -- Raised each time the node (re)starts or its lease lapsed: a write of an older epoch is refused.
+            epoch        BIGINT  NOT NULL CHECK (epoch >= 1),
+            -- The database's clock, never the nodes': their clocks may disagree.
+            lease_until  BIGINT  NOT NULL,
+            last_seen    BIGINT  NOT NULL,
+            started_at   BIGINT  NOT NULL,
+            host         TEXT    NOT NULL,
+            pid          INTEGER NOT NULL,
+            version      TEXT    NOT NULL,
+            -- Each job's fingerprint (name, expression, zone, target, options), to tell schedules that differ.
+            schedule     TEXT    NOT NULL DEFAULT '{}'
+        )
+        """,
+        "ALTER TABLE runs ADD COLUMN owner_node TEXT, ADD COLUMN owner_epoch BIGINT",
+        """
+        CREATE INDEX runs_unfinished_by_owner ON runs (owner_node, owner_epoch)
+            WHERE state IN ('claimed', 'creating', 'waiting')
+        """,
+    ]
 }

@@ -9,13 +9,15 @@ extension PostgresStateStore {
     /// handled fires: two round trips whatever the batch size. Within a batch the first claim of a fire wins.
     public func claimRuns(_ claims: [RunClaim], now: Date) async throws -> [RunRecord?] {
         guard !claims.isEmpty else { return [] }
+        let owner = ownerForClaims
         return try await transaction(.readCommitted) { transaction in
             try await transaction.lockFires(of: claims.map(\.job))
             let inserted = try await transaction.runs(
                 """
-                INSERT INTO runs (job, scheduled_at, trigger, state, attempts, image_name, backend, target, claimed_at)
+                INSERT INTO runs (job, scheduled_at, trigger, state, attempts, image_name, backend, target, claimed_at,
+                                  owner_node, owner_epoch)
                 SELECT claim.job, claim.scheduled_at, claim.trigger, 'claimed', 0, claim.image_name, claim.backend,
-                       claim.target, \(now.epochSeconds)
+                       claim.target, \(now.epochSeconds), \(owner.node)::text, \(owner.epoch)::int8
                 FROM unnest(\(claims.map(\.job))::text[], \(claims.map(\.scheduledAt.epochSeconds))::int8[],
                             \(claims.map(\.trigger.rawValue))::text[], \(claims.map(\.imageName))::text[],
                             \(claims.map(\.backend))::text[], \(claims.map(\.target))::text[])
@@ -95,12 +97,17 @@ extension PostgresStateStore {
         guard !runIDs.isEmpty else { return [] }
         // One statement for the batch (a tick starts thousands of creates at a busy minute): one round trip per run
         // cost 0.57 ms a run on loopback. Runs in another state (ended meanwhile) are left alone and answer nil.
+        // In a cluster, only runs this node holds move: a run taken over meanwhile answers nil, never a create.
+        let owner = ownerForClaims
         let moved = try await transaction { transaction in
-            try await transaction.runs(
+            try await fenceNode(transaction)
+            return try await transaction.runs(
                 """
                 UPDATE runs SET state = 'creating', attempts = attempts + 1,
                     started_at = COALESCE(started_at, \(now.epochSeconds)), next_poll_at = NULL
                 WHERE id = ANY(\(runIDs)) AND state IN ('claimed', 'creating')
+                  AND owner_node IS NOT DISTINCT FROM \(owner.node)::text
+                  AND owner_epoch IS NOT DISTINCT FROM \(owner.epoch)::int8
                 RETURNING \(unescaped: runColumns)
                 """)
         }
@@ -146,6 +153,7 @@ extension PostgresStateStore {
         }
         return try await transaction { transaction in
             guard let run = try await fetchRun(transaction, id: runID) else { throw Self.runNotFound(runID) }
+            try await fence(transaction, runID: runID)
             guard run.state == .waiting else {
                 throw Self.illegalTransition(run, to: .waiting, because: "only a waiting run is polled")
             }
@@ -206,6 +214,7 @@ extension PostgresStateStore {
     public func recordRetryableFailure(runID: Int64, error: String, nextAttemptAt: Date) async throws -> RunRecord {
         try await transaction { transaction in
             guard let run = try await fetchRun(transaction, id: runID) else { throw Self.runNotFound(runID) }
+            try await fence(transaction, runID: runID)
             let next: RunState =
                 switch run.state {
                 case .creating: .claimed
@@ -271,8 +280,11 @@ extension PostgresStateStore {
         }
     }
 
+    /// In a cluster: the runs this node takes over (its own of an earlier epoch, and those of lapsed nodes); the
+    /// runs of live nodes are theirs.
     public func unfinishedRuns() async throws -> [RunRecord] {
-        try await transaction { transaction in
+        if membership != nil { return try await takeOverRuns() }
+        return try await transaction { transaction in
             try await transaction.runs(
                 """
                 SELECT \(unescaped: runColumns) FROM runs WHERE state IN ('claimed', 'creating', 'waiting') ORDER BY id
@@ -366,6 +378,7 @@ extension PostgresStateStore {
         -> RunRecord
     {
         guard let run = try await fetchRun(transaction, id: runID) else { throw Self.runNotFound(runID) }
+        try await fence(transaction, runID: runID)
         guard run.state.allowsTransition(to: next) else { throw Self.illegalTransition(run, to: next) }
         return run
     }

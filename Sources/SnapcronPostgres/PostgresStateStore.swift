@@ -24,6 +24,8 @@ public final class PostgresStateStore: Sendable {
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     let logger: Logger
+    /// This daemon's node in the cluster; nil for a store opened by a tool (or a daemon on its own).
+    let membership: ClusterMembership?
 
     /// How many connections one daemon opens at most: the scheduler's writes and the control socket's reads.
     static let maximumConnections = 4
@@ -35,9 +37,13 @@ public final class PostgresStateStore: Sendable {
     /// Throws ``PostgresStoreError`` with `.cannotConnect` (unreachable, wrong password, no such database),
     /// `.notASnapcronDatabase` (tables of something else), `.newerSchema` (migrated by a newer snapcron). Several
     /// daemons starting together migrate one after another (a session advisory lock).
-    public static func open(location: PostgresStoreLocation, password: String?, logger: Logger) async throws
-        -> PostgresStateStore
-    {
+    ///
+    /// With a `node` (cluster mode), the daemon registers under a new epoch and holds the runs it claims under a
+    /// lease (``ClusterNode/lease``); a node name that another host holds with a live lease is refused
+    /// (`.nodeNameInUse`).
+    public static func open(
+        location: PostgresStoreLocation, password: String?, logger: Logger, node: ClusterNode? = nil
+    ) async throws -> PostgresStateStore {
         let connection = try await connect(location: location, password: password, logger: logger)
         do {
             try await PostgresMigrator(connection: connection, location: location, logger: logger).migrate()
@@ -54,15 +60,30 @@ public final class PostgresStateStore: Sendable {
         configuration.options.minimumConnections = 1
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let runner = Task { await client.run() }
-        return PostgresStateStore(location: location, client: client, runner: runner, logger: logger)
+        let store = PostgresStateStore(
+            location: location, client: client, runner: runner, logger: logger,
+            membership: node.map(ClusterMembership.init(node:)))
+        do {
+            try await store.register()
+        } catch {
+            await store.close()
+            throw error
+        }
+        return store
     }
 
     /// ``open(location:password:logger:)`` from a `postgresql://USER@HOST[:PORT]/DATABASE` URL.
-    public static func open(url: String, password: String?, logger: Logger) async throws -> PostgresStateStore {
-        try await open(location: PostgresStoreLocation(url: url), password: password, logger: logger)
+    public static func open(url: String, password: String?, logger: Logger, node: ClusterNode? = nil) async throws
+        -> PostgresStateStore
+    {
+        try await open(location: PostgresStoreLocation(url: url), password: password, logger: logger, node: node)
     }
 
-    private init(location: PostgresStoreLocation, client: PostgresClient, runner: Task<Void, Never>, logger: Logger) {
+    private init(
+        location: PostgresStoreLocation, client: PostgresClient, runner: Task<Void, Never>, logger: Logger,
+        membership: ClusterMembership?
+    ) {
+        self.membership = membership
         self.location = location
         self.client = client
         self.runner = runner

@@ -16,6 +16,7 @@ public struct PostgresStoreError: Error, Equatable, Sendable, CustomStringConver
             case invalidArgument = "invalid argument"
             case conflict = "conflict"
             case queryFailed = "query failed"
+            case nodeNameInUse = "node name in use"
         }
 
         private let base: Base
@@ -43,6 +44,8 @@ public struct PostgresStoreError: Error, Equatable, Sendable, CustomStringConver
         public static let conflict = Code(.conflict)
         /// The server refused a statement for another reason (a broken constraint, a lost connection).
         public static let queryFailed = Code(.queryFailed)
+        /// Another host runs a node of this name, with a live lease.
+        public static let nodeNameInUse = Code(.nodeNameInUse)
 
         public var description: String { base.rawValue }
     }

@@ -33,17 +33,3 @@ extension SnapcronDatabase {
         }
     }
 }
-
-extension SnapcronDatabase {
-    /// ``lastFailure()`` with the statement prepared once per connection: `status` asks on every call.
-    public func lastFailureForStatus() throws -> RunRecord? {
-        try read { db in
-            let statement = try db.cachedStatement(
-                sql: """
-                    SELECT * FROM runs WHERE state IN ('failed', 'timed_out')
-                    ORDER BY finished_at DESC, id DESC LIMIT 1
-                    """)
-            return try Row.fetchOne(statement).map(RunRecord.init(row:))
-        }
-    }
-}

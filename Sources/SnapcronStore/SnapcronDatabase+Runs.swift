@@ -331,14 +331,14 @@ extension SnapcronDatabase {
 
     /// The most recently finished failed or timed-out run (for the status line).
     public func lastFailure() throws -> RunRecord? {
+        // Prepared once per connection: `status` asks on every call.
         try read { db in
-            try fetchRuns(
-                db,
+            let statement = try db.cachedStatement(
                 sql: """
                     SELECT * FROM runs WHERE state IN ('failed', 'timed_out')
                     ORDER BY finished_at DESC, id DESC LIMIT 1
-                    """
-            ).first
+                    """)
+            return try Row.fetchOne(statement).map(RunRecord.init(row:))
         }
     }
 

@@ -419,6 +419,9 @@ final class CrashingStore: StateStore {
         try pass { try base.lastSuccessfulRunEnds(jobs: jobs) }
     }
     func checkpoint() async throws { try pass { try base.checkpoint() } }
+    var runLease: Duration? { nil }
+    func renewRunLease() async throws -> Bool { true }
+    func takeOverRuns() async throws -> [RunRecord] { [] }
 }
 
 // MARK: The backend

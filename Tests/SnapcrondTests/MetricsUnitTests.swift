@@ -48,9 +48,9 @@ import Testing
 
     static let start = Date(timeIntervalSince1970: 1_796_000_000)  // 2026-12-01T00:53:20Z
 
-    @Test func nextFiresFollowTheClockAndPausesShowWithoutAStoreRead() throws {
+    @Test func nextFiresFollowTheClockAndPausesShowWithoutAStoreRead() async throws {
         let fixture = try Fixture(schedule: "CRON_TZ=UTC\n* * * * *  web  local:/srv/web.img\n0 3 * * *  db  local:/srv/db.img\n", at: Self.start)
-        fixture.refresher.refresh()
+        await fixture.refresher.refresh()
         let minute = (Self.start.timeIntervalSince1970 / 60).rounded(.down) * 60
         #expect(fixture.value(#"snapcron_job_next_fire_timestamp_seconds{job="web"}"#) == minute + 60)
         #expect(fixture.value(#"snapcron_job_period_seconds{job="web"}"#) == 60)
@@ -60,14 +60,14 @@ import Testing
 
         fixture.clock.advance(by: 61)
         fixture.paused.insert("db")
-        fixture.refresher.refresh()
+        await fixture.refresher.refresh()
         #expect(fixture.value(#"snapcron_job_next_fire_timestamp_seconds{job="web"}"#) == minute + 120)
         #expect(fixture.value(#"snapcron_job_paused{job="db"}"#) == 1)
     }
 
-    @Test func runEventsAndTheStoreCensusReachTheExposition() throws {
+    @Test func runEventsAndTheStoreCensusReachTheExposition() async throws {
         let fixture = try Fixture(schedule: "CRON_TZ=UTC\n0 3 * * *  db  local:/srv/db.img\n", at: Self.start)
-        fixture.refresher.refresh()
+        await fixture.refresher.refresh()
         #expect(fixture.value(#"snapcron_runs_total{job="db",state="failed"}"#) == 0)
         #expect(fixture.value(#"snapcron_images{job="db",state="active"}"#) == 0)
         #expect(fixture.value(#"snapcron_job_newest_image_timestamp_seconds{job="db"}"#) == nil)
@@ -85,7 +85,7 @@ import Testing
         _ = try fixture.store.finishRun(runID: run.id, state: .succeeded, error: nil, sizeBytes: 4096, now: end)
         fixture.metrics.runEnded(job: "db", state: .succeeded, startedAt: fire, endedAt: end)
         fixture.metrics.backendRequest(backend: "local", operation: "create", outcome: .ok)
-        fixture.refresher.refresh()
+        await fixture.refresher.refresh()
 
         #expect(fixture.value(#"snapcron_runs_total{job="db",state="succeeded"}"#) == 1)
         #expect(fixture.value(#"snapcron_run_duration_seconds_count{job="db"}"#) == 1)
@@ -104,22 +104,22 @@ import Testing
         let restarted = MetricsRefresher(
             metrics: DaemonMetrics(version: "test"), store: fixture.store, catalog: fixture.catalog, paused: { [] },
             now: { clock.now() }, logger: .init(label: "test"))
-        restarted.refresh()
+        await restarted.refresh()
         #expect(
             String(buffer: restarted.metrics.exposition).contains(
                 #"snapcron_job_last_success_timestamp_seconds{job="db"} \#(end.timeIntervalSince1970)"#))
     }
 
-    @Test func aJobLeavingTheScheduleLosesEverySeries() throws {
+    @Test func aJobLeavingTheScheduleLosesEverySeries() async throws {
         let fixture = try Fixture(schedule: "CRON_TZ=UTC\n0 3 * * *  db  local:/srv/db.img\n0 4 * * *  web  local:/srv/web.img\n", at: Self.start)
         fixture.metrics.runEnded(job: "db", state: .failed, startedAt: Self.start, endedAt: Self.start)
         fixture.metrics.imageDeleted(job: "db")
-        fixture.refresher.refresh()
+        await fixture.refresher.refresh()
         #expect(fixture.text.contains(#"job="db""#))
         let kept = try ScheduleLoader(config: .default(stateDir: fixture.directory.path))
             .check(text: "CRON_TZ=UTC\n0 4 * * *  web  local:/srv/web.img\n", file: "schedule", now: Self.start).get()
         fixture.catalog.update(kept.jobs)
-        fixture.refresher.refresh()
+        await fixture.refresher.refresh()
         #expect(!fixture.text.contains(#"job="db""#), "\(fixture.text)")
         #expect(fixture.text.contains(#"snapcron_job_period_seconds{job="web"}"#))
     }

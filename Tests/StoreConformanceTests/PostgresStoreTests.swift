@@ -67,7 +67,7 @@ extension StoreTests {
                     url: server.url(database: database), password: server.password, logger: quietLogger)
             }
             #expect(error.code == .newerSchema)
-            #expect(error.message.contains("schema version 2"), "\(error.message)")
+            #expect(error.message.contains("schema version 3, newer than this snapcron knows (2)"), "\(error.message)")
         }
 
         @Test(.enabled(if: !PostgresServer.skipRequested))

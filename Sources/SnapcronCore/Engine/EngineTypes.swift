@@ -117,6 +117,8 @@ struct EngineRun {
     var resumesAfterRestart = false
     /// The timeout passed: the next poll is the last.
     var finalPoll = false
+    /// Taken over from another daemon of a cluster: that one may have made its image already.
+    var takenOver = false
 
     enum Phase: Equatable {
         /// Waiting for the backend's quota or a create slot.
@@ -171,6 +173,12 @@ enum EngineEvent: Sendable {
     case sweepFinished(recordedJobs: Set<String>)
     /// A run's image turned up by name after the run ended; retention and late checks may have work.
     case imageAdopted(job: String, state: StoredImageState)
+    /// The store refused a run write: this daemon's lease on its runs lapsed (cluster). Renew it at once.
+    case runWriteFenced
+    /// The lease on this daemon's runs had lapsed: other daemons may have taken them over. Forget them all.
+    case runLeaseLost
+    /// Runs of daemons whose lease lapsed, now this one's to resume.
+    case runsTakenOver([RunRecord])
 }
 
 /// Whom a missed fire is reported to: the job's hook set and where it would have run.
@@ -197,6 +205,8 @@ enum EngineAction: Sendable {
     case pruneHistory(olderThan: Date)
     case clampLastScheduled(notAfter: Date)
     case storePause(job: String, paused: Bool)
+    /// Renew this daemon's lease on its runs, and take over the runs of daemons whose lease lapsed (cluster).
+    case renewRunLease
     case note(level: NoteLevel, message: String, fields: [String: String])
 
     enum NoteLevel: Sendable { case info, notice, warning, error }

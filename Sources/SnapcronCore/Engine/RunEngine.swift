@@ -11,6 +11,8 @@ struct EngineStartState: Sendable {
     var latestRecorded: Date?
     /// The store's installation id, written into image markers.
     var installationID: String?
+    /// How long this daemon's hold on its runs lasts without a renewal; nil when no other daemon shares the store.
+    var runLease: TimeInterval? = nil
 }
 
 /// The run engine's decisions, and nothing else: which fire runs, which run may create now, when to poll, when a
@@ -72,6 +74,9 @@ struct RunEngine {
     /// stepped back since).
     private var freshNamesAfter = Date.distantFuture
     private var installationID: String?
+    /// Cluster mode: how long a lease on runs lasts, and when to renew it next (a third of the lease).
+    private var runLease: TimeInterval?
+    private var nextLeaseRenewal: Date?
     private(set) var started = false
     private(set) var lastFailure: String?
 
@@ -94,6 +99,8 @@ struct RunEngine {
         started = true
         freshNamesAfter = max(now, state.latestRecorded ?? now)
         installationID = state.installationID
+        runLease = state.runLease
+        nextLeaseRenewal = state.runLease.map { now.addingTimeInterval($0 / 3) }
         var clampTo: Date?
         if let latest = state.latestRecorded, latest > now.addingTimeInterval(pacing.clockStepTolerance) {
             clampTo = now
@@ -140,9 +147,10 @@ struct RunEngine {
             scheduled: scheduled, job: entry.job.name, generation: entry.generation)
     }
 
-    /// Picks up a run that was unfinished when the daemon stopped.
-    private mutating func resume(_ record: RunRecord, now: Date, out: inout [EngineAction]) {
+    /// Picks up a run that was unfinished when the daemon stopped, or that a lapsed daemon of a cluster left.
+    private mutating func resume(_ record: RunRecord, now: Date, out: inout [EngineAction], takenOver: Bool = false) {
         var run = engineRun(for: record)
+        run.takenOver = takenOver
         if record.state == .claimed, record.attempts == 0, let startBy = run.startBy, now > startBy {
             // Never started, and the outage outlasted its deadline: it must not hold its target against the
             // fresh catch-up fire.
@@ -189,6 +197,10 @@ struct RunEngine {
             nextLateImageCheck = nil
             out.append(.checkLateImages)
         }
+        if let renewal = nextLeaseRenewal, let lease = runLease, now >= renewal {
+            nextLeaseRenewal = now.addingTimeInterval(lease / 3)
+            out.append(.renewRunLease)
+        }
         if let sweep = nextSweep, now >= sweep, !sweepRunning {
             nextSweep = nil
             sweepRunning = true
@@ -220,7 +232,9 @@ struct RunEngine {
         if !retentionBacklog.isEmpty && retentionRunning.count < pacing.maxConcurrentRetentions { wake = now }
         // While runs are under way, a wake-up lost in a race costs at most this long (an idle daemon still sleeps).
         if !runs.isEmpty { wake = min(wake, now.addingTimeInterval(pacing.maxPollInterval)) }
-        for date in [nextLateImageCheck, nextSweep, nextHistoryPrune].compactMap({ $0 }) { wake = min(wake, date) }
+        for date in [nextLateImageCheck, nextSweep, nextHistoryPrune, nextLeaseRenewal].compactMap({ $0 }) {
+            wake = min(wake, date)
+        }
         return wake
     }
 
@@ -406,6 +420,19 @@ struct RunEngine {
             }
         case .createFinished(let id, let outcome):
             createFinished(id, outcome: outcome, now: now, out: &out)
+        case .runWriteFenced:
+            if runLease != nil { nextLeaseRenewal = now }
+        case .runLeaseLost:
+            let lost = runs.keys.sorted()
+            for id in lost { forget(id) }
+            out.append(
+                .note(
+                    level: .warning, message: "Lease on runs lapsed; other nodes may resume them",
+                    fields: ["event": "cluster.lease_lost", "runs": "\(lost.count)"]))
+        case .runsTakenOver(let records):
+            for record in records where runs[record.id] == nil {
+                resume(record, now: now, out: &out, takenOver: true)
+            }
         case .pollFinished(let backend, let outcomes):
             pollFinished(backend: backend, outcomes: outcomes, now: now, out: &out)
         case .runRecorded(let job, let state, let hasImage):
@@ -504,7 +531,8 @@ struct RunEngine {
                         run: id, job: run.job, backend: backend, target: run.target, imageName: run.imageName,
                         description: Self.imageDescription(
                             job: run.job, scheduled: run.scheduledAt, run: id, installation: installationID),
-                        nameIsFresh: run.attempts == 1 && run.scheduledAt > freshNamesAfter, deadline: run.deadline!,
+                        nameIsFresh: run.attempts == 1 && run.scheduledAt > freshNamesAfter && !run.takenOver,
+                        deadline: run.deadline!,
                         hooks: jobs[run.job]?.job.options.hooks, scheduledAt: run.scheduledAt,
                         firstAttempt: run.attempts == 1))
             }
@@ -710,6 +738,18 @@ struct RunEngine {
     }
 
     // MARK: Ending runs
+
+    /// Drops a run without writing anything: another daemon of the cluster owns it now. Queue and timer entries
+    /// of it are skipped when they come up, as for an ended run.
+    private mutating func forget(_ id: Int64) {
+        guard var run = runs[id] else { return }
+        if run.phase == .creating { releaseCreateCall(run.backend) }
+        releaseQuota(&run)
+        runs[id] = nil
+        let key = Self.targetKey(run.backend, run.target)
+        runsByTarget[key]?.remove(id)
+        if runsByTarget[key]?.isEmpty == true { runsByTarget[key] = nil }
+    }
 
     /// Ends a run: out of memory at once, its row written by the executor.
     private mutating func end(

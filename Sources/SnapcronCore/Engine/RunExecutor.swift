@@ -31,6 +31,9 @@ final class RunExecutor: Sendable {
     /// Runs creating between their `pre` and `post` (a frozen guest, say): a stopping daemon cuts their create so
     /// that `post` runs before it exits.
     private let createsAfterPre = Mutex<Set<Int64>>([])
+    /// Counts the times this daemon's lease on its runs lapsed (cluster): a create begun before a lapse reports to
+    /// nobody, its run being another daemon's (or resumed afresh by this one) since.
+    private let leaseGeneration = Atomic<Int>(0)
 
     init(
         store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock, pacing: RunPacing,
@@ -61,7 +64,8 @@ final class RunExecutor: Sendable {
             jobStates: try await store.allJobStates(), unfinishedRuns: try await store.unfinishedRuns(),
             jobsWithImages: try await store.jobsWithImages(),
             hasLateImages: !(try await store.imagesLeftUnfinished(limit: 1)).isEmpty,
-            latestRecorded: try await store.latestRecordedInstant(), installationID: try await store.installationID())
+            latestRecorded: try await store.latestRecordedInstant(), installationID: try await store.installationID(),
+            runLease: store.runLease.map { Double($0.components.seconds) })
     }
 
     /// Finishes deletes a previous process left half done (the image is `deleting` in the store).
@@ -109,7 +113,7 @@ final class RunExecutor: Sendable {
                 do {
                     _ = try await store.recordRetryableFailure(runID: run, error: error, nextAttemptAt: at)
                 } catch {
-                    logger.error("Store write failed", metadata: ["run": "\(run)", "error": "\(error)"])
+                    storeWriteFailed(error, metadata: ["run": "\(run)", "error": "\(error)"])
                 }
                 logger.warning(
                     "Create failed, will retry",
@@ -123,7 +127,7 @@ final class RunExecutor: Sendable {
                 do {
                     _ = try await store.updatePoll(runID: run, imageState: state, sizeBytes: nil, nextPollAt: next, now: now)
                 } catch {
-                    logger.error("Store write failed", metadata: ["run": "\(run)", "error": "\(error)"])
+                    storeWriteFailed(error, metadata: ["run": "\(run)", "error": "\(error)"])
                 }
             case .finish(let order):
                 cutCreate(of: order.run)
@@ -164,16 +168,18 @@ final class RunExecutor: Sendable {
                             metadata: ["event": "clock.clamped", "jobs": "\(moved.count)"])
                     }
                 } catch {
-                    logger.error("Store write failed", metadata: ["error": "\(error)"])
+                    storeWriteFailed(error, metadata: ["error": "\(error)"])
                 }
             case .storePause(let job, let paused):
                 do {
                     _ = try await store.setPaused(name: job, paused, now: now)
                 } catch {
-                    logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
+                    storeWriteFailed(error, metadata: ["job": "\(job)", "error": "\(error)"])
                 }
             case .note(let level, let message, let fields):
                 logger.log(level: level.logLevel, "\(message)", metadata: fields.mapValues { .string($0) })
+            case .renewRunLease:
+                events.append(contentsOf: await renewRunLease())
             }
         }
         return events
@@ -199,7 +205,7 @@ final class RunExecutor: Sendable {
             }
             return .claimed(claims, records)
         } catch {
-            logger.error("Store write failed", metadata: ["fires": "\(claims.count)", "error": "\(error)"])
+            storeWriteFailed(error, metadata: ["fires": "\(claims.count)", "error": "\(error)"])
             return .claimFailed(claims, error: "\(error)")
         }
     }
@@ -220,7 +226,7 @@ final class RunExecutor: Sendable {
                 ])
             return record
         } catch {
-            logger.error("Store write failed", metadata: ["job": "\(job)", "error": "\(error)"])
+            storeWriteFailed(error, metadata: ["job": "\(job)", "error": "\(error)"])
             return nil
         }
     }
@@ -258,7 +264,7 @@ final class RunExecutor: Sendable {
         do {
             records = try await store.markCreating(runIDs: orders.map(\.run), now: now)
         } catch {
-            logger.error("Store write failed", metadata: ["runs": "\(orders.count)", "error": "\(error)"])
+            storeWriteFailed(error, metadata: ["runs": "\(orders.count)", "error": "\(error)"])
             return [.createsNotStarted(orders.map(\.run), error: "\(error)")]
         }
         var events: [EngineEvent] = []
@@ -383,7 +389,7 @@ final class RunExecutor: Sendable {
                     runID: run, phase: phase, hookSet: hooks.name, result: result.summary, exitStatus: result.exitStatus,
                     durationMs: Int(result.duration.seconds * 1000), finishedAt: clock.now()))
         } catch {
-            logger.error("Store write failed", metadata: ["run": "\(run)", "error": "\(error)"])
+            storeWriteFailed(error, metadata: ["run": "\(run)", "error": "\(error)"])
         }
         return result
     }
@@ -436,8 +442,7 @@ final class RunExecutor: Sendable {
                 {
                     return .failed(error: "the run ended before its create returned", transient: false)
                 }
-                logger.error(
-                    "Store write failed", metadata: ["run": "\(order.run)", "image": "\(created.ref.id)", "error": "\(error)"])
+                storeWriteFailed(error, metadata: ["run": "\(order.run)", "image": "\(created.ref.id)", "error": "\(error)"])
                 return .unrecorded(imageID: created.ref.id, error: "\(error)")
             }
         case .failure(let error):
@@ -467,7 +472,7 @@ final class RunExecutor: Sendable {
             await send(.imageAdopted(job: job, state: stored))
             return true
         } catch {
-            logger.error("Store write failed", metadata: ["run": "\(runID)", "image": "\(imageID)", "error": "\(error)"])
+            storeWriteFailed(error, metadata: ["run": "\(runID)", "image": "\(imageID)", "error": "\(error)"])
             return false
         }
     }
@@ -560,7 +565,7 @@ final class RunExecutor: Sendable {
             hasImage = record.imageID != nil
             metrics?.runEnded(job: order.job, state: order.state, startedAt: order.startedAt, endedAt: now)
         } catch {
-            logger.error("Store write failed", metadata: ["run": "\(order.run)", "error": "\(error)"])
+            storeWriteFailed(error, metadata: ["run": "\(order.run)", "error": "\(error)"])
         }
         log(order, now: now)
         if let hooks = order.hooks, hooks.notifyURL != nil || hooks.pingURL != nil, let notifier,
@@ -693,7 +698,7 @@ final class RunExecutor: Sendable {
             else { return }
             await completeDelete(taken, reason: reason)
         } catch {
-            logger.error("Store write failed", metadata: ["image": "\(image.id)", "error": "\(error)"])
+            storeWriteFailed(error, metadata: ["image": "\(image.id)", "error": "\(error)"])
         }
     }
 
@@ -729,7 +734,7 @@ final class RunExecutor: Sendable {
             }
         } catch {
             metadata["error"] = "\(error)"
-            logger.error("Store write failed", metadata: metadata)
+            storeWriteFailed(error, metadata: metadata)
         }
     }
 
@@ -768,7 +773,7 @@ final class RunExecutor: Sendable {
                     _ = try await store.updateImageState(
                         id: image.id, backend: image.backend, state: stored, sizeBytes: size, now: clock.now())
                 } catch {
-                    logger.error("Store write failed", metadata: ["image": "\(image.id)", "error": "\(error)"])
+                    storeWriteFailed(error, metadata: ["image": "\(image.id)", "error": "\(error)"])
                     stillOpen = true
                     continue
                 }
@@ -890,11 +895,49 @@ final class RunExecutor: Sendable {
         await sink(event)
     }
 
+    /// Logs a failed store write. A write refused because this daemon's lease on its runs lapsed (cluster) also
+    /// gets the lease renewed at once, which forgets the runs or takes them back.
+    private func storeWriteFailed(_ error: any Error, metadata: Logger.Metadata) {
+        logger.error("Store write failed", metadata: metadata)
+        if error is RunFencedError { Task { await self.send(.runWriteFenced) } }
+    }
+
+    /// Renews this daemon's lease on its runs and takes over those of daemons whose lease lapsed (cluster).
+    private func renewRunLease() async -> [EngineEvent] {
+        var events: [EngineEvent] = []
+        do {
+            if try await !store.renewRunLease() {
+                leaseGeneration.add(1, ordering: .relaxed)
+                events.append(.runLeaseLost)
+            }
+            let taken = try await store.takeOverRuns()
+            if !taken.isEmpty {
+                logger.notice(
+                    "Runs taken over from lapsed nodes",
+                    metadata: [
+                        "event": "cluster.takeover", "runs": "\(taken.count)",
+                        "ids": "\(taken.prefix(20).map { String($0.id) }.joined(separator: ","))",
+                    ])
+                events.append(.runsTakenOver(taken))
+            }
+        } catch {
+            logger.error("Lease renewal failed", metadata: ["event": "cluster.lease_failed", "error": "\(error)"])
+        }
+        return events
+    }
+
     /// Runs `work` in a task of its own, counted in flight until its event (if any) is delivered.
     private func spawn(_ work: @escaping @Sendable () async -> EngineEvent?) {
         tasksInFlight.add(1, ordering: .relaxed)
+        let generation = leaseGeneration.load(ordering: .relaxed)
         Task {
-            if let event = await work() { await self.send(event) }
+            if let event = await work() {
+                if case .createFinished = event, self.leaseGeneration.load(ordering: .relaxed) != generation {
+                    // The run was forgotten when the lease lapsed; its store writes were refused.
+                } else {
+                    await self.send(event)
+                }
+            }
             self.tasksInFlight.subtract(1, ordering: .relaxed)
         }
     }

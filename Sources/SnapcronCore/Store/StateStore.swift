@@ -125,6 +125,32 @@ public protocol StateStore: Sendable {
     func lastSuccessfulRunEnds(jobs: [String]) async throws -> [String: Date]
     /// Folds the write-ahead log into the database where the store keeps one (at a clean stop).
     func checkpoint() async throws
+
+    // MARK: Cluster (several daemons on one store)
+
+    /// How long this daemon's hold on its unfinished runs lasts without a renewal; nil for a store that only one
+    /// daemon uses (then every unfinished run is its own, and the rest of this section does nothing).
+    var runLease: Duration? { get }
+    /// Renews this daemon's lease on its runs (from the scheduler's loop, every third of the lease). False when it
+    /// had lapsed: other daemons may take its runs over, and its writes for them are refused with
+    /// ``RunFencedError``; the store then holds it again under a new lease, and ``takeOverRuns()`` gives back
+    /// whichever runs nobody took.
+    func renewRunLease() async throws -> Bool
+    /// Runs whose daemon's lease lapsed (it died, hung or lost the network), now this daemon's to resume, oldest
+    /// first. Each run goes to one daemon only.
+    func takeOverRuns() async throws -> [RunRecord]
+}
+
+/// A run write refused because the run is not this daemon's any more: its lease on it lapsed, and another daemon
+/// of the cluster may be resuming the run. Nothing was written.
+public struct RunFencedError: Error, CustomStringConvertible, Sendable {
+    public var runID: Int64?
+    public var description: String
+
+    public init(runID: Int64?, _ description: String) {
+        self.runID = runID
+        self.description = description
+    }
 }
 
 /// One fire to claim.

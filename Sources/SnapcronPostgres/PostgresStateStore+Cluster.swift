@@ -1,0 +1,167 @@
+import Foundation
+import PostgresNIO
+import SnapcronCore
+import Synchronization
+
+/// Who a daemon is in a cluster: the name it registers under and how long its hold on its runs lasts.
+public struct ClusterNode: Sendable, Hashable {
+    public var name: String
+    /// A node silent this long loses its unfinished runs to the others.
+    public var lease: Duration
+    /// Where it runs (a node name in use on another host with a live lease is refused).
+    public var host: String
+    public var pid: Int32
+    public var version: String
+
+    public init(name: String, lease: Duration, host: String, pid: Int32, version: String) {
+        self.name = name
+        self.lease = lease
+        self.host = host
+        self.pid = pid
+        self.version = version
+    }
+
+    var leaseSeconds: Int64 { max(1, lease.components.seconds) }
+}
+
+/// This daemon's registration: its node and the epoch its writes carry.
+final class ClusterMembership: Sendable {
+    let node: ClusterNode
+    private let currentEpoch = Atomic<Int64>(0)
+
+    init(node: ClusterNode) { self.node = node }
+
+    var epoch: Int64 {
+        get { currentEpoch.load(ordering: .acquiring) }
+        set { currentEpoch.store(newValue, ordering: .releasing) }
+    }
+}
+
+/// The database's clock in whole seconds: leases are judged by one clock, never by the nodes' own.
+let databaseNow = "floor(extract(epoch FROM clock_timestamp()))::bigint"
+
+extension PostgresStateStore {
+    public var runLease: Duration? { membership?.node.lease }
+
+    /// Registers the node under a new epoch: its earlier runs count as lapsed from now (``takeOverRuns()`` gives
+    /// them back). Refused while another host holds the name with a live lease.
+    func register() async throws {
+        guard let membership else { return }
+        let node = membership.node
+        let epoch = try await transaction(.readCommitted) { transaction in
+            let rows = try await transaction.rows(
+                """
+                INSERT INTO nodes AS n (name, epoch, lease_until, last_seen, started_at, host, pid, version)
+                VALUES (\(node.name), 1, \(unescaped: databaseNow) + \(node.leaseSeconds), \(unescaped: databaseNow),
+                        \(unescaped: databaseNow), \(node.host), \(node.pid), \(node.version))
+                ON CONFLICT (name) DO UPDATE SET
+                    epoch = n.epoch + 1, lease_until = excluded.lease_until, last_seen = excluded.last_seen,
+                    started_at = excluded.started_at, host = excluded.host, pid = excluded.pid,
+                    version = excluded.version
+                WHERE n.host = excluded.host OR n.lease_until < excluded.last_seen
+                RETURNING epoch
+                """)
+            return try rows.first.map { try $0.decode(Int64.self) }
+        }
+        guard let epoch else {
+            let holder = try await transaction(.readCommitted) { transaction in
+                try await transaction.rows(
+                    "SELECT host, pid, lease_until - \(unescaped: databaseNow) FROM nodes WHERE name = \(node.name)"
+                ).first.map { try $0.decode((String, Int32, Int64).self) }
+            }
+            let detail = holder.map { "host \($0.0) (pid \($0.1)) holds it for \(max(0, $0.2)) s more" } ?? "it is held"
+            throw PostgresStoreError(
+                .nodeNameInUse,
+                "node name '\(node.name)' is in use on \(location): \(detail); give each node its own node_name")
+        }
+        membership.epoch = epoch
+    }
+
+    public func renewRunLease() async throws -> Bool {
+        guard let membership else { return true }
+        let node = membership.node
+        let renewed = try await transaction(.readCommitted) { transaction in
+            try await transaction.rows(
+                """
+                UPDATE nodes SET lease_until = \(unescaped: databaseNow) + \(node.leaseSeconds),
+                    last_seen = \(unescaped: databaseNow)
+                WHERE name = \(node.name) AND epoch = \(membership.epoch) AND lease_until >= \(unescaped: databaseNow)
+                RETURNING epoch
+                """
+            ).count == 1
+        }
+        if renewed { return true }
+        logger.warning(
+            "Lease on runs lapsed; registering again",
+            metadata: ["event": "cluster.lease_lapsed", "node": "\(node.name)", "epoch": "\(membership.epoch)"])
+        try await register()
+        return false
+    }
+
+    public func takeOverRuns() async throws -> [RunRecord] {
+        guard let membership else { return [] }
+        let node = membership.node
+        let epoch = membership.epoch
+        return try await transaction(.readCommitted) { transaction in
+            try await transaction.runs(
+                """
+                WITH lapsed AS (
+                    SELECT r.id FROM runs r LEFT JOIN nodes n ON n.name = r.owner_node
+                    WHERE r.state IN ('claimed', 'creating', 'waiting')
+                      AND (r.owner_node IS NULL OR n.name IS NULL OR n.epoch <> r.owner_epoch
+                           OR n.lease_until < \(unescaped: databaseNow))
+                      AND EXISTS (SELECT 1 FROM nodes me WHERE me.name = \(node.name) AND me.epoch = \(epoch)
+                                  AND me.lease_until >= \(unescaped: databaseNow))
+                    ORDER BY r.id
+                    FOR UPDATE OF r SKIP LOCKED
+                )
+                UPDATE runs SET owner_node = \(node.name), owner_epoch = \(epoch)
+                WHERE id IN (SELECT id FROM lapsed)
+                RETURNING \(unescaped: runColumns)
+                """
+            ).sorted { $0.id < $1.id }
+        }
+    }
+
+    /// Throws ``RunFencedError`` unless the run is this node's, under its current epoch and a live lease. A store
+    /// without a node (one daemon, or a tool) owns everything.
+    func fence(_ transaction: Transaction, runID: Int64) async throws {
+        guard let membership else { return }
+        let node = membership.node
+        let epoch = membership.epoch
+        let held = try await transaction.rows(
+            """
+            SELECT r.owner_node IS NOT DISTINCT FROM \(node.name) AND r.owner_epoch IS NOT DISTINCT FROM \(epoch)
+                   AND EXISTS (SELECT 1 FROM nodes me WHERE me.name = \(node.name) AND me.epoch = \(epoch)
+                               AND me.lease_until >= \(unescaped: databaseNow))
+            FROM runs r WHERE r.id = \(runID)
+            """
+        ).first.map { try $0.decode(Bool.self) }
+        guard held == false else { return }  // no such run: the caller says so
+        throw RunFencedError(
+            runID: runID,
+            "run \(runID) is not node \(node.name)'s any more (its lease of epoch \(epoch) lapsed); nothing written")
+    }
+
+    /// Throws ``RunFencedError`` unless this node's lease is live (before a batch write of its runs).
+    func fenceNode(_ transaction: Transaction) async throws {
+        guard let membership else { return }
+        let node = membership.node
+        let epoch = membership.epoch
+        let live = try await transaction.rows(
+            """
+            SELECT 1 FROM nodes WHERE name = \(node.name) AND epoch = \(epoch)
+              AND lease_until >= \(unescaped: databaseNow)
+            """
+        ).count == 1
+        guard !live else { return }
+        throw RunFencedError(
+            runID: nil, "node \(node.name)'s lease of epoch \(epoch) lapsed; its runs may be another node's now")
+    }
+
+    /// The owner columns of runs this node claims: NULL without a node.
+    var ownerForClaims: (node: String?, epoch: Int64?) {
+        guard let membership else { return (nil, nil) }
+        return (membership.node.name, membership.epoch)
+    }
+}
