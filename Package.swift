@@ -189,7 +189,7 @@ let package = Package(
         .target(
             name: "SnapcronDaemon",
             dependencies: [
-                "SnapcronCore", "SnapcronConfig", "BackendTypes", "SnapcronStore", "SnapshotBackend",
+                "SnapcronCore", "SnapcronConfig", "BackendTypes", "SnapcronStore", "SnapcronPostgres", "SnapshotBackend",
                 // Linked for their factories (BackendType.factory finds them); only ExecBackend is named in the
                 // code, for the command runner the hooks share with it.
                 "LocalBackend", "ExecBackend", "TWCCBackend", "LibvirtBackend",
@@ -348,7 +348,7 @@ let package = Package(
             dependencies: [
                 "TestThreads", "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", "SnapcronConfig",
                 "BackendTypes", "LocalDescriptor", "SnapcronTestKit", "SnapshotBackend", "SnapcronMetrics",
-                nioConcurrency, nioCore,
+                "PostgresHarness", nioConcurrency, nioCore,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

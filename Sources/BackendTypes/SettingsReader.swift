@@ -113,37 +113,39 @@ public struct SettingsReader: Sendable {
         return number
     }
 
-    /// Checks `api_key_credential` / `api_key_file`: at most one (exactly one where `required`), a plain credential
-    /// name, a file that exists and is not world-readable. Secrets are never inline: the table holds only where the
-    /// key is.
-    public mutating func secret(required: Bool) {
-        let credential = nonEmptyString("api_key_credential")
-        let file = absolutePath("api_key_file")
-        if table["api_key_credential"] != nil, table["api_key_file"] != nil {
-            error(nil, "give api_key_credential or api_key_file, not both")
+    /// Checks `api_key_credential` / `api_key_file` (or another `prefix`'s pair): at most one (exactly one where
+    /// `required`), a plain credential name, a file that exists and is not world-readable. Secrets are never
+    /// inline: the table holds only where the secret is.
+    public mutating func secret(prefix: String = "api_key", what: String = "the API key", required: Bool) {
+        let credentialKey = "\(prefix)_credential"
+        let fileKey = "\(prefix)_file"
+        let credential = nonEmptyString(credentialKey)
+        let file = absolutePath(fileKey)
+        if table[credentialKey] != nil, table[fileKey] != nil {
+            error(nil, "give \(credentialKey) or \(fileKey), not both")
             return
-        } else if required, table["api_key_credential"] == nil, table["api_key_file"] == nil, table["api_key"] == nil {
-            error(nil, "missing api_key_credential or api_key_file (the API key is never inline)")
+        } else if required, table[credentialKey] == nil, table[fileKey] == nil, table[prefix] == nil {
+            error(nil, "missing \(credentialKey) or \(fileKey) (\(what) is never inline)")
         }
         if let credential, credential.contains("/") || credential == "." || credential == ".." {
             error(
-                "api_key_credential", "invalid credential name '\(credential)'",
+                credentialKey, "invalid credential name '\(credential)'",
                 note: "give the name of a LoadCredential= entry; it is read from $CREDENTIALS_DIRECTORY")
         }
         if let file {
             var info = stat()
             guard stat(file, &info) == 0 else {
-                error("api_key_file", "cannot read '\(file)': \(String(cString: strerror(errno)).lowercased())")
+                error(fileKey, "cannot read '\(file)': \(String(cString: strerror(errno)).lowercased())")
                 return
             }
             let mode = info.st_mode & 0o7777
             if (info.st_mode & S_IFMT) != S_IFREG {
-                error("api_key_file", "'\(file)' is not a regular file")
+                error(fileKey, "'\(file)' is not a regular file")
             } else if mode & 0o004 != 0 {
                 let octal = String(mode, radix: 8)
                 let padded = String(repeating: "0", count: max(0, 4 - octal.count)) + octal
                 error(
-                    "api_key_file", "'\(file)' is readable by everyone (mode \(padded))", note: "chmod o-rwx \(file)")
+                    fileKey, "'\(file)' is readable by everyone (mode \(padded))", note: "chmod o-rwx \(file)")
             }
         }
     }

@@ -32,6 +32,12 @@ struct ConfigReader {
     /// Reports keys of the reader's table not in `known`, with a suggestion.
     static func rejectUnknownKeys(_ reader: inout SettingsReader, known: [String]) {
         for key in reader.table.keys.sorted() where !known.contains(key) {
+            if key == "password" {
+                reader.error(
+                    key, "secrets are never inline",
+                    note: "use password_credential (systemd LoadCredential=) or password_file (not world-readable)")
+                continue
+            }
             if key == "api_key" {
                 reader.error(
                     key, "secrets are never inline",
@@ -48,7 +54,7 @@ struct ConfigReader {
     /// The config of `root`; `stateDirectory` (`--state-dir`) replaces `[daemon] state_dir`.
     mutating func read(_ root: [String: ConfigValue], stateDirectory override: String?) -> SnapcronConfig {
         var top = SettingsReader(table: root, path: "")
-        Self.rejectUnknownKeys(&top, known: ["daemon", "backends", "hooks"])
+        Self.rejectUnknownKeys(&top, known: ["daemon", "backends", "hooks", "store"])
         report(top)
         var config = SnapcronConfig(file: file, stateDirectory: SnapcronConfig.defaultStateDirectory, backends: [:])
 
@@ -72,6 +78,13 @@ struct ConfigReader {
             }
         }
         if let override { config.stateDirectory = override }
+        if let value = root["store"] {
+            if let table = value.table {
+                config.store = readStore(table)
+            } else {
+                error("store", "expected a table, got \(value.typeName)")
+            }
+        }
 
         config.backends = ["local": LocalBackendDescriptor.builtIn(stateDirectory: config.stateDirectory)]
         if let value = root["backends"] {
@@ -112,6 +125,45 @@ struct ConfigReader {
             config.backendHooks[backend] = name
         }
         return config
+    }
+
+    static let storeKeys = ["url", "password_credential", "password_file", "node_name", "lease"]
+
+    /// `[store]`: where the shared PostgreSQL is, its password's source, this node's name and lease.
+    mutating func readStore(_ table: [String: ConfigValue]) -> SharedStoreSettings? {
+        var store = SettingsReader(table: table, path: "store")
+        Self.rejectUnknownKeys(&store, known: Self.storeKeys)
+        defer { report(store) }
+        store.secret(prefix: "password", what: "the password", required: false)
+        let lease = store.duration("lease", atLeast: SharedStoreSettings.minimumLease)
+        let nodeName = store.nonEmptyString("node_name")
+        if let nodeName, nodeName.count > 63 || !nodeName.allSatisfy({ $0.isLetter || $0.isNumber || "-_.".contains($0) })
+        {
+            store.error("node_name", "'\(nodeName)' is not a node name (letters, digits, '-', '_', '.'; at most 63)")
+        }
+        guard table["url"] != nil else {
+            store.error(nil, "missing url (postgresql://USER@HOST[:PORT]/DATABASE)")
+            return nil
+        }
+        guard let url = store.nonEmptyString("url") else { return nil }
+        guard url.hasPrefix("postgresql://") || url.hasPrefix("postgres://") else {
+            store.error("url", "'\(url)' is not a postgresql:// url", note: "SQLite needs no [store]: it is the default")
+            return nil
+        }
+        let authority = url.drop { $0 != "/" }.dropFirst(2).prefix { $0 != "/" }
+        if let at = authority.lastIndex(of: "@"), authority[..<at].contains(":") {
+            store.error(
+                "url", "secrets are never inline: the url holds a password",
+                note: "use password_credential (systemd LoadCredential=) or password_file (not world-readable)")
+            return nil
+        }
+        var settings = SharedStoreSettings(url: url)
+        // Checked by `secret` above.
+        settings.passwordCredential = table["password_credential"]?.string
+        settings.passwordFile = table["password_file"]?.string
+        settings.nodeName = nodeName
+        if let lease { settings.lease = lease }
+        return settings
     }
 
     /// `metrics_listen` (HOST:PORT or a socket path) and `metrics_allow` (address blocks that may scrape).

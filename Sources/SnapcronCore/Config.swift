@@ -35,6 +35,8 @@ public struct SnapcronConfig: Sendable, Hashable {
     public var hooks: [String: HookSet] = [:]
     /// Each backend's default hook set (`[backends.NAME] hooks = "SET"`), by backend name.
     public var backendHooks: [String: String] = [:]
+    /// A store several daemons share (`[store]`, cluster mode); nil: the embedded SQLite in the state directory.
+    public var store: SharedStoreSettings?
 
     /// A configuration from `file` (nil: the embedded default) with these backends and default daemon settings.
     /// The `SnapcronConfig` module reads config files and makes the embedded default (`SnapcronConfig.default`).
@@ -64,4 +66,22 @@ extension SnapcronConfig {
     public static func fileErrorDescription(path: String) -> String {
         FileManager.default.fileExists(atPath: path) ? "'\(path)' is not readable" : "no such file '\(path)'"
     }
+}
+
+/// `[store]`: a PostgreSQL that several daemons share (cluster mode).
+public struct SharedStoreSettings: Sendable, Hashable {
+    /// `postgresql://USER@HOST[:PORT]/DATABASE`, never with a password.
+    public var url: String
+    /// The password's systemd credential (`LoadCredential=`), read from `$CREDENTIALS_DIRECTORY`.
+    public var passwordCredential: String?
+    /// A file holding the password, not world-readable.
+    public var passwordFile: String?
+    /// This daemon's name in the cluster; nil: the host name.
+    public var nodeName: String?
+    /// A node silent this long loses its unfinished runs to the others.
+    public var lease: Duration = .seconds(30)
+
+    public static let minimumLease: Duration = .seconds(5)
+
+    public init(url: String) { self.url = url }
 }

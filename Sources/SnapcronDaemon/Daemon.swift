@@ -5,6 +5,7 @@ import Logging
 import SnapcronConfig
 import SnapcronCore
 import SnapcronMetrics
+import SnapcronPostgres
 import SnapcronStore
 import SnapcronSystemd
 import SnapshotBackend
@@ -69,7 +70,7 @@ public final class Daemon: Sendable {
     public init(
         options: DaemonOptions, logger: Logger, pausePoint: (@Sendable (String) async -> Void)? = nil,
         copyPoint: (@Sendable () -> Void)? = nil
-    ) throws {
+    ) async throws {
         self.logger = logger
         clock = SystemClock()
         startedAt = clock.now()
@@ -99,10 +100,15 @@ public final class Daemon: Sendable {
         }
         // One daemon per state directory, before anything in it is opened: a second one fails here.
         stateLock = try StateDirectoryLock(directory: config.stateDirectory)
-        do {
-            store = try SnapcronDatabase(path: config.stateDirectory + "/state.db")
-        } catch {
-            throw DaemonStartError("cannot open the state database: \(error)")
+        if let shared = config.store {
+            store = try await SharedStoreOpener.open(
+                shared, environment: ProcessInfo.processInfo.environment, logger: logger)
+        } else {
+            do {
+                store = try SnapcronDatabase(path: config.stateDirectory + "/state.db")
+            } catch {
+                throw DaemonStartError("cannot open the state database: \(error)")
+            }
         }
         let metrics = config.metricsListen.map { _ in DaemonMetrics(version: SnapcronVersion.current) }
         self.metrics = metrics
@@ -204,6 +210,7 @@ public final class Daemon: Sendable {
         await control?.stop()
         try outcome.get()
         try? await store.checkpoint()
+        await (store as? PostgresStateStore)?.close()
         logger.info("Stopped cleanly")
     }
 }

@@ -43,38 +43,60 @@ let databaseNow = "floor(extract(epoch FROM clock_timestamp()))::bigint"
 extension PostgresStateStore {
     public var runLease: Duration? { membership?.node.lease }
 
-    /// Registers the node under a new epoch: its earlier runs count as lapsed from now (``takeOverRuns()`` gives
-    /// them back). Refused while another host holds the name with a live lease.
-    func register() async throws {
+    /// Registers the node again under a new epoch (its lease lapsed): its earlier runs count as lapsed from now,
+    /// and ``takeOverRuns()`` gives back whichever nobody took.
+    func registerAgain() async throws {
         guard let membership else { return }
-        let node = membership.node
-        let epoch = try await transaction(.readCommitted) { transaction in
-            let rows = try await transaction.rows(
-                """
-                INSERT INTO nodes AS n (name, epoch, lease_until, last_seen, started_at, host, pid, version)
-                VALUES (\(node.name), 1, \(unescaped: databaseNow) + \(node.leaseSeconds), \(unescaped: databaseNow),
-                        \(unescaped: databaseNow), \(node.host), \(node.pid), \(node.version))
-                ON CONFLICT (name) DO UPDATE SET
-                    epoch = n.epoch + 1, lease_until = excluded.lease_until, last_seen = excluded.last_seen,
-                    started_at = excluded.started_at, host = excluded.host, pid = excluded.pid,
-                    version = excluded.version
-                WHERE n.host = excluded.host OR n.lease_until < excluded.last_seen
-                RETURNING epoch
-                """)
-            return try rows.first.map { try $0.decode(Int64.self) }
+        membership.epoch = try await transaction(.readCommitted) { transaction in
+            try await Self.register(membership.node, on: transaction, location: location)
         }
-        guard let epoch else {
-            let holder = try await transaction(.readCommitted) { transaction in
-                try await transaction.rows(
-                    "SELECT host, pid, lease_until - \(unescaped: databaseNow) FROM nodes WHERE name = \(node.name)"
-                ).first.map { try $0.decode((String, Int32, Int64).self) }
+    }
+
+    /// Registers `membership`'s node at open, on the connection that migrated (the pool is not running yet).
+    static func register(
+        _ membership: ClusterMembership?, location: PostgresStoreLocation, on connection: PostgresConnection,
+        logger: Logger
+    ) async throws {
+        guard let membership else { return }
+        let transaction = Transaction(connection: connection, logger: logger)
+        do {
+            try await transaction.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            membership.epoch = try await register(membership.node, on: transaction, location: location)
+            try await transaction.execute("COMMIT")
+        } catch {
+            try? await transaction.execute("ROLLBACK")
+            if let error = error as? PSQLError {
+                throw PostgresStoreError(.queryFailed, "store \(location): \(describe(error))")
             }
-            let detail = holder.map { "host \($0.0) (pid \($0.1)) holds it for \(max(0, $0.2)) s more" } ?? "it is held"
-            throw PostgresStoreError(
-                .nodeNameInUse,
-                "node name '\(node.name)' is in use on \(location): \(detail); give each node its own node_name")
+            throw error
         }
-        membership.epoch = epoch
+    }
+
+    /// Inserts the node, or raises its epoch when it is this host's or its lease lapsed; refused while another
+    /// host holds the name with a live lease.
+    private static func register(_ node: ClusterNode, on transaction: Transaction, location: PostgresStoreLocation)
+        async throws -> Int64
+    {
+        let rows = try await transaction.rows(
+            """
+            INSERT INTO nodes AS n (name, epoch, lease_until, last_seen, started_at, host, pid, version)
+            VALUES (\(node.name), 1, \(unescaped: databaseNow) + \(node.leaseSeconds), \(unescaped: databaseNow),
+                    \(unescaped: databaseNow), \(node.host), \(node.pid), \(node.version))
+            ON CONFLICT (name) DO UPDATE SET
+                epoch = n.epoch + 1, lease_until = excluded.lease_until, last_seen = excluded.last_seen,
+                started_at = excluded.started_at, host = excluded.host, pid = excluded.pid,
+                version = excluded.version
+            WHERE n.host = excluded.host OR n.lease_until < excluded.last_seen
+            RETURNING epoch
+            """)
+        if let epoch = try rows.first.map({ try $0.decode(Int64.self) }) { return epoch }
+        let holder = try await transaction.rows(
+            "SELECT host, pid, lease_until - \(unescaped: databaseNow) FROM nodes WHERE name = \(node.name)"
+        ).first.map { try $0.decode((String, Int32, Int64).self) }
+        let detail = holder.map { "host \($0.0) (pid \($0.1)) holds it for \(max(0, $0.2)) s more" } ?? "it is held"
+        throw PostgresStoreError(
+            .nodeNameInUse,
+            "node name '\(node.name)' is in use on \(location): \(detail); give each node its own node_name")
     }
 
     public func renewRunLease() async throws -> Bool {
@@ -94,7 +116,7 @@ extension PostgresStateStore {
         logger.warning(
             "Lease on runs lapsed; registering again",
             metadata: ["event": "cluster.lease_lapsed", "node": "\(node.name)", "epoch": "\(membership.epoch)"])
-        try await register()
+        try await registerAgain()
         return false
     }
 

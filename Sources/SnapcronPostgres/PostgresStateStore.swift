@@ -45,8 +45,11 @@ public final class PostgresStateStore: Sendable {
         location: PostgresStoreLocation, password: String?, logger: Logger, node: ClusterNode? = nil
     ) async throws -> PostgresStateStore {
         let connection = try await connect(location: location, password: password, logger: logger)
+        let membership = node.map(ClusterMembership.init(node:))
         do {
             try await PostgresMigrator(connection: connection, location: location, logger: logger).migrate()
+            // Registered on this connection: the pool below is not running yet.
+            try await register(membership, location: location, on: connection, logger: logger)
         } catch {
             try? await connection.close()
             throw error
@@ -60,16 +63,8 @@ public final class PostgresStateStore: Sendable {
         configuration.options.minimumConnections = 1
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         let runner = Task { await client.run() }
-        let store = PostgresStateStore(
-            location: location, client: client, runner: runner, logger: logger,
-            membership: node.map(ClusterMembership.init(node:)))
-        do {
-            try await store.register()
-        } catch {
-            await store.close()
-            throw error
-        }
-        return store
+        return PostgresStateStore(
+            location: location, client: client, runner: runner, logger: logger, membership: membership)
     }
 
     /// ``open(location:password:logger:)`` from a `postgresql://USER@HOST[:PORT]/DATABASE` URL.

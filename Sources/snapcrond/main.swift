@@ -58,7 +58,7 @@ struct Snapcrond: AsyncParsableCommand {
         let logger = Logger(label: "snapcrond")
         let daemon: Daemon
         do {
-            daemon = try Daemon(
+            daemon = try await Daemon(
                 options: DaemonOptions(
                     configPath: config, schedulePath: schedule, stateDirectory: stateDirectory, socketPath: socket,
                     socketMode: socketMode.flatMap { mode_t($0, radix: 8) }),

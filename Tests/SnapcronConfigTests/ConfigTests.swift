@@ -238,6 +238,27 @@ func configErrors(_ text: String) -> DiagnosticList {
         ),
         BadConfig(
             name: "daemon not a table", toml: "daemon = 3", message: "daemon: expected a table, got integer"),
+        BadConfig(
+            name: "store without url", toml: "[store]\nnode_name = \"a\"",
+            message: "store: missing url (postgresql://USER@HOST[:PORT]/DATABASE)"),
+        BadConfig(
+            name: "store not postgresql", toml: "[store]\nurl = \"sqlite:/var/lib/x.db\"",
+            message: "store.url: 'sqlite:/var/lib/x.db' is not a postgresql:// url",
+            note: "SQLite needs no [store]: it is the default"),
+        BadConfig(
+            name: "password in the store url", toml: "[store]\nurl = \"postgresql://snap:hunter2@db/state\"",
+            message: "store.url: secrets are never inline: the url holds a password",
+            note: "use password_credential (systemd LoadCredential=) or password_file (not world-readable)"),
+        BadConfig(
+            name: "inline store password", toml: "[store]\nurl = \"postgresql://snap@db/state\"\npassword = \"x\"",
+            message: "store.password: secrets are never inline",
+            note: "use password_credential (systemd LoadCredential=) or password_file (not world-readable)"),
+        BadConfig(
+            name: "short lease", toml: "[store]\nurl = \"postgresql://snap@db/state\"\nlease = \"2s\"",
+            message: "store.lease: must be at least 5s, got '2s'"),
+        BadConfig(
+            name: "bad node name", toml: "[store]\nurl = \"postgresql://snap@db/state\"\nnode_name = \"a b\"",
+            message: "store.node_name: 'a b' is not a node name (letters, digits, '-', '_', '.'; at most 63)"),
     ])
     func rejects(_ row: BadConfig) {
         let errors = configErrors(row.toml)
@@ -245,6 +266,27 @@ func configErrors(_ text: String) -> DiagnosticList {
         #expect(errors.first?.message == row.message)
         #expect(errors.first?.note == row.note)
         #expect(errors.first?.line == nil)
+    }
+
+    @Test func readsTheSharedStore() throws {
+        let directory = try TemporaryDirectory()
+        let password = try directory.file("pg-password", "secret\n", mode: 0o600)
+        let config = try SnapcronConfig.parse(
+            """
+            [store]
+            url = "postgresql://snap@db.example:6543/state"
+            password_file = "\(password)"
+            node_name = "node-a"
+            lease = "45s"
+            """, file: "snapcron.toml")
+        var expected = SharedStoreSettings(url: "postgresql://snap@db.example:6543/state")
+        expected.passwordFile = password
+        expected.nodeName = "node-a"
+        expected.lease = .seconds(45)
+        #expect(config.store == expected)
+        #expect(try SnapcronConfig.parse("[daemon]\n", file: "snapcron.toml").store == nil)
+        let errors = configErrors("[store]\nurl = \"postgresql://snap@db/state\"\npassword_file = \"\(password)x\"\n")
+        #expect(errors.first?.message.hasPrefix("store.password_file: cannot read") == true, "\(errors)")
     }
 
     @Test func reportsEveryErrorAtOnce() {

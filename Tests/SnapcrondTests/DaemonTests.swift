@@ -89,15 +89,23 @@ final class DaemonProcess {
     let process = Process()
     let stderrPath: String
 
-    init(_ workspace: DaemonWorkspace, pause: String? = nil, arguments: [String]? = nil) throws {
+    convenience init(_ workspace: DaemonWorkspace, pause: String? = nil, arguments: [String]? = nil) throws {
+        try self.init(
+            workspaceDirectory: workspace.path,
+            arguments: arguments ?? ["--config", workspace.config, "--schedule", workspace.schedule],
+            pause: pause.map { ($0, workspace.marker) })
+    }
+
+    /// `snapcrond ARGUMENTS`, its stderr kept in `workspaceDirectory`; `pause` freezes it at a named point.
+    init(workspaceDirectory: String, arguments: [String], pause: (point: String, marker: String)? = nil) throws {
         let binary = try #require(snapcrondBinary, "snapcrond not found next to the test bundle; run swift build")
         process.executableURL = binary
-        process.arguments = arguments ?? ["--config", workspace.config, "--schedule", workspace.schedule]
+        process.arguments = arguments
         var environment = ProcessInfo.processInfo.environment
-        environment["SNAPCRON_TEST_PAUSE"] = pause
-        environment["SNAPCRON_TEST_PAUSE_FILE"] = pause.map { _ in workspace.marker }
+        environment["SNAPCRON_TEST_PAUSE"] = pause?.point
+        environment["SNAPCRON_TEST_PAUSE_FILE"] = pause?.marker
         process.environment = environment
-        stderrPath = workspace.path + "/stderr-\(UUID().uuidString)"
+        stderrPath = workspaceDirectory + "/stderr-\(UUID().uuidString)"
         FileManager.default.createFile(atPath: stderrPath, contents: nil)
         let stderr = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
         process.standardError = stderr

@@ -1,0 +1,245 @@
+import Foundation
+import PostgresHarness
+import TestThreads
+import Testing
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Three real `snapcrond` processes on one real PostgreSQL, 30 jobs every minute on an exec backend whose creates
+/// take 2 s and are logged to a file. One node is SIGKILLed during its creates, another SIGSTOPped past its lease
+/// and then continued. Every (job, minute) must get exactly one create and one succeeded run, the runs of both
+/// nodes must be finished by the others, and the continued node's writes for them must be refused.
+@Suite(.onOwnThreads, .serialized, .enabled(if: !PostgresServer.skipRequested)) struct ClusterDaemonTests {
+    static let jobs = 30
+    static let lease = 6
+
+    /// The directory of the cluster: the backend's script and images, the password, one folder per node.
+    final class ClusterWorkspace {
+        let root: URL
+        var path: String { root.path }
+        var creates: String { path + "/creates.log" }
+        var inflight: String { path + "/inflight" }
+        var schedule: String { path + "/schedule" }
+
+        init(server: PostgresServer, database: String, nodes: [String]) throws {
+            root = FileManager.default.temporaryDirectory.appendingPathComponent("snapcron-cluster-\(UUID().uuidString)")
+            for folder in ["images", "inflight"] + nodes {
+                try FileManager.default.createDirectory(atPath: path + "/" + folder, withIntermediateDirectories: true)
+            }
+            FileManager.default.createFile(atPath: creates, contents: nil)
+            try Self.backendScript.write(toFile: path + "/backend", atomically: true, encoding: .utf8)
+            chmod(path + "/backend", 0o755)
+            FileManager.default.createFile(
+                atPath: path + "/password", contents: Data((server.password + "\n").utf8),
+                attributes: [.posixPermissions: 0o600])
+            var schedule = "CRON_TZ=UTC\n"
+            for job in 0..<ClusterDaemonTests.jobs {
+                schedule += "* * * * *   job-\(job)   fake:vm-\(job)   deadline=5m timeout=3m\n"
+            }
+            try schedule.write(toFile: self.schedule, atomically: true, encoding: .utf8)
+            for node in nodes {
+                let config = """
+                    [daemon]
+                    state_dir = "\(path)/\(node)"
+                    socket_path = "\(path)/\(node)/control.sock"
+
+                    [store]
+                    url = "\(server.url(database: database))"
+                    password_file = "\(path)/password"
+                    node_name = "\(node)"
+                    lease = "\(ClusterDaemonTests.lease)s"
+
+                    [backends.fake]
+                    type = "exec"
+                    create = ["\(path)/backend", "create", "{target}", "{name}"]
+                    list = ["\(path)/backend", "list", "{target}"]
+                    status = ["\(path)/backend", "status", "{image}"]
+                    delete = ["\(path)/backend", "delete", "{image}"]
+                    environment = { NODE = "\(node)", CLUSTER_ROOT = "\(path)" }
+                    """
+                try config.write(toFile: configPath(node), atomically: true, encoding: .utf8)
+            }
+        }
+
+        deinit { try? FileManager.default.removeItem(at: root) }
+
+        func configPath(_ node: String) -> String { "\(path)/\(node)/snapcron.toml" }
+
+        /// Creates under way, as `node target name` (the script holds a file while its create sleeps).
+        func createsInFlight() -> [(node: String, target: String, name: String)] {
+            ((try? FileManager.default.contentsOfDirectory(atPath: inflight)) ?? []).compactMap { entry in
+                let parts = entry.components(separatedBy: "--")
+                return parts.count == 3 ? (parts[0], parts[1], parts[2]) : nil
+            }
+        }
+
+        /// Each create the backend was asked for, as `node target name`.
+        func createLines() -> [[String]] {
+            ((try? String(contentsOfFile: creates, encoding: .utf8)) ?? "").split(separator: "\n")
+                .map { $0.split(separator: " ").map(String.init) }
+        }
+
+        /// An exec backend over files: an image is a file `images/TARGET/NAME`. create logs itself, then takes 2 s.
+        static let backendScript = """
+            #!/bin/sh
+            set -eu
+            root="$CLUSTER_ROOT"
+            op="$1"
+            shift
+            case "$op" in
+            create)
+                target="$1" name="$2"
+                mkdir -p "$root/images/$target"
+                echo "$NODE $target $name" >>"$root/creates.log"
+                touch "$root/inflight/$NODE--$target--$name"
+                sleep 2
+                : >"$root/images/$target/$name"
+                rm -f "$root/inflight/$NODE--$target--$name"
+                printf '{"id": "%s@%s"}' "$target" "$name"
+                ;;
+            list)
+                target="$1" separator=""
+                printf '['
+                for file in "$root/images/$target"/*; do
+                    [ -e "$file" ] || continue
+                    name=$(basename "$file")
+                    printf '%s{"id": "%s@%s", "name": "%s"}' "$separator" "$target" "$name" "$name"
+                    separator=","
+                done
+                printf ']'
+                ;;
+            status)
+                target="${1%@*}" name="${1#*@}"
+                if [ -e "$root/images/$target/$name" ]; then printf '{"state": "active"}'; else printf '{"state": "gone"}'; fi
+                ;;
+            delete)
+                rm -f "$root/images/${1%@*}/${1#*@}"
+                ;;
+            esac
+            """
+    }
+
+    @Test func threeNodesRunEachFireOnceThroughAKillAndAPause() throws {
+        let server = try PostgresServer.start()
+        defer { try? server.stop() }
+        let database = try server.createDatabase()
+        let nodes = ["n1", "n2", "n3"]
+        let workspace = try ClusterWorkspace(server: server, database: database, nodes: nodes)
+
+        // Start just after a minute's fires, so that the daemons are up well before the next one.
+        while Int(Date().timeIntervalSince1970) % 60 > 5 { usleep(200_000) }
+        var daemons: [String: DaemonProcess] = [:]
+        for node in nodes {
+            daemons[node] = try DaemonProcess(
+                workspaceDirectory: workspace.path,
+                arguments: ["--config", workspace.configPath(node), "--schedule", workspace.schedule])
+        }
+        defer { for daemon in daemons.values { daemon.signal(SIGKILL) } }
+        let firstFire = Int(Date().timeIntervalSince1970 / 60 + 1) * 60
+
+        // Minute 1: SIGKILL a node in the middle of its creates.
+        let killed = try #require(nodeCreating(in: workspace, among: nodes, after: firstFire), "no create under way")
+        daemons[killed]?.signal(SIGKILL)
+        let killedAt = Date()
+        let killedRuns = Set(workspace.createsInFlight().filter { $0.node == killed }.map(\.name))
+        _ = daemons[killed]?.waitForExit(within: 10)
+
+        // Minute 2: SIGSTOP another one past its lease, then let it go on.
+        let alive = nodes.filter { $0 != killed }
+        let stopped = try #require(
+            nodeCreating(in: workspace, among: alive, after: firstFire + 60), "no create under way at minute 2")
+        daemons[stopped]?.signal(SIGSTOP)
+        let stoppedRuns = Set(workspace.createsInFlight().filter { $0.node == stopped }.map(\.name))
+        usleep(UInt32((Self.lease + 5) * 1_000_000))
+        daemons[stopped]?.signal(SIGCONT)
+
+        // Minute 3 fires with two nodes; then every run of the three minutes must end.
+        let lastFire = firstFire + 120
+        let fires = (0..<3).map { firstFire + 60 * $0 }
+        let ended = eventually(within: Double(lastFire + 60) - Date().timeIntervalSince1970) {
+            (try? unfinishedOrMissing(server: server, database: database, fires: fires)) == 0
+        }
+        for node in alive { daemons[node]?.signal(SIGTERM) }
+        for node in alive { #expect(daemons[node]?.waitForExit(within: 20) == 0, "\(node): \(daemons[node]?.stderr ?? "")") }
+        #expect(ended, "runs left unfinished: \((try? runTable(server: server, database: database)) ?? "")")
+
+        // Exactly one create per (job, minute), and one succeeded run.
+        let lines = workspace.createLines()
+        var createsPerImage: [String: Int] = [:]
+        for line in lines where line.count == 3 { createsPerImage[line[2], default: 0] += 1 }
+        let expectedNames = Set(
+            fires.flatMap { fire in (0..<Self.jobs).map { "snapcron-job-\($0)-\(Self.stamp(fire))" } })
+        #expect(Set(createsPerImage.keys).isSuperset(of: expectedNames), "a fire was never created")
+        #expect(createsPerImage.filter { $0.value > 1 }.isEmpty, "created twice: \(createsPerImage.filter { $0.value > 1 })")
+        let states = try server.administer(
+            """
+            SELECT state, count(*) FROM runs WHERE scheduled_at IN (\(fires.map(String.init).joined(separator: ",")))
+            GROUP BY state ORDER BY state
+            """, database: database)
+        #expect(states.trimmingCharacters(in: .whitespacesAndNewlines) == "succeeded|\(3 * Self.jobs)", "\(states)")
+
+        // The killed and the stopped node's runs were finished by the others, the killed one's within lease + 5 s.
+        for (node, names) in [(killed, killedRuns), (stopped, stoppedRuns)] where !names.isEmpty {
+            let owners = try server.administer(
+                """
+                SELECT DISTINCT owner_node FROM runs
+                WHERE image_name IN (\(names.map { "'\($0)'" }.joined(separator: ",")))
+                """, database: database)
+            #expect(!owners.split(separator: "\n").contains(Substring(node)), "\(node) kept its runs: \(owners)")
+        }
+        if !killedRuns.isEmpty {
+            let latest = try server.administer(
+                """
+                SELECT max(finished_at) FROM runs
+                WHERE image_name IN (\(killedRuns.map { "'\($0)'" }.joined(separator: ",")))
+                """, database: database)
+            let takeover = (Double(latest.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .infinity)
+                - killedAt.timeIntervalSince1970
+            print("ClusterDaemonTests: \(killedRuns.count) runs of the killed node ended \(Int(takeover)) s after the kill")
+            #expect(takeover <= Double(Self.lease + 6), "takeover took \(takeover) s")
+        }
+        // The stopped node noticed, and what it tried to write for the runs it lost was refused.
+        let stoppedLog = daemons[stopped]?.stderr ?? ""
+        #expect(stoppedLog.contains("cluster.lease_lost") || stoppedLog.contains("lease_lapsed"), "\(stoppedLog.suffix(3000))")
+    }
+
+    /// Waits for a create of one of `nodes` for a fire at or after `fire` (Unix seconds) and returns its node.
+    func nodeCreating(in workspace: ClusterWorkspace, among nodes: [String], after fire: Int) -> String? {
+        var found: String?
+        _ = eventually(within: Double(fire + 40) - Date().timeIntervalSince1970) {
+            guard Date().timeIntervalSince1970 >= Double(fire) else { return false }
+            found = workspace.createsInFlight().map(\.node).first { nodes.contains($0) }
+            return found != nil
+        }
+        return found
+    }
+
+    /// Runs of `fires` not yet ended, plus fires with fewer runs than jobs.
+    func unfinishedOrMissing(server: PostgresServer, database: String, fires: [Int]) throws -> Int {
+        let counts = try server.administer(
+            """
+            SELECT count(*) FILTER (WHERE state IN ('claimed', 'creating', 'waiting')), count(*) FROM runs
+            WHERE scheduled_at IN (\(fires.map(String.init).joined(separator: ",")))
+            """, database: database
+        ).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "|").compactMap { Int($0) }
+        guard counts.count == 2 else { return .max }
+        return counts[0] + (fires.count * Self.jobs - counts[1])
+    }
+
+    func runTable(server: PostgresServer, database: String) throws -> String {
+        try server.administer(
+            "SELECT id, job, scheduled_at, state, owner_node, owner_epoch, error FROM runs ORDER BY id",
+            database: database)
+    }
+
+    /// The UTC stamp snapcron puts in image names: 20261207T134500Z.
+    static func stamp(_ seconds: Int) -> String {
+        let formatter = DateFormatter()
+        formatter.locale = Locale(identifier: "en_US_POSIX")
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        formatter.dateFormat = "yyyyMMdd'T'HHmmss'Z'"
+        return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+    }
+}
