@@ -112,6 +112,12 @@ public final class PostgresServer: Sendable {
                 "--auth-local=trust", "--auth-host=scram-sha-256",
             ])
         try runTool("mkdir", ["-m", "0700", socketDirectory.path], tool: URL(fileURLWithPath: "/bin/mkdir"))
+        try startServer()
+        try administer("CREATE ROLE \(Self.role) LOGIN PASSWORD '\(password)'")
+        try administer("CREATE DATABASE \(database) OWNER \(Self.role)")
+    }
+
+    private func startServer() throws {
         // Loopback TCP (password, as a remote node would connect) and a socket in the private folder (trust, for
         // the harness's own administration).
         let options = [
@@ -119,9 +125,16 @@ public final class PostgresServer: Sendable {
             "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=400",
         ].joined(separator: " ")
         try runTool("pg_ctl", ["-D", dataDirectory.path, "-l", logFile.path, "-w", "-t", "30", "-o", options, "start"])
-        try administer("CREATE ROLE \(Self.role) LOGIN PASSWORD '\(password)'")
-        try administer("CREATE DATABASE \(database) OWNER \(Self.role)")
     }
+
+    /// Stops the server and keeps its data, as a restart or a failover does; ``resume()`` starts it again on the
+    /// same port. Connected clients lose their connections.
+    public func pause() throws {
+        try runTool("pg_ctl", ["-D", dataDirectory.path, "-m", "fast", "-w", "stop"])
+    }
+
+    /// Starts the server ``pause()`` stopped.
+    public func resume() throws { try startServer() }
 
     /// Stops the server (fast shutdown: running sessions are ended) and removes its folder
     /// (`SNAPCRON_KEEP_POSTGRES=1` keeps it for a look).

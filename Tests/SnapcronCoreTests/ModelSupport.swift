@@ -267,6 +267,14 @@ final class CrashingStore: StateStore {
     /// Dies now, without a last call.
     func kill() { budget.withLock { $0.dead = true } }
 
+    /// Answers again, as a database server back from a restart does.
+    func revive() {
+        budget.withLock {
+            $0.dead = false
+            $0.remaining = nil
+        }
+    }
+
     /// Dies after `calls` more calls (nil: never).
     func setRemaining(_ calls: Int?) { budget.withLock { if !$0.dead { $0.remaining = calls } } }
 

@@ -155,6 +155,45 @@ struct ScriptedBackend: SnapshotBackend {
         }
     }
 
+    // MARK: Store outages
+
+    /// PostgreSQL restarting or failing over: the fire due meanwhile runs once when the store is back, within its
+    /// deadline; past it, it is recorded missed, and only the newest of several fires due meanwhile runs.
+    @Test func fireDueWhileTheStoreIsDownRunsOnceWhenItIsBackWithinTheDeadline() async throws {
+        let sim = try Simulation(start: utc("2026-06-01T00:00:30Z"))
+        let outage = CrashingStore(base: sim.store, calls: nil, commitsLastCall: false, onDeath: {})
+        sim.storeWrap = { _ in outage }
+        await sim.start(try simulationJobs("* * * * *   db   fake:vm1   deadline=2m"))
+        outage.kill()
+        await sim.run(until: utc("2026-06-01T00:01:20Z"))  // the 00:01 claim fails, and its retries
+        #expect(try sim.store.runs(job: "db").isEmpty)
+        outage.revive()
+        await sim.run(until: utc("2026-06-01T00:01:40Z"))
+        await sim.stop()
+        let runs = try sim.store.runs(job: "db")
+        #expect(runs.map(\.scheduledAt) == [utc("2026-06-01T00:01:00Z")], "\(runs)")
+        #expect(runs.first?.state == .succeeded)
+        #expect(await sim.fake.calls.filter { $0.operation == .create }.count == 1)
+    }
+
+    @Test func aStoreDownForSeveralFiresRunsOnlyTheNewestWithinItsDeadline() async throws {
+        let sim = try Simulation(start: utc("2026-06-01T00:00:30Z"))
+        let outage = CrashingStore(base: sim.store, calls: nil, commitsLastCall: false, onDeath: {})
+        sim.storeWrap = { _ in outage }
+        await sim.start(try simulationJobs("* * * * *   db   fake:vm1   deadline=90s"))
+        outage.kill()
+        await sim.run(until: utc("2026-06-01T00:03:10Z"))  // fires 00:01, 00:02 and 00:03 cannot be claimed
+        outage.revive()
+        await sim.run(until: utc("2026-06-01T00:03:50Z"))
+        await sim.stop()
+        // The older fires' missed rows were written while the store was down, so they may be absent; no run of
+        // them is.
+        let runs = try sim.store.runs(job: "db").filter { $0.state != .missed }
+        #expect(runs.map(\.scheduledAt) == [utc("2026-06-01T00:03:00Z")], "\(runs)")
+        #expect(runs.first?.state == .succeeded)
+        #expect(await sim.fake.calls.filter { $0.operation == .create }.count == 1)
+    }
+
     // MARK: 2. Retention per (job, backend, target)
 
     @Test func retentionJudgesOnlyTheJobsCurrentTargetAndOrphansWaitForAnExplicitPrune() async throws {

@@ -129,6 +129,8 @@ final class Simulation: @unchecked Sendable {
     var pacing: RunPacing
     /// Wraps each backend before the scheduler sees it (a gate, a counter, a create that hangs).
     var wrap: (@Sendable (any SnapshotBackend) -> any SnapshotBackend)?
+    /// The store the scheduler sees, over `store` (one that fails for a while, say); nil: `store` itself.
+    var storeWrap: (@Sendable (SnapcronDatabase) -> any StateStore)?
     private(set) var service: SchedulerService!
     private var task: Task<Void, any Error>?
     /// How many times the clock was moved to a scheduler deadline.
@@ -159,8 +161,8 @@ final class Simulation: @unchecked Sendable {
             backends[name] = wrap?(observed) ?? observed
         }
         let service = SchedulerService(
-            jobs: jobs, store: store, backends: backends, clock: clock, limits: limits, pacing: pacing,
-            logger: silentLogger, pausePoint: pausePoint)
+            jobs: jobs, store: storeWrap?(store) ?? store, backends: backends, clock: clock, limits: limits,
+            pacing: pacing, logger: silentLogger, pausePoint: pausePoint)
         self.service = service
         let sleeps = clock.sleepCount
         task = Task { try await service.run() }

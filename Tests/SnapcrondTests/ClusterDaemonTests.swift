@@ -23,7 +23,7 @@ import Testing
         var inflight: String { path + "/inflight" }
         var schedule: String { path + "/schedule" }
 
-        init(server: PostgresServer, database: String, nodes: [String]) throws {
+        init(server: PostgresServer, database: String, nodes: [String], jobs: Int = ClusterDaemonTests.jobs) throws {
             root = FileManager.default.temporaryDirectory.appendingPathComponent("snapcron-cluster-\(UUID().uuidString)")
             for folder in ["images", "inflight"] + nodes {
                 try FileManager.default.createDirectory(atPath: path + "/" + folder, withIntermediateDirectories: true)
@@ -35,7 +35,7 @@ import Testing
                 atPath: path + "/password", contents: Data((server.password + "\n").utf8),
                 attributes: [.posixPermissions: 0o600])
             var schedule = "CRON_TZ=UTC\n"
-            for job in 0..<ClusterDaemonTests.jobs {
+            for job in 0..<jobs {
                 schedule += "* * * * *   job-\(job)   fake:vm-\(job)   deadline=5m timeout=3m\n"
             }
             try schedule.write(toFile: self.schedule, atomically: true, encoding: .utf8)
@@ -205,6 +205,90 @@ import Testing
         #expect(stoppedLog.contains("cluster.lease_lost") || stoppedLog.contains("lease_lapsed"), "\(stoppedLog.suffix(3000))")
     }
 
+    @Test func aStoreStoppedFor20SecondsLosesNoFireAndDuplicatesNone() throws {
+        let server = try PostgresServer.start()
+        defer { try? server.stop() }
+        let database = try server.createDatabase()
+        let nodes = ["n1", "n2"]
+        let workspace = try ClusterWorkspace(server: server, database: database, nodes: nodes, jobs: 10)
+        while Int(Date().timeIntervalSince1970) % 60 > 5 { usleep(200_000) }
+        var daemons: [String: DaemonProcess] = [:]
+        for node in nodes {
+            daemons[node] = try DaemonProcess(
+                workspaceDirectory: workspace.path,
+                arguments: ["--config", workspace.configPath(node), "--schedule", workspace.schedule])
+        }
+        defer { for daemon in daemons.values { daemon.signal(SIGKILL) } }
+        let fire = Int(Date().timeIntervalSince1970 / 60 + 1) * 60
+
+        // Down from 10 s before the fire to 10 s after it.
+        while Date().timeIntervalSince1970 < Double(fire - 10) { usleep(100_000) }
+        try server.pause()
+        while Date().timeIntervalSince1970 < Double(fire + 10) { usleep(100_000) }
+        try server.resume()
+
+        let ended = eventually(within: 60) {
+            (try? unfinishedOrMissing(server: server, database: database, fires: [fire], jobs: 10)) == 0
+        }
+        for node in nodes { daemons[node]?.signal(SIGTERM) }
+        for node in nodes { #expect(daemons[node]?.waitForExit(within: 20) == 0, "\(node): \(daemons[node]?.stderr ?? "")") }
+        #expect(ended, "\((try? runTable(server: server, database: database)) ?? "")")
+        let states = try server.administer(
+            "SELECT state, count(*) FROM runs WHERE scheduled_at = \(fire) GROUP BY state", database: database)
+        #expect(states.trimmingCharacters(in: .whitespacesAndNewlines) == "succeeded|10", "\(states)")
+        var createsPerImage: [String: Int] = [:]
+        for line in workspace.createLines() where line.count == 3 { createsPerImage[line[2], default: 0] += 1 }
+        let names = Set((0..<10).map { "snapcron-job-\($0)-\(Self.stamp(fire))" })
+        #expect(names.allSatisfy { createsPerImage[$0] == 1 }, "\(createsPerImage)")
+    }
+
+    /// A wrong password, an unreachable server, a schema newer than this snapcron and a node name another host
+    /// holds: each stops the daemon at start with a message that says so, and exit status 1.
+    @Test func badStoreSettingsStopTheDaemonAtStart() throws {
+        let server = try PostgresServer.start()
+        defer { try? server.stop() }
+        let database = try server.createDatabase()
+        let workspace = try ClusterWorkspace(server: server, database: database, nodes: ["n1"], jobs: 1)
+        let config = workspace.configPath("n1")
+        let good = try String(contentsOfFile: config, encoding: .utf8)
+        func start(_ text: String) throws -> (status: Int32?, stderr: String) {
+            try text.write(toFile: config, atomically: true, encoding: .utf8)
+            let daemon = try DaemonProcess(
+                workspaceDirectory: workspace.path, arguments: ["--config", config, "--schedule", workspace.schedule])
+            return (daemon.waitForExit(within: 30), daemon.stderr)
+        }
+
+        FileManager.default.createFile(
+            atPath: workspace.path + "/wrong", contents: Data("wrong\n".utf8), attributes: [.posixPermissions: 0o600])
+        let wrongPassword = try start(good.replacingOccurrences(of: "\(workspace.path)/password", with: "\(workspace.path)/wrong"))
+        #expect(wrongPassword.status == 1)
+        #expect(wrongPassword.stderr.contains("password authentication failed"), "\(wrongPassword.stderr)")
+
+        let unreachable = try start(good.replacingOccurrences(of: "127.0.0.1:\(server.port)", with: "127.0.0.1:1"))
+        #expect(unreachable.status == 1)
+        #expect(unreachable.stderr.contains("cannot open the store"), "\(unreachable.stderr)")
+
+        // A good start migrates the database and registers n1; then another host takes the name, with a live lease.
+        try good.write(toFile: config, atomically: true, encoding: .utf8)
+        let first = try DaemonProcess(
+            workspaceDirectory: workspace.path, arguments: ["--config", config, "--schedule", workspace.schedule])
+        #expect(eventually(within: 30) { first.stderr.contains("Ready") }, "\(first.stderr)")
+        first.signal(SIGTERM)
+        #expect(first.waitForExit(within: 20) == 0)
+        try server.administer(
+            "UPDATE nodes SET host = 'elsewhere', pid = 7, lease_until = 4102444800 WHERE name = 'n1'",
+            database: database)
+        let nameInUse = try start(good)
+        #expect(nameInUse.status == 1)
+        #expect(nameInUse.stderr.contains("node name 'n1' is in use"), "\(nameInUse.stderr)")
+        #expect(nameInUse.stderr.contains("host elsewhere (pid 7)"), "\(nameInUse.stderr)")
+
+        try server.administer("UPDATE snapcron_schema SET version = version + 1", database: database)
+        let newer = try start(good)
+        #expect(newer.status == 1)
+        #expect(newer.stderr.contains("newer than this snapcron knows"), "\(newer.stderr)")
+    }
+
     /// Waits for a create of one of `nodes` for a fire at or after `fire` (Unix seconds) and returns its node.
     func nodeCreating(in workspace: ClusterWorkspace, among nodes: [String], after fire: Int) -> String? {
         var found: String?
@@ -217,7 +301,9 @@ import Testing
     }
 
     /// Runs of `fires` not yet ended, plus fires with fewer runs than jobs.
-    func unfinishedOrMissing(server: PostgresServer, database: String, fires: [Int]) throws -> Int {
+    func unfinishedOrMissing(server: PostgresServer, database: String, fires: [Int], jobs: Int = Self.jobs) throws
+        -> Int
+    {
         let counts = try server.administer(
             """
             SELECT count(*) FILTER (WHERE state IN ('claimed', 'creating', 'waiting')), count(*) FROM runs
@@ -225,7 +311,7 @@ import Testing
             """, database: database
         ).trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "|").compactMap { Int($0) }
         guard counts.count == 2 else { return .max }
-        return counts[0] + (fires.count * Self.jobs - counts[1])
+        return counts[0] + (fires.count * jobs - counts[1])
     }
 
     func runTable(server: PostgresServer, database: String) throws -> String {

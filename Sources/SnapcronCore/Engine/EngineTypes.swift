@@ -44,6 +44,9 @@ public struct RunPacing: Sendable, Hashable {
     public var lateness: TimeInterval = 60
     /// After downtime, at most this many older missed fires of one job get a row each.
     public var maxMissedRowsPerJob = 100
+    /// A claim the store could not take (down, restarting, failing over) is sent again this long after, until
+    /// the fire's deadline passes: no fire is lost to a store outage shorter than its deadline.
+    public var claimRetryInterval: TimeInterval = 5
     /// How often images left `queued`/`saving` by a run that gave up are looked at again.
     public var unfinishedImageInterval: TimeInterval = 900
     /// How often each backend is listed for marked images the store does not know (a create whose reply was lost).

@@ -52,6 +52,9 @@ struct RunEngine {
     private var runsByTarget: [String: Set<Int64>] = [:]
     /// Targets with a claim sent to the store and not yet answered.
     private var claimsInFlight: [String: Int] = [:]
+    /// Scheduled claims the store failed to take, sent again at `nextClaimRetry`.
+    private var claimRetries: [RunClaim] = []
+    private var nextClaimRetry: Date?
     private var createCalls: [String: Int] = [:]
     private var unfinishedImages: [String: Int] = [:]
     private var pollQueues: [String: MinHeap<RunTimer>] = [:]
@@ -188,6 +191,7 @@ struct RunEngine {
         var out: [EngineAction] = []
         detectBackwardStep(now: now, out: &out)
         for event in events { handle(event, now: now, out: &out) }
+        retryFailedClaims(now: now, out: &out)
         processDueFires(now: now, out: &out)
         processTimers(now: now, out: &out)
         admit(now: now, out: &out)
@@ -232,7 +236,9 @@ struct RunEngine {
         if !retentionBacklog.isEmpty && retentionRunning.count < pacing.maxConcurrentRetentions { wake = now }
         // While runs are under way, a wake-up lost in a race costs at most this long (an idle daemon still sleeps).
         if !runs.isEmpty { wake = min(wake, now.addingTimeInterval(pacing.maxPollInterval)) }
-        for date in [nextLateImageCheck, nextSweep, nextHistoryPrune, nextLeaseRenewal].compactMap({ $0 }) {
+        for date in [nextLateImageCheck, nextSweep, nextHistoryPrune, nextLeaseRenewal, nextClaimRetry]
+            .compactMap({ $0 })
+        {
             wake = min(wake, date)
         }
         return wake
@@ -375,6 +381,43 @@ struct RunEngine {
         return nil
     }
 
+    /// Sends again the claims the store failed to take. As after downtime, only each job's newest fire runs, and
+    /// only within its deadline; older ones, or one a later fire due now supersedes, are recorded missed.
+    private mutating func retryFailedClaims(now: Date, out: inout [EngineAction]) {
+        guard let due = nextClaimRetry, now >= due else { return }
+        nextClaimRetry = nil
+        let newestByJob = Dictionary(claimRetries.map { ($0.job, $0) }) { $0.scheduledAt >= $1.scheduledAt ? $0 : $1 }
+        var claims: [RunClaim] = []
+        for claim in claimRetries {
+            guard let entry = jobs[claim.job] else { continue }  // removed by a reload meanwhile
+            let job = entry.job
+            let lateness = now.timeIntervalSince(claim.scheduledAt)
+            let superseded =
+                newestByJob[claim.job]?.scheduledAt != claim.scheduledAt || (entry.pending.map { $0 <= now } ?? false)
+                || (entry.lastHandled.map { $0 > claim.scheduledAt } ?? false)
+            let pastDeadline = lateness > job.options.deadline.timeInterval + Self.jitter(for: job, scheduled: claim.scheduledAt)
+            guard superseded || pastDeadline else {
+                var retried = claim
+                if lateness > pacing.lateness { retried.trigger = .catchUp }
+                claims.append(retried)
+                continue
+            }
+            out.append(
+                .recordMissed(
+                    job: claim.job, scheduled: claim.scheduledAt,
+                    reason: superseded
+                        ? "the store could not record the fire, and a later fire was due too"
+                        : "the store could not record the fire until \(Self.format(lateness)) late, past "
+                            + "deadline=\(job.options.deadline.optionDescription)",
+                    alert: superseded
+                        ? nil : job.options.hooks.map { MissedFireAlert(hooks: $0, backend: job.backend, target: job.target) }))
+        }
+        claimRetries = []
+        guard !claims.isEmpty else { return }
+        for claim in claims { claimsInFlight[Self.targetKey(claim.backend, claim.target), default: 0] += 1 }
+        out.append(.claim(claims))
+    }
+
     private func claim(_ job: Job, scheduled: Date, trigger: RunTrigger) -> RunClaim {
         RunClaim(
             job: job.name, scheduledAt: scheduled, trigger: trigger,
@@ -407,6 +450,11 @@ struct RunEngine {
                 let key = Self.targetKey(claim.backend, claim.target)
                 claimsInFlight[key, default: 1] -= 1
                 if claimsInFlight[key] == 0 { claimsInFlight[key] = nil }
+            }
+            // A manual trigger's caller got the error; a scheduled fire is tried again until its deadline.
+            claimRetries += claims.filter { $0.trigger != .manual }
+            if !claimRetries.isEmpty, nextClaimRetry == nil {
+                nextClaimRetry = now.addingTimeInterval(pacing.claimRetryInterval)
             }
         case .createsNotStarted(let ids, _):
             for id in ids {
