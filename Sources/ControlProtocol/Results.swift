@@ -18,12 +18,15 @@ public struct StatusResult: Codable, Sendable, Hashable {
     public var nextFire: NextFireInfo?
     public var lastFailure: RunInfo?
     public var store: StoreHealthInfo
+    /// The daemons sharing the store (cluster mode); absent for a daemon on its own SQLite store.
+    public var nodes: [ClusterNodeInfo]?
 
     public init(
         version: String, pid: Int32, startedAt: Date, uptimeSeconds: Int, schedulePath: String, jobs: Int,
         pausedJobs: [String], running: [RunningRunInfo], nextFire: NextFireInfo?, lastFailure: RunInfo?,
-        store: StoreHealthInfo
+        store: StoreHealthInfo, nodes: [ClusterNodeInfo]? = nil
     ) {
+        self.nodes = nodes
         self.version = version
         self.pid = pid
         self.startedAt = startedAt
@@ -35,6 +38,34 @@ public struct StatusResult: Codable, Sendable, Hashable {
         self.nextFire = nextFire
         self.lastFailure = lastFailure
         self.store = store
+    }
+}
+
+/// One daemon of a cluster, in `status`.
+public struct ClusterNodeInfo: Codable, Sendable, Hashable {
+    public var name: String
+    public var host: String
+    public var pid: Int32
+    public var version: String
+    public var lastSeen: Date
+    /// False once its lease lapsed: the other nodes take its unfinished runs.
+    public var leaseLive: Bool
+    public var runsHeld: Int
+    /// The node that answered.
+    public var isSelf: Bool
+
+    public init(
+        name: String, host: String, pid: Int32, version: String, lastSeen: Date, leaseLive: Bool, runsHeld: Int,
+        isSelf: Bool
+    ) {
+        self.name = name
+        self.host = host
+        self.pid = pid
+        self.version = version
+        self.lastSeen = lastSeen
+        self.leaseLive = leaseLive
+        self.runsHeld = runsHeld
+        self.isSelf = isSelf
     }
 }
 

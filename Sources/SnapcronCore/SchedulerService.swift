@@ -400,6 +400,9 @@ public actor SchedulerService {
     public func statusLine() -> String {
         let count = engine.jobs.count
         var parts = ["\(count) job\(count == 1 ? "" : "s")", "\(engine.runs.count) running"]
+        if let problem = executor.storeProblem {
+            parts.insert("store: reconnecting (\(problem.prefix(120)))", at: 0)
+        }
         if let next = engine.nextFire { parts.append("next \(next.job) at \(RunEngine.iso(next.at))") }
         if let failure = engine.lastFailure { parts.append("last failure: \(failure)") }
         return parts.joined(separator: ", ")

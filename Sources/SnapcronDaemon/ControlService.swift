@@ -144,6 +144,14 @@ public final class ControlService: Sendable {
         let lastFailure = try await storeCall { try await store.lastFailure() }
         var lastFailureInfo: RunInfo?
         if let lastFailure { lastFailureInfo = try await runInfo(lastFailure) }
+        let nodes =
+            store.runLease == nil
+            ? nil
+            : try await storeCall { try await store.clusterNodes() }.map {
+                ClusterNodeInfo(
+                    name: $0.name, host: $0.host, pid: $0.pid, version: $0.version, lastSeen: $0.lastSeen,
+                    leaseLive: $0.leaseLive, runsHeld: $0.runsHeld, isSelf: $0.isSelf)
+            }
         return StatusResult(
             version: SnapcronVersion.current, pid: getpid(), startedAt: environment.startedAt,
             uptimeSeconds: max(0, Int(now.timeIntervalSince(environment.startedAt))),
@@ -152,7 +160,7 @@ public final class ControlService: Sendable {
                 RunningRunInfo(id: $0.id, job: $0.job, phase: $0.phase, imageId: $0.imageID, startedAt: $0.startedAt)
             },
             nextFire: snapshot.nextFire.map { NextFireInfo(job: $0.job, at: $0.at) },
-            lastFailure: lastFailureInfo, store: await storeHealth(now: now))
+            lastFailure: lastFailureInfo, store: await storeHealth(now: now), nodes: nodes)
     }
 
     private func storeHealth(now: Date) async -> StoreHealthInfo {

@@ -139,5 +139,14 @@ enum PostgresSchema {
         CREATE INDEX runs_unfinished_by_owner ON runs (owner_node, owner_epoch)
             WHERE state IN ('claimed', 'creating', 'waiting')
         """,
+        // One retention pass per job across the cluster: the node running it, under its epoch.
+        """
+        CREATE TABLE retention_passes (
+            job    TEXT    NOT NULL PRIMARY KEY,
+            node   TEXT    NOT NULL,
+            epoch  BIGINT  NOT NULL,
+            since  BIGINT  NOT NULL
+        )
+        """,
     ]
 }

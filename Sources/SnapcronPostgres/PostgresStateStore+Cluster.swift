@@ -145,6 +145,53 @@ extension PostgresStateStore {
         }
     }
 
+    public func clusterNodes() async throws -> [ClusterNodeRecord] {
+        let me = membership?.node.name
+        return try await transaction(.readCommitted) { transaction in
+            try await transaction.rows(
+                """
+                SELECT n.name, n.host, n.pid, n.version, n.started_at, n.last_seen,
+                       n.lease_until >= \(unescaped: databaseNow) AS live,
+                       (SELECT count(*) FROM runs r WHERE r.owner_node = n.name AND r.owner_epoch = n.epoch
+                          AND r.state IN ('claimed', 'creating', 'waiting')) AS held
+                FROM nodes n ORDER BY n.name COLLATE "C"
+                """
+            ).map { row in
+                let (name, host, pid, version, started, seen, live, held) = try row.decode(
+                    (String, String, Int32, String, Int64, Int64, Bool, Int64).self)
+                return ClusterNodeRecord(
+                    name: name, host: host, pid: pid, version: version, startedAt: Date(epochSeconds: started),
+                    lastSeen: Date(epochSeconds: seen), leaseLive: live, runsHeld: Int(held), isSelf: name == me)
+            }
+        }
+    }
+
+    public func beginRetention(job: String) async throws -> Bool {
+        guard let membership else { return true }
+        let node = membership.node
+        let epoch = membership.epoch
+        return try await transaction(.readCommitted) { transaction in
+            try await transaction.rows(
+                """
+                INSERT INTO retention_passes AS p (job, node, epoch, since)
+                VALUES (\(job), \(node.name), \(epoch), \(unescaped: databaseNow))
+                ON CONFLICT (job) DO UPDATE SET node = excluded.node, epoch = excluded.epoch, since = excluded.since
+                WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = p.node AND n.epoch = p.epoch
+                                  AND n.lease_until >= \(unescaped: databaseNow))
+                RETURNING 1
+                """
+            ).count == 1
+        }
+    }
+
+    public func endRetention(job: String) async throws {
+        guard let membership else { return }
+        try await transaction(.readCommitted) { transaction in
+            try await transaction.execute(
+                "DELETE FROM retention_passes WHERE job = \(job) AND node = \(membership.node.name)")
+        }
+    }
+
     /// Throws ``RunFencedError`` unless the run is this node's, under its current epoch and a live lease. A store
     /// without a node (one daemon, or a tool) owns everything.
     func fence(_ transaction: Transaction, runID: Int64) async throws {

@@ -9,4 +9,8 @@ extension SnapcronDatabase: StateStore {
     public var runLease: Duration? { nil }
     public func renewRunLease() async throws -> Bool { true }
     public func takeOverRuns() async throws -> [RunRecord] { [] }
+    public func clusterNodes() async throws -> [ClusterNodeRecord] { [] }
+    /// The scheduler runs one pass per job at a time, and no other daemon shares the store.
+    public func beginRetention(job: String) async throws -> Bool { true }
+    public func endRetention(job: String) async throws {}
 }

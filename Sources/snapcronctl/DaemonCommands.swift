@@ -37,6 +37,15 @@ struct StatusCommand: ParsableCommand {
             print("last failure: none")
         }
         print("store:        \(status.store.ok ? "ok" : "PROBLEM: \(status.store.message)")")
+        if let nodes = status.nodes {
+            print("cluster:      \(nodes.count) node\(nodes.count == 1 ? "" : "s"), \(nodes.filter(\.leaseLive).count) live")
+            for node in nodes {
+                print(
+                    "  \(node.name)\(node.isSelf ? " (this node)" : ""): \(node.leaseLive ? "live" : "LEASE LAPSED"), "
+                        + "\(node.host) pid \(node.pid), v\(node.version), seen \(Human.time(node.lastSeen)), "
+                        + "holds \(node.runsHeld) run\(node.runsHeld == 1 ? "" : "s")")
+            }
+        }
     }
 }
 

@@ -430,6 +430,9 @@ final class CrashingStore: StateStore {
     var runLease: Duration? { nil }
     func renewRunLease() async throws -> Bool { true }
     func takeOverRuns() async throws -> [RunRecord] { [] }
+    func clusterNodes() async throws -> [ClusterNodeRecord] { [] }
+    func beginRetention(job: String) async throws -> Bool { true }
+    func endRetention(job: String) async throws {}
 }
 
 // MARK: The backend

@@ -15,10 +15,17 @@ let snapcronctlBinary: URL? = snapcrondBinary.map {
 func runSnapcronctl(_ arguments: [String], in workspace: DaemonWorkspace) throws
     -> (status: Int32, stdout: String, stderr: String)
 {
+    try runSnapcronctl(arguments, inDirectory: workspace.path)
+}
+
+/// ``runSnapcronctl(_:in:)`` with its output files in `directory`.
+func runSnapcronctl(_ arguments: [String], inDirectory directory: String) throws
+    -> (status: Int32, stdout: String, stderr: String)
+{
     let binary = try #require(snapcronctlBinary, "snapcronctl not found next to the test bundle; run swift build")
     let id = UUID().uuidString
-    let stdoutPath = workspace.path + "/ctl-out-\(id)"
-    let stderrPath = workspace.path + "/ctl-err-\(id)"
+    let stdoutPath = directory + "/ctl-out-\(id)"
+    let stderrPath = directory + "/ctl-err-\(id)"
     _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
     _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
     let stdout = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))

@@ -11,7 +11,7 @@ import Testing
 /// take 2 s and are logged to a file. One node is SIGKILLed during its creates, another SIGSTOPped past its lease
 /// and then continued. Every (job, minute) must get exactly one create and one succeeded run, the runs of both
 /// nodes must be finished by the others, and the continued node's writes for them must be refused.
-@Suite(.onOwnThreads, .serialized, .enabled(if: !PostgresServer.skipRequested)) struct ClusterDaemonTests {
+@Suite(.onOwnThreads, .enabled(if: !PostgresServer.skipRequested)) struct ClusterDaemonTests {
     static let jobs = 30
     static let lease = 6
 
@@ -273,6 +273,10 @@ import Testing
         let first = try DaemonProcess(
             workspaceDirectory: workspace.path, arguments: ["--config", config, "--schedule", workspace.schedule])
         #expect(eventually(within: 30) { first.stderr.contains("Ready") }, "\(first.stderr)")
+        let status = try runSnapcronctl(
+            ["status", "--socket", "\(workspace.path)/n1/control.sock"], inDirectory: workspace.path)
+        #expect(status.stdout.contains("cluster:      1 node, 1 live"), "\(status)")
+        #expect(status.stdout.contains("n1 (this node): live, "), "\(status)")
         first.signal(SIGTERM)
         #expect(first.waitForExit(within: 20) == 0)
         try server.administer(

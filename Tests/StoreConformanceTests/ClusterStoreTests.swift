@@ -140,6 +140,27 @@ extension StoreTests {
             #expect(Set(all) == Set(claimed))
         }
 
+        @Test func oneRetentionPassPerJobAcrossTheCluster() async throws {
+            let database = try server.createDatabase()
+            let a = try await open(database, as: node("a"))
+            let b = try await open(database, as: node("b"))
+            defer { Task { await a.close(); await b.close() } }
+            #expect(try await a.beginRetention(job: "db"))
+            #expect(try await !b.beginRetention(job: "db"), "a runs db's pass")
+            #expect(try await b.beginRetention(job: "web"), "other jobs are free")
+            try await b.endRetention(job: "db")  // not b's: changes nothing
+            #expect(try await !b.beginRetention(job: "db"))
+            try await a.endRetention(job: "db")
+            #expect(try await b.beginRetention(job: "db"))
+            // A pass of a node whose lease lapsed counts as ended.
+            try lapse("b", in: database)
+            #expect(try await a.beginRetention(job: "db"))
+            let nodes = try await a.clusterNodes()
+            #expect(nodes.map(\.name) == ["a", "b"])
+            #expect(nodes.map(\.leaseLive) == [true, false])
+            #expect(nodes.map(\.isSelf) == [true, false])
+        }
+
         @Test func aStoreWithoutANodeOwnsEverything() async throws {
             let database = try server.createDatabase()
             let tool = try await open(database, as: nil)

@@ -34,6 +34,11 @@ final class RunExecutor: Sendable {
     /// Counts the times this daemon's lease on its runs lapsed (cluster): a create begun before a lapse reports to
     /// nobody, its run being another daemon's (or resumed afresh by this one) since.
     private let leaseGeneration = Atomic<Int>(0)
+    /// The last store write's failure, until a claim or a lease renewal succeeds again (a store restarting).
+    private let storeTrouble = Mutex<String?>(nil)
+
+    /// Why the store fails now, for the status line; nil while it answers.
+    var storeProblem: String? { storeTrouble.withLock { $0 } }
 
     init(
         store: any StateStore, backends: [String: any SnapshotBackend], clock: any SchedulerClock, pacing: RunPacing,
@@ -190,6 +195,7 @@ final class RunExecutor: Sendable {
     private func claim(_ claims: [RunClaim], now: Date) async -> EngineEvent {
         do {
             let records = try await store.claimRuns(claims, now: now)
+            storeTrouble.withLock { $0 = nil }
             for (claim, record) in zip(claims, records) {
                 var metadata: Logger.Metadata = ["job": "\(claim.job)", "scheduled": "\(RunEngine.iso(claim.scheduledAt))"]
                 guard let record else {
@@ -651,6 +657,25 @@ final class RunExecutor: Sendable {
     }
 
     private func retain(_ job: Job) async {
+        // In a cluster, one node at a time judges a job's images.
+        do {
+            guard try await store.beginRetention(job: job.name) else {
+                logger.debug("Retention runs on another node", metadata: ["job": "\(job.name)"])
+                return
+            }
+        } catch {
+            logger.error("Retention failed", metadata: ["job": "\(job.name)", "error": "\(error)"])
+            return
+        }
+        await retainHoldingThePass(job)
+        do {
+            try await store.endRetention(job: job.name)
+        } catch {
+            logger.warning("Retention pass not given back", metadata: ["job": "\(job.name)", "error": "\(error)"])
+        }
+    }
+
+    private func retainHoldingThePass(_ job: Job) async {
         let now = clock.now()
         let plan: RetentionPlan
         let images: [ImageRecord]
@@ -899,6 +924,7 @@ final class RunExecutor: Sendable {
     /// gets the lease renewed at once, which forgets the runs or takes them back.
     private func storeWriteFailed(_ error: any Error, metadata: Logger.Metadata) {
         logger.error("Store write failed", metadata: metadata)
+        if !(error is RunFencedError) { storeTrouble.withLock { $0 = "\(error)" } }
         if error is RunFencedError { Task { await self.send(.runWriteFenced) } }
     }
 
@@ -906,7 +932,9 @@ final class RunExecutor: Sendable {
     private func renewRunLease() async -> [EngineEvent] {
         var events: [EngineEvent] = []
         do {
-            if try await !store.renewRunLease() {
+            let held = try await store.renewRunLease()
+            storeTrouble.withLock { $0 = nil }
+            if !held {
                 leaseGeneration.add(1, ordering: .relaxed)
                 events.append(.runLeaseLost)
             }
@@ -921,6 +949,7 @@ final class RunExecutor: Sendable {
                 events.append(.runsTakenOver(taken))
             }
         } catch {
+            storeTrouble.withLock { $0 = "\(error)" }
             logger.error("Lease renewal failed", metadata: ["event": "cluster.lease_failed", "error": "\(error)"])
         }
         return events

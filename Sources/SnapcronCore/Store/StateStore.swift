@@ -139,6 +139,43 @@ public protocol StateStore: Sendable {
     /// Runs whose daemon's lease lapsed (it died, hung or lost the network), now this daemon's to resume, oldest
     /// first. Each run goes to one daemon only.
     func takeOverRuns() async throws -> [RunRecord]
+    /// The daemons registered in the store, by name (none for a store only one daemon uses).
+    func clusterNodes() async throws -> [ClusterNodeRecord]
+    /// Takes `job`'s retention pass for this daemon; false while another daemon of the cluster runs one (a pass
+    /// of a daemon whose lease lapsed counts as ended). Given back by ``endRetention(job:)``.
+    func beginRetention(job: String) async throws -> Bool
+    func endRetention(job: String) async throws
+}
+
+/// One daemon of a cluster, as the store knows it.
+public struct ClusterNodeRecord: Sendable, Hashable {
+    public var name: String
+    public var host: String
+    public var pid: Int32
+    public var version: String
+    public var startedAt: Date
+    public var lastSeen: Date
+    /// Whether its lease is live now (by the store's clock): a node whose lease lapsed loses its runs.
+    public var leaseLive: Bool
+    /// Unfinished runs it holds.
+    public var runsHeld: Int
+    /// Whether this is the daemon asking.
+    public var isSelf: Bool
+
+    public init(
+        name: String, host: String, pid: Int32, version: String, startedAt: Date, lastSeen: Date, leaseLive: Bool,
+        runsHeld: Int, isSelf: Bool
+    ) {
+        self.name = name
+        self.host = host
+        self.pid = pid
+        self.version = version
+        self.startedAt = startedAt
+        self.lastSeen = lastSeen
+        self.leaseLive = leaseLive
+        self.runsHeld = runsHeld
+        self.isSelf = isSelf
+    }
 }
 
 /// A run write refused because the run is not this daemon's any more: its lease on it lapsed, and another daemon
