@@ -51,6 +51,7 @@ extension Daemon {
             Self.log(warnings: schedule.warnings, path: schedulePath, logger: logger)
             await scheduler.apply(jobs: schedule.jobs)
             catalog.update(schedule.jobs)
+            await compareScheduleWithCluster(schedule.jobs)
             ProcessMemory.releaseFreedMemory()
             logger.info(
                 "Schedule reloaded", metadata: ["event": "schedule.loaded", "jobs": "\(schedule.jobs.count)"])
@@ -58,6 +59,25 @@ extension Daemon {
         case .failure(let diagnostics):
             logFailedReload(diagnostics)
             return .failure(diagnostics)
+        }
+    }
+
+    /// In a cluster, records this node's schedule and warns of every other node whose schedule differs: a job
+    /// that only some nodes know runs only while one of them is up.
+    func compareScheduleWithCluster(_ jobs: [Job]) async {
+        guard store.runLease != nil else { return }
+        do {
+            let fingerprints = Dictionary(jobs.map { ($0.name, $0.clusterFingerprint) }, uniquingKeysWith: { a, _ in a })
+            for (node, differing) in try await store.publishSchedule(fingerprints).sorted(by: { $0.key < $1.key }) {
+                logger.warning(
+                    "Schedule differs from another node's",
+                    metadata: [
+                        "event": "cluster.schedule_differs", "node": "\(node)", "jobs": "\(differing.count)",
+                        "differing_jobs": "\(differing.prefix(20).joined(separator: ", "))",
+                    ])
+            }
+        } catch {
+            logger.warning("Cannot compare the schedule with the cluster's", metadata: ["error": "\(error)"])
         }
     }
 

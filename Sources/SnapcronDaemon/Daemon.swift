@@ -199,9 +199,11 @@ public final class Daemon: Sendable {
         // queues in front of a fire. Not above the default: libdispatch gives each worker thread the nice value of
         // its QoS (-2 for `.high`), which a daemon without CAP_SYS_NICE may not take (EACCES, logged by libdispatch
         // for every new worker thread); lowering the requests' priority instead (nice 2) is always allowed.
-        let runner = Task { [scheduler] in
+        let jobs = catalog.snapshot.jobs
+        let runner = Task { [scheduler, self] in
             // Stopped before it began (SIGTERM during start-up): nothing is resumed only to be cut at once.
             guard !stop.isRequested else { return }
+            await compareScheduleWithCluster(jobs)
             try await scheduler.run(heartbeat: heartbeat, observer: observer)
         }
         stop.attach(runner)

@@ -192,6 +192,29 @@ extension PostgresStateStore {
         }
     }
 
+    public func publishSchedule(_ fingerprints: [String: String]) async throws -> [String: [String]] {
+        guard let membership else { return [:] }
+        let node = membership.node
+        let json = String(decoding: try JSONEncoder().encode(fingerprints), as: UTF8.self)
+        let others = try await transaction(.readCommitted) { transaction in
+            try await transaction.execute("UPDATE nodes SET schedule = \(json) WHERE name = \(node.name)")
+            return try await transaction.rows(
+                """
+                SELECT name, schedule FROM nodes
+                WHERE name <> \(node.name) AND lease_until >= \(unescaped: databaseNow) AND schedule <> '{}'
+                ORDER BY name COLLATE "C"
+                """
+            ).map { try $0.decode((String, String).self) }
+        }
+        var differences: [String: [String]] = [:]
+        for (name, text) in others {
+            guard let theirs = try? JSONDecoder().decode([String: String].self, from: Data(text.utf8)) else { continue }
+            let jobs = Set(theirs.keys).union(fingerprints.keys).filter { theirs[$0] != fingerprints[$0] }.sorted()
+            if !jobs.isEmpty { differences[name] = jobs }
+        }
+        return differences
+    }
+
     /// Throws ``RunFencedError`` unless the run is this node's, under its current epoch and a live lease. A store
     /// without a node (one daemon, or a tool) owns everything.
     func fence(_ transaction: Transaction, runID: Int64) async throws {

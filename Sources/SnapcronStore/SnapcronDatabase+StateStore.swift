@@ -13,4 +13,5 @@ extension SnapcronDatabase: StateStore {
     /// The scheduler runs one pass per job at a time, and no other daemon shares the store.
     public func beginRetention(job: String) async throws -> Bool { true }
     public func endRetention(job: String) async throws {}
+    public func publishSchedule(_ fingerprints: [String: String]) async throws -> [String: [String]] { [:] }
 }

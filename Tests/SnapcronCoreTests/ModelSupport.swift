@@ -433,6 +433,7 @@ final class CrashingStore: StateStore {
     func clusterNodes() async throws -> [ClusterNodeRecord] { [] }
     func beginRetention(job: String) async throws -> Bool { true }
     func endRetention(job: String) async throws {}
+    func publishSchedule(_ fingerprints: [String: String]) async throws -> [String: [String]] { [:] }
 }
 
 // MARK: The backend

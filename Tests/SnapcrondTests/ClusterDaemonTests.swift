@@ -277,6 +277,20 @@ import Testing
             ["status", "--socket", "\(workspace.path)/n1/control.sock"], inDirectory: workspace.path)
         #expect(status.stdout.contains("cluster:      1 node, 1 live"), "\(status)")
         #expect(status.stdout.contains("n1 (this node): live, "), "\(status)")
+        // A node with another schedule joins; n1 names the jobs that differ when it next loads its schedule.
+        try server.administer(
+            """
+            INSERT INTO nodes VALUES ('n9', 1, 4102444800, 0, 0, 'other-host', 9, 'x',
+                                      '{"ghost": "* * * * * UTC fake:vm-9 keep=1"}')
+            """, database: database)
+        let reload = try runSnapcronctl(
+            ["reload", "--socket", "\(workspace.path)/n1/control.sock"], inDirectory: workspace.path)
+        #expect(reload.status == 0, "\(reload)")
+        #expect(
+            eventually(within: 10) {
+                first.stderr.contains("cluster.schedule_differs") && first.stderr.contains("ghost, job-0")
+            }, "\(first.stderr)")
+        try server.administer("DELETE FROM nodes WHERE name = 'n9'", database: database)
         first.signal(SIGTERM)
         #expect(first.waitForExit(within: 20) == 0)
         try server.administer(

@@ -161,6 +161,20 @@ extension StoreTests {
             #expect(nodes.map(\.isSelf) == [true, false])
         }
 
+        @Test func schedulesThatDifferAreNamedJobByJob() async throws {
+            let database = try server.createDatabase()
+            let a = try await open(database, as: node("a"))
+            let b = try await open(database, as: node("b"))
+            defer { Task { await a.close(); await b.close() } }
+            #expect(try await a.publishSchedule(["db": "0 2 * * * UTC x:1 keep=5", "web": "* * * * * UTC x:2 keep=5"]) == [:])
+            let seenByB = try await b.publishSchedule(["db": "0 3 * * * UTC x:1 keep=5", "web": "* * * * * UTC x:2 keep=5", "lab": "l"])
+            #expect(seenByB == ["a": ["db", "lab"]])
+            #expect(try await a.publishSchedule(["db": "0 3 * * * UTC x:1 keep=5", "web": "* * * * * UTC x:2 keep=5", "lab": "l"]) == [:])
+            // A node whose lease lapsed is not compared.
+            try lapse("a", in: database)
+            #expect(try await b.publishSchedule(["other": "o"]) == [:])
+        }
+
         @Test func aStoreWithoutANodeOwnsEverything() async throws {
             let database = try server.createDatabase()
             let tool = try await open(database, as: nil)

@@ -1057,6 +1057,11 @@ extension Job {
             && target == other.target && options == other.options
     }
 
+    /// What the job means, in one line: nodes of a cluster compare these to find schedules that differ.
+    public var clusterFingerprint: String {
+        "\(expression.normalized) \(zone.identifier) \(backend):\(target) \(options.scheduleText)"
+    }
+
     /// The job without the text of its schedule line: the scheduler holds every job for the daemon's lifetime,
     /// and the line text (needed only for load-time diagnostics) was a tenth of its memory with 100,000 jobs.
     public var withoutSourceText: Job {

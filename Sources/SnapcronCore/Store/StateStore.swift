@@ -145,6 +145,9 @@ public protocol StateStore: Sendable {
     /// of a daemon whose lease lapsed counts as ended). Given back by ``endRetention(job:)``.
     func beginRetention(job: String) async throws -> Bool
     func endRetention(job: String) async throws
+    /// Records this daemon's schedule (each job's ``Job/clusterFingerprint``) and returns, for each other live
+    /// daemon whose schedule differs, the names of the jobs that differ; empty for a store only one daemon uses.
+    func publishSchedule(_ fingerprints: [String: String]) async throws -> [String: [String]]
 }
 
 /// One daemon of a cluster, as the store knows it.
