@@ -87,6 +87,8 @@ public actor SchedulerService {
     private let publication: Mutex<SchedulerPublication>
     private var sleepTask: Task<Void, any Error>?
     private var wakeRequested = false
+    /// Counts pauses and resumes asked here: a store read of the pauses begun before one is stale.
+    private var pauseEdits = 0
     private var isSleeping = false
     private var lastLoopAt: Date?
     private var loopIterations = 0
@@ -169,8 +171,17 @@ public actor SchedulerService {
     private func carryOut(_ actions: [EngineAction], now: Date) async {
         var actions = actions
         while !actions.isEmpty {
-            let events = await executor.perform(actions, now: now)
+            let edits = pauseEdits
+            var events = await executor.perform(actions, now: now)
+            // A pause set here while the store was read: the read may predate it.
+            if pauseEdits != edits {
+                events.removeAll { if case .storedPausesRead = $0 { true } else { false } }
+            }
             actions = events.isEmpty ? [] : engine.tick(now: now, events: events)
+        }
+        if engine.pausesChanged {
+            engine.pausesChanged = false
+            publish()
         }
     }
 
@@ -295,6 +306,7 @@ public actor SchedulerService {
     /// Pauses or resumes a job; persisted in the store first.
     public func setPaused(job name: String, _ paused: Bool) async throws(SchedulerError) {
         guard engine.job(named: name) != nil else { throw SchedulerError(.notFound, "no job named '\(name)'") }
+        pauseEdits += 1
         do {
             _ = try await executor.store.setPaused(name: name, paused, now: clock.now())
         } catch {

@@ -254,8 +254,15 @@ final class CrashingStore: StateStore {
     private let commitsLastCall: Bool
     private let onDeath: @Sendable () -> Void
 
-    init(base: SnapcronDatabase, calls: Int?, commitsLastCall: Bool, onDeath: @escaping @Sendable () -> Void) {
+    /// Acts as a cluster's store (renewals, takeovers, pauses read back) when set.
+    let lease: Duration?
+
+    init(
+        base: SnapcronDatabase, calls: Int?, commitsLastCall: Bool, lease: Duration? = nil,
+        onDeath: @escaping @Sendable () -> Void
+    ) {
         self.base = base
+        self.lease = lease
         budget = Mutex(Budget(remaining: calls))
         self.commitsLastCall = commitsLastCall
         self.onDeath = onDeath
@@ -427,8 +434,8 @@ final class CrashingStore: StateStore {
         try pass { try base.lastSuccessfulRunEnds(jobs: jobs) }
     }
     func checkpoint() async throws { try pass { try base.checkpoint() } }
-    var runLease: Duration? { nil }
-    func renewRunLease() async throws -> Bool { true }
+    var runLease: Duration? { lease }
+    func renewRunLease() async throws -> Bool { try pass { true } }
     func takeOverRuns() async throws -> [RunRecord] { [] }
     func clusterNodes() async throws -> [ClusterNodeRecord] { [] }
     func beginRetention(job: String) async throws -> Bool { true }

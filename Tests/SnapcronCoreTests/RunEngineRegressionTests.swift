@@ -194,6 +194,25 @@ struct ScriptedBackend: SnapshotBackend {
         #expect(await sim.fake.calls.filter { $0.operation == .create }.count == 1)
     }
 
+    /// In a cluster, another node pauses a job in the store: this one stops firing it at its next lease renewal
+    /// (every third of the lease), and fires it again once it is resumed there.
+    @Test func aPauseAnotherNodeRecordedIsFollowedAtTheNextRenewal() async throws {
+        let sim = try Simulation(start: utc("2026-06-01T00:00:30Z"))
+        let cluster = CrashingStore(base: sim.store, calls: nil, commitsLastCall: false, lease: .seconds(30), onDeath: {})
+        sim.storeWrap = { _ in cluster }
+        let service = await sim.start(try simulationJobs("* * * * *   db   fake:vm1"))
+        _ = try sim.store.setPaused(name: "db", true, now: sim.now)  // another node's pause
+        await sim.run(until: utc("2026-06-01T00:00:45Z"))
+        #expect(service.pausedJobs == ["db"])
+        await sim.run(until: utc("2026-06-01T00:02:30Z"))
+        #expect(try sim.store.runs(job: "db").allSatisfy { $0.state == .skipped }, "paused: no run")
+        _ = try sim.store.setPaused(name: "db", false, now: sim.now)
+        await sim.run(until: utc("2026-06-01T00:03:30Z"))
+        await sim.stop()
+        #expect(service.pausedJobs.isEmpty)
+        #expect(try sim.store.runs(job: "db").first?.state == .succeeded)
+    }
+
     // MARK: 2. Retention per (job, backend, target)
 
     @Test func retentionJudgesOnlyTheJobsCurrentTargetAndOrphansWaitForAnExplicitPrune() async throws {

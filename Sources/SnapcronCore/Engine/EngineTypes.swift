@@ -182,6 +182,8 @@ enum EngineEvent: Sendable {
     case runLeaseLost
     /// Runs of daemons whose lease lapsed, now this one's to resume.
     case runsTakenOver([RunRecord])
+    /// The jobs paused in the store (cluster: another node may have paused or resumed one).
+    case storedPausesRead(Set<String>)
 }
 
 /// Whom a missed fire is reported to: the job's hook set and where it would have run.

@@ -81,6 +81,8 @@ struct RunEngine {
     private var runLease: TimeInterval?
     private var nextLeaseRenewal: Date?
     private(set) var started = false
+    /// A pause read from the store changed a job's state since the scheduler last published the paused set.
+    var pausesChanged = false
     private(set) var lastFailure: String?
 
     init(jobs: [Job], limits: ConcurrencyLimits, pacing: RunPacing) {
@@ -477,6 +479,14 @@ struct RunEngine {
                 .note(
                     level: .warning, message: "Lease on runs lapsed; other nodes may resume them",
                     fields: ["event": "cluster.lease_lost", "runs": "\(lost.count)"]))
+        case .storedPausesRead(let paused):
+            for (name, entry) in jobs {
+                let isPaused = entry.job.options.paused || paused.contains(name)
+                if entry.paused != isPaused {
+                    entry.paused = isPaused
+                    pausesChanged = true
+                }
+            }
         case .runsTakenOver(let records):
             for record in records where runs[record.id] == nil {
                 resume(record, now: now, out: &out, takenOver: true)

@@ -938,6 +938,8 @@ final class RunExecutor: Sendable {
                 leaseGeneration.add(1, ordering: .relaxed)
                 events.append(.runLeaseLost)
             }
+            // Another node may have paused or resumed a job: the store's flags are the cluster's.
+            events.append(.storedPausesRead(Set(try await store.allJobStates().lazy.filter(\.paused).map(\.name))))
             let taken = try await store.takeOverRuns()
             if !taken.isEmpty {
                 logger.notice(
