@@ -214,6 +214,8 @@ let package = Package(
             // No backend module: `check` validates settings and targets by the descriptors (SnapcronConfig).
             dependencies: [
                 "CronExpression", "SnapcronCore", "SnapcronConfig", "ControlProtocol", "ControlClient", argumentParser,
+                // `store migrate` connects to the cluster's PostgreSQL.
+                "SnapcronPostgres", logging,
             ],
             swiftSettings: swiftSettings
         ),
@@ -348,7 +350,7 @@ let package = Package(
             dependencies: [
                 "TestThreads", "snapcrond", "snapcronctl", "SnapcronStore", "SnapcronDaemon", "SnapcronConfig",
                 "BackendTypes", "LocalDescriptor", "SnapcronTestKit", "SnapshotBackend", "SnapcronMetrics",
-                "PostgresHarness", nioConcurrency, nioCore,
+                "PostgresHarness", "SnapcronPostgres", nioConcurrency, nioCore,
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings

@@ -25,6 +25,8 @@ let package = Package(
                 .product(name: "SnapcronTestKit", package: "snapcron"),
                 .product(name: "CronExpression", package: "snapcron"),
                 .product(name: "SnapshotBackend", package: "snapcron"),
+                .product(name: "SnapcronPostgres", package: "snapcron"),
+                .product(name: "PostgresHarness", package: "snapcron"),
             ]
         ),
         // A fleet's night on the real run engine and real backend code: TWCC against the stand-in API, exec with

@@ -17,10 +17,14 @@ struct PostgresMigrator {
 
     /// The version the database is at after migrating.
     @discardableResult
-    func migrate() async throws -> Int {
+    func migrate() async throws -> Int { try await migrateReporting().after }
+
+    /// The versions before and after migrating.
+    func migrateReporting() async throws -> (before: Int, after: Int) {
         // Released when the connection closes (the caller closes it after migrating).
         try await run("SELECT pg_advisory_lock(\(Self.lockKey))")
-        var version = try await currentVersion()
+        let before = try await currentVersion()
+        var version = before
         guard version <= PostgresSchema.latestVersion else {
             throw PostgresStoreError(
                 .newerSchema,
@@ -50,7 +54,7 @@ struct PostgresMigrator {
                 "Store schema migrated", metadata: ["store.url": "\(location)", "store.schema_version": "\(next)"])
             version = next
         }
-        return version
+        return (before, version)
     }
 
     /// The version recorded in `snapcron_schema`, creating that table (at version 0) in an empty database.

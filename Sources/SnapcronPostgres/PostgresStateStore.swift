@@ -67,6 +67,26 @@ public final class PostgresStateStore: Sendable {
             location: location, client: client, runner: runner, logger: logger, membership: membership)
     }
 
+    /// Applies pending schema steps without opening a store (`snapcronctl store migrate`); returns the schema
+    /// version before and after. Same errors as ``open(location:password:logger:node:)``.
+    public static func migrate(location: PostgresStoreLocation, password: String?, logger: Logger) async throws
+        -> (before: Int, after: Int)
+    {
+        let connection = try await connect(location: location, password: password, logger: logger)
+        do {
+            let versions = try await PostgresMigrator(connection: connection, location: location, logger: logger)
+                .migrateReporting()
+            try? await connection.close()
+            return versions
+        } catch {
+            try? await connection.close()
+            throw error
+        }
+    }
+
+    /// The schema version this snapcron knows.
+    public static var schemaVersion: Int { PostgresSchema.latestVersion }
+
     /// ``open(location:password:logger:)`` from a `postgresql://USER@HOST[:PORT]/DATABASE` URL.
     public static func open(url: String, password: String?, logger: Logger, node: ClusterNode? = nil) async throws
         -> PostgresStateStore

@@ -15,7 +15,7 @@ struct Snapcronctl: ParsableCommand {
             StatusCommand.self, JobsCommand.self, NextCommand.self, HistoryCommand.self, ImagesCommand.self,
             TriggerCommand.self, PauseCommand.self, ResumeCommand.self, PinCommand.self, UnpinCommand.self,
             ReloadCommand.self, CheckCommand.self, PruneCommand.self, EditCommand.self, MonitorCommand.self,
-            BenchCommand.self,
+            BenchCommand.self, StoreCommand.self,
         ]
     )
 

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresHarness
+import SnapcronPostgres
 import TestThreads
 import Testing
 
@@ -258,6 +259,14 @@ import Testing
             return (daemon.waitForExit(within: 30), daemon.stderr)
         }
 
+        // snapcronctl store migrate: applies the schema once, then has nothing to do.
+        let migrate = ["store", "migrate", "--config", config]
+        let first = try runSnapcronctl(migrate, inDirectory: workspace.path)
+        #expect(first.status == 0, "\(first)")
+        #expect(first.stdout.contains("schema version 0 -> \(PostgresStateStore.schemaVersion)"), "\(first)")
+        let again = try runSnapcronctl(migrate, inDirectory: workspace.path)
+        #expect(again.stdout.contains("schema version \(PostgresStateStore.schemaVersion), nothing to do"), "\(again)")
+
         FileManager.default.createFile(
             atPath: workspace.path + "/wrong", contents: Data("wrong\n".utf8), attributes: [.posixPermissions: 0o600])
         let wrongPassword = try start(good.replacingOccurrences(of: "\(workspace.path)/password", with: "\(workspace.path)/wrong"))
@@ -270,9 +279,9 @@ import Testing
 
         // A good start migrates the database and registers n1; then another host takes the name, with a live lease.
         try good.write(toFile: config, atomically: true, encoding: .utf8)
-        let first = try DaemonProcess(
+        let daemon = try DaemonProcess(
             workspaceDirectory: workspace.path, arguments: ["--config", config, "--schedule", workspace.schedule])
-        #expect(eventually(within: 30) { first.stderr.contains("Ready") }, "\(first.stderr)")
+        #expect(eventually(within: 30) { daemon.stderr.contains("Ready") }, "\(daemon.stderr)")
         let status = try runSnapcronctl(
             ["status", "--socket", "\(workspace.path)/n1/control.sock"], inDirectory: workspace.path)
         #expect(status.stdout.contains("cluster:      1 node, 1 live"), "\(status)")
@@ -288,11 +297,11 @@ import Testing
         #expect(reload.status == 0, "\(reload)")
         #expect(
             eventually(within: 10) {
-                first.stderr.contains("cluster.schedule_differs") && first.stderr.contains("ghost, job-0")
-            }, "\(first.stderr)")
+                daemon.stderr.contains("cluster.schedule_differs") && daemon.stderr.contains("ghost, job-0")
+            }, "\(daemon.stderr)")
         try server.administer("DELETE FROM nodes WHERE name = 'n9'", database: database)
-        first.signal(SIGTERM)
-        #expect(first.waitForExit(within: 20) == 0)
+        daemon.signal(SIGTERM)
+        #expect(daemon.waitForExit(within: 20) == 0)
         try server.administer(
             "UPDATE nodes SET host = 'elsewhere', pid = 7, lease_until = 4102444800 WHERE name = 'n1'",
             database: database)
@@ -305,6 +314,8 @@ import Testing
         let newer = try start(good)
         #expect(newer.status == 1)
         #expect(newer.stderr.contains("newer than this snapcron knows"), "\(newer.stderr)")
+        let refused = try runSnapcronctl(migrate, inDirectory: workspace.path)
+        #expect(refused.status == 1 && refused.stderr.contains("newer than this snapcron knows"), "\(refused)")
     }
 
     /// Waits for a create of one of `nodes` for a fire at or after `fire` (Unix seconds) and returns its node.

@@ -3,8 +3,10 @@ import CronExpression
 import ExecDescriptor
 import Foundation
 import Logging
+import PostgresHarness
 import SnapcronConfig
 import SnapcronCore
+import SnapcronPostgres
 import SnapcronStore
 import SnapcronTestKit
 import SnapshotBackend
@@ -160,15 +162,29 @@ struct StallingBackend: SnapshotBackend {
     func validate(target: String) throws {}
 }
 
-for storage in ["memory", "wal-file"] {
+// PostgreSQL (cluster mode, a node with a lease) on a throwaway server, unless NOPG is set or none is installed.
+let claimStores =
+    ["memory", "wal-file"]
+    + (ProcessInfo.processInfo.environment["NOPG"] == nil && PostgresServer.findBinaries() != nil ? ["postgresql"] : [])
+if only == nil || only == "claim" { for storage in claimStores {
     let count = 10_000
     let text = schedule(jobs: count) { _ in "30 * * * *" }
     let jobs = try ScheduleFile.parse(text: text, file: "bench", config: config, now: start2030, systemZone: .utc).jobs
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("daemon-bench-claim-\(getpid())")
     try? FileManager.default.removeItem(at: directory)
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    let store =
-        storage == "memory" ? try SnapcronDatabase.inMemory() : try SnapcronDatabase(path: directory.path + "/state.db")
+    var server: PostgresServer?
+    let store: any StateStore
+    switch storage {
+    case "memory": store = try SnapcronDatabase.inMemory()
+    case "wal-file": store = try SnapcronDatabase(path: directory.path + "/state.db")
+    default:
+        let started = try PostgresServer.start()
+        server = started
+        store = try await PostgresStateStore.open(
+            url: started.url(), password: started.password, logger: logger,
+            node: ClusterNode(name: "bench", lease: .seconds(30), host: "bench", pid: getpid(), version: "bench"))
+    }
     let clock = ManualClock(now: start2030)
     let backend = StallingBackend()
     let service = SchedulerService(
@@ -187,8 +203,11 @@ for storage in ["memory", "wal-file"] {
         "total_s": elapsed, "us_per_fire": elapsed / Double(count) * 1e6,
     ])
     task.cancel()
+    _ = await task.result
+    await (store as? PostgresStateStore)?.close()
+    try? server?.stop()
     try? FileManager.default.removeItem(at: directory)
-}
+} }
 
 // MARK: idle wake-ups on the real clock
 
