@@ -58,7 +58,7 @@ public final class PostgresStateStore: Sendable {
 
         var configuration = PostgresClient.Configuration(
             host: location.host, port: location.port, username: location.user, password: password,
-            database: location.database, tls: .disable)
+            database: location.database, tls: location.clientTLS)
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 1
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
@@ -117,7 +117,7 @@ public final class PostgresStateStore: Sendable {
     {
         let configuration = PostgresConnection.Configuration(
             host: location.host, port: location.port, username: location.user, password: password,
-            database: location.database, tls: .disable)
+            database: location.database, tls: try location.connectionTLS())
         do {
             return try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
         } catch {

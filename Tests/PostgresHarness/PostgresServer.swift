@@ -33,6 +33,10 @@ public final class PostgresServer: Sendable {
 
     private let binaries: URL
     private let runAsPostgres: Bool
+    /// Whether the server takes TLS (a self-signed certificate for 127.0.0.1, see ``certificatePath``).
+    public let tls: Bool
+    /// The server's certificate (PEM), which a client may trust as its CA, when started with TLS.
+    public var certificatePath: String? { tls ? directory.appendingPathComponent("tls/server.crt").path : nil }
     private var dataDirectory: URL { directory.appendingPathComponent("data") }
     private var socketDirectory: URL { directory.appendingPathComponent("socket") }
     public var logFile: URL { directory.appendingPathComponent("postgres.log") }
@@ -56,7 +60,7 @@ public final class PostgresServer: Sendable {
 
     /// Creates a cluster in a new folder under the temporary directory and starts it; fails with a message saying
     /// what is missing (the package, the `postgres` user) or what the server said.
-    public static func start() throws -> PostgresServer {
+    public static func start(tls: Bool = false) throws -> PostgresServer {
         let clock = ContinuousClock()
         let began = clock.now
         guard let binaries = findBinaries() else {
@@ -81,7 +85,7 @@ public final class PostgresServer: Sendable {
         let password = (0..<2).map { _ in String(generator.next() as UInt64, radix: 16) }.joined()
         let server = PostgresServer(
             binaries: binaries, runAsPostgres: runAsPostgres, directory: directory, port: try freeLoopbackPort(),
-            password: password, startDuration: .zero)
+            password: password, tls: tls, startDuration: .zero)
         do {
             try server.initializeAndStart()
         } catch {
@@ -90,12 +94,14 @@ public final class PostgresServer: Sendable {
         }
         return PostgresServer(
             binaries: binaries, runAsPostgres: runAsPostgres, directory: directory, port: server.port,
-            password: password, startDuration: clock.now - began)
+            password: password, tls: tls, startDuration: clock.now - began)
     }
 
     private init(
-        binaries: URL, runAsPostgres: Bool, directory: URL, port: Int, password: String, startDuration: Duration
+        binaries: URL, runAsPostgres: Bool, directory: URL, port: Int, password: String, tls: Bool,
+        startDuration: Duration
     ) {
+        self.tls = tls
         self.binaries = binaries
         self.runAsPostgres = runAsPostgres
         self.directory = directory
@@ -112,6 +118,19 @@ public final class PostgresServer: Sendable {
                 "--auth-local=trust", "--auth-host=scram-sha-256",
             ])
         try runTool("mkdir", ["-m", "0700", socketDirectory.path], tool: URL(fileURLWithPath: "/bin/mkdir"))
+        if tls {
+            let folder = directory.appendingPathComponent("tls").path
+            try runTool("mkdir", ["-m", "0700", folder], tool: URL(fileURLWithPath: "/bin/mkdir"))
+            try runTool(
+                "openssl",
+                [
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", folder + "/server.key",
+                    "-out", folder + "/server.crt",
+                ], tool: URL(fileURLWithPath: "/usr/bin/openssl"))
+            try runTool("chmod", ["0644", folder + "/server.crt"], tool: URL(fileURLWithPath: "/bin/chmod"))
+            try runTool("chmod", ["0711", folder], tool: URL(fileURLWithPath: "/bin/chmod"))
+        }
         try startServer()
         try administer("CREATE ROLE \(Self.role) LOGIN PASSWORD '\(password)'")
         try administer("CREATE DATABASE \(database) OWNER \(Self.role)")
@@ -123,8 +142,10 @@ public final class PostgresServer: Sendable {
         let options = [
             "-k", socketDirectory.path, "-h", host, "-p", "\(port)", "-c", "fsync=off",
             "-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=400",
-        ].joined(separator: " ")
-        try runTool("pg_ctl", ["-D", dataDirectory.path, "-l", logFile.path, "-w", "-t", "30", "-o", options, "start"])
+        ] + (tls ? ["-c", "ssl=on", "-c", "ssl_cert_file=\(directory.path)/tls/server.crt",
+                    "-c", "ssl_key_file=\(directory.path)/tls/server.key"] : [])
+        let optionText = options.joined(separator: " ")
+        try runTool("pg_ctl", ["-D", dataDirectory.path, "-l", logFile.path, "-w", "-t", "30", "-o", optionText, "start"])
     }
 
     /// Stops the server and keeps its data, as a restart or a failover does; ``resume()`` starts it again on the

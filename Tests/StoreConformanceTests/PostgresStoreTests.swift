@@ -16,11 +16,17 @@ extension StoreTests {
             #expect(location == PostgresStoreLocation(user: "snap", host: "db.example", port: 6543, database: "state"))
             #expect(try PostgresStoreLocation(url: "postgres://snap@db/state").port == 5432)
             #expect(location.description == "postgresql://snap@db.example:6543/state")
+            let verified = try PostgresStoreLocation(
+                url: "postgresql://snap@db.example/state?sslmode=verify-full&sslrootcert=/etc/snapcron/ca.pem")
+            #expect(verified.tls == .verifyFull && verified.rootCertificates == "/etc/snapcron/ca.pem")
+            #expect(try PostgresStoreLocation(url: "postgresql://snap@db/state?sslmode=require").tls == .require)
         }
 
         @Test(arguments: [
             "postgresql://snap:secret@db/state", "mysql://snap@db/state", "postgresql://db/state",
-            "postgresql://snap@db", "postgresql://snap@db/state?sslmode=require",
+            "postgresql://snap@db", "postgresql://snap@db/state?sslmode=prefer",
+            "postgresql://snap@db/state?sslrootcert=/ca.pem", "postgresql://snap@db/state?sslmode=verify-full&sslrootcert=ca.pem",
+            "postgresql://snap@db/state?connect_timeout=3",
         ])
         func badURLIsRefused(_ url: String) throws {
             let error = try #require(throws: PostgresStoreError.self) { try PostgresStoreLocation(url: url) }
@@ -36,6 +42,41 @@ extension StoreTests {
             #expect(error.code == .cannotConnect)
             #expect(error.message.contains("password authentication failed"), "\(error.message)")
             #expect(!error.message.contains("wrong"))
+        }
+
+        /// `sslmode=verify-full` against a server with a self-signed certificate: trusted when given as
+        /// `sslrootcert`, refused against the system's CAs; `require` encrypts without checking; a server without
+        /// TLS is refused when TLS is asked.
+        @Test(.enabled(if: !PostgresServer.skipRequested))
+        func tlsEncryptsAndVerifiesWhenAsked() async throws {
+            let tlsServer = try PostgresServer.start(tls: true)
+            defer { try? tlsServer.stop() }
+            let certificate = try #require(tlsServer.certificatePath)
+            let verified = try await PostgresStateStore.open(
+                url: tlsServer.url() + "?sslmode=verify-full&sslrootcert=\(certificate)", password: tlsServer.password,
+                logger: quietLogger)
+            #expect(try await verified.installationID().isEmpty == false)
+            let encrypted = try tlsServer.administer(
+                "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) WHERE s.ssl AND a.usename = 'snapcron'")
+            #expect((Int(encrypted.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0) >= 1, "\(encrypted)")
+            await verified.close()
+
+            let required = try await PostgresStateStore.open(
+                url: tlsServer.url() + "?sslmode=require", password: tlsServer.password, logger: quietLogger)
+            await required.close()
+
+            let untrusted = try await #require(throws: PostgresStoreError.self) {
+                try await PostgresStateStore.open(
+                    url: tlsServer.url() + "?sslmode=verify-full", password: tlsServer.password, logger: quietLogger)
+            }
+            #expect(untrusted.code == .cannotConnect, "\(untrusted)")
+
+            let plain = try server
+            let refused = try await #require(throws: PostgresStoreError.self) {
+                try await PostgresStateStore.open(
+                    url: plain.url() + "?sslmode=require", password: plain.password, logger: quietLogger)
+            }
+            #expect(refused.code == .cannotConnect, "\(refused)")
         }
 
         @Test(.enabled(if: !PostgresServer.skipRequested))
