@@ -214,8 +214,8 @@ let package = Package(
             // No backend module: `check` validates settings and targets by the descriptors (SnapcronConfig).
             dependencies: [
                 "CronExpression", "SnapcronCore", "SnapcronConfig", "ControlProtocol", "ControlClient", argumentParser,
-                // `store migrate` connects to the cluster's PostgreSQL.
-                "SnapcronPostgres", logging,
+                // `store migrate` and `store copy` (SQLite to the cluster's PostgreSQL).
+                "SnapcronPostgres", "SnapcronStore", logging,
             ],
             swiftSettings: swiftSettings
         ),

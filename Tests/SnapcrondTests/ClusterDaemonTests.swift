@@ -1,6 +1,8 @@
 import Foundation
 import PostgresHarness
 import SnapcronPostgres
+import SnapcronStore
+import SnapcronCore
 import TestThreads
 import Testing
 
@@ -316,6 +318,73 @@ import Testing
         #expect(newer.stderr.contains("newer than this snapcron knows"), "\(newer.stderr)")
         let refused = try runSnapcronctl(migrate, inDirectory: workspace.path)
         #expect(refused.status == 1 && refused.stderr.contains("newer than this snapcron knows"), "\(refused)")
+    }
+
+    /// `snapcronctl store copy`: a node's SQLite history moves into a new cluster store whole (ids, images, pins,
+    /// pauses, hook results, the installation id); an unfinished run goes over without an owner, for the first node
+    /// to take; a store that is not empty, or a database a daemon still runs on, is refused.
+    @Test func aSQLiteHistoryIsCopiedIntoANewClusterStore() async throws {
+        let server = try PostgresServer.start()
+        defer { try? server.stop() }
+        let database = try server.createDatabase()
+        let workspace = try ClusterWorkspace(server: server, database: database, nodes: ["n1"], jobs: 1)
+        let statePath = workspace.path + "/n1/state.db"
+        let sqlite = try SnapcronDatabase(path: statePath)
+        let start = Date(timeIntervalSince1970: 1_780_000_000)
+        func claim(_ job: String, _ minute: Int) throws -> RunRecord {
+            let fire = start.addingTimeInterval(Double(minute * 60))
+            return try #require(
+                try sqlite.claimRuns(
+                    [RunClaim(job: job, scheduledAt: fire, trigger: .schedule, imageName: "\(job)-\(minute)", backend: "fake", target: "vm")],
+                    now: fire
+                ).first ?? nil)
+        }
+        let done = try claim("db", 1)
+        _ = try sqlite.markCreating(runIDs: [done.id], now: start)
+        _ = try sqlite.markWaiting(runID: done.id, imageID: "img-1", description: "d", now: start, nextPollAt: start)
+        _ = try sqlite.finishRun(runID: done.id, state: .succeeded, error: nil, sizeBytes: 42, now: start)
+        _ = try sqlite.setPinned(id: "img-1", backend: "fake", true)
+        try sqlite.recordHookResult(
+            HookRecord(runID: done.id, phase: .post, hookSet: "freeze", result: "exit 0", exitStatus: 0, durationMs: 12, finishedAt: start))
+        let unfinished = try claim("web", 2)
+        _ = try sqlite.setPaused(name: "web", true, now: start)
+        let before = try sqlite.exportAll()
+        try sqlite.close()
+
+        let copy = ["store", "copy", "--from", "sqlite:\(statePath)", "--to", server.url(database: database),
+                    "--password-file", workspace.path + "/password"]
+        let copied = try runSnapcronctl(copy, inDirectory: workspace.path)
+        #expect(copied.status == 0, "\(copied)")
+        #expect(copied.stdout.contains("copied 2 runs, 1 images, 2 job states and 1 hook results"), "\(copied)")
+
+        let store = try await PostgresStateStore.open(
+            url: server.url(database: database), password: server.password, logger: .init(label: "test"))
+        #expect(try await store.installationID() == before.installationID)
+        #expect(try await store.runs(job: nil, state: nil, since: nil, limit: 10).sorted { $0.id < $1.id } == before.runs)
+        #expect(try await store.image(id: "img-1", backend: "fake") == before.images.first?.record)
+        #expect(try await store.allJobStates().sorted { $0.name < $1.name } == before.jobs)
+        #expect(try await store.hookResults(runIDs: [done.id])[done.id] == before.hookResults)
+        // New runs get ids after the copied ones.
+        let next = try await store.claimRuns(
+            [RunClaim(job: "db", scheduledAt: start.addingTimeInterval(600), trigger: .schedule, imageName: "x", backend: "fake", target: "vm")],
+            now: start)
+        #expect((next.first??.id ?? 0) > unfinished.id)
+        await store.close()
+        let node = try await PostgresStateStore.open(
+            url: server.url(database: database), password: server.password, logger: .init(label: "test"),
+            node: ClusterNode(name: "n1", lease: .seconds(30), host: "h", pid: 1, version: "t"))
+        #expect(try await node.unfinishedRuns().map(\.id).contains(unfinished.id), "the first node takes it over")
+        await node.close()
+
+        let again = try runSnapcronctl(copy, inDirectory: workspace.path)
+        #expect(again.status == 1 && again.stderr.contains("is not empty"), "\(again)")
+
+        // A daemon running on the state directory holds its lock.
+        let lock = open(workspace.path + "/n1/snapcrond.lock", O_RDWR | O_CREAT, 0o600)
+        defer { close(lock) }
+        #expect(flock(lock, LOCK_EX | LOCK_NB) == 0)
+        let busy = try runSnapcronctl(copy, inDirectory: workspace.path)
+        #expect(busy.status == 1 && busy.stderr.contains("snapcrond is running on"), "\(busy)")
     }
 
     /// Waits for a create of one of `nodes` for a fire at or after `fire` (Unix seconds) and returns its node.
