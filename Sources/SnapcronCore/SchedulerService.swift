@@ -420,6 +420,10 @@ public actor SchedulerService {
         return parts.joined(separator: ", ")
     }
 
+    /// Why store writes fail now (PostgreSQL restarting, say), until one succeeds again; read without waiting for
+    /// the actor.
+    public nonisolated var storeProblem: String? { executor.storeProblem }
+
     /// The names of the paused jobs, read without waiting for the actor.
     public nonisolated var pausedJobs: Set<String> { publication.withLock { $0.pausedJobs } }
 

@@ -141,17 +141,27 @@ public final class ControlService: Sendable {
         let snapshot = await environment.scheduler.snapshot()
         let now = environment.now()
         let store = environment.store
-        let lastFailure = try await storeCall { try await store.lastFailure() }
+        // While the store is unreachable (PostgreSQL restarting), status still answers and says so.
         var lastFailureInfo: RunInfo?
-        if let lastFailure { lastFailureInfo = try await runInfo(lastFailure) }
-        let nodes =
-            store.runLease == nil
-            ? nil
-            : try await storeCall { try await store.clusterNodes() }.map {
-                ClusterNodeInfo(
-                    name: $0.name, host: $0.host, pid: $0.pid, version: $0.version, lastSeen: $0.lastSeen,
-                    leaseLive: $0.leaseLive, runsHeld: $0.runsHeld, isSelf: $0.isSelf)
+        var nodes: [ClusterNodeInfo]?
+        var health: StoreHealthInfo
+        do {
+            if let lastFailure = try await store.lastFailure() { lastFailureInfo = try await runInfo(lastFailure) }
+            if store.runLease != nil {
+                nodes = try await store.clusterNodes().map {
+                    ClusterNodeInfo(
+                        name: $0.name, host: $0.host, pid: $0.pid, version: $0.version, lastSeen: $0.lastSeen,
+                        leaseLive: $0.leaseLive, runsHeld: $0.runsHeld, isSelf: $0.isSelf)
+                }
             }
+            health = await storeHealth(now: now)
+        } catch {
+            guard store.runLease != nil else { throw RPCError(.internalError, "the state database failed: \(error)") }
+            health = StoreHealthInfo(ok: false, message: "reconnecting: \(error)")
+        }
+        if let problem = environment.scheduler.storeProblem {
+            health = StoreHealthInfo(ok: false, message: "reconnecting: \(problem)")
+        }
         return StatusResult(
             version: SnapcronVersion.current, pid: getpid(), startedAt: environment.startedAt,
             uptimeSeconds: max(0, Int(now.timeIntervalSince(environment.startedAt))),
@@ -160,7 +170,7 @@ public final class ControlService: Sendable {
                 RunningRunInfo(id: $0.id, job: $0.job, phase: $0.phase, imageId: $0.imageID, startedAt: $0.startedAt)
             },
             nextFire: snapshot.nextFire.map { NextFireInfo(job: $0.job, at: $0.at) },
-            lastFailure: lastFailureInfo, store: await storeHealth(now: now), nodes: nodes)
+            lastFailure: lastFailureInfo, store: health, nodes: nodes)
     }
 
     private func storeHealth(now: Date) async -> StoreHealthInfo {

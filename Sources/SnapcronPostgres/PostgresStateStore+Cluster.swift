@@ -47,7 +47,7 @@ extension PostgresStateStore {
     /// and ``takeOverRuns()`` gives back whichever nobody took.
     func registerAgain() async throws {
         guard let membership else { return }
-        membership.epoch = try await transaction(.readCommitted) { transaction in
+        membership.epoch = try await transaction(.readCommitted) { [self] transaction in
             try await Self.register(membership.node, on: transaction, location: location)
         }
     }

@@ -14,7 +14,7 @@ extension PostgresStateStore {
     }
 
     public func image(id: String, backend: String) async throws -> ImageRecord? {
-        try await transaction { transaction in try await fetchImage(transaction, id: id, backend: backend) }
+        try await transaction { [self] transaction in try await fetchImage(transaction, id: id, backend: backend) }
     }
 
     /// Images still `queued` or `saving` whose run gave up on them or that have no run, oldest first.
@@ -87,7 +87,7 @@ extension PostgresStateStore {
 
     /// A pin of an image being deleted is refused (`.illegalTransition`, nothing written); unpinning always works.
     public func setPinned(id: String, backend: String, _ pinned: Bool) async throws -> ImageRecord {
-        try await transaction { transaction in
+        try await transaction { [self] transaction in
             let image = try await fetchExistingImage(transaction, id: id, backend: backend)
             if pinned && image.state == .deleting {
                 throw PostgresStoreError(
@@ -106,7 +106,7 @@ extension PostgresStateStore {
                 .invalidArgument,
                 "use beginDeleting and markImageDeleted to record that image \(id) is being deleted or was deleted")
         }
-        return try await transaction { transaction in
+        return try await transaction { [self] transaction in
             let image = try await fetchExistingImage(transaction, id: id, backend: backend)
             guard image.state != .deleted, image.state != .deleting else {
                 let current = image.state == .deleted ? "is deleted" : "is being deleted"
@@ -126,7 +126,7 @@ extension PostgresStateStore {
     /// nothing of the whole pass.
     public func recordRetentionDecisions(_ decisions: [(ImageKey, RetentionDecision)]) async throws -> [ImageRecord] {
         let decisions = decisions.map { Decision(key: $0.0, decision: $0.1) }
-        return try await transaction { transaction in
+        return try await transaction { [self] transaction in
             var records: [ImageRecord] = []
             for decision in decisions {
                 let key = decision.key
@@ -169,7 +169,7 @@ extension PostgresStateStore {
 
     /// Repeating it for a deleted image changes nothing; a pinned image throws `.illegalTransition`.
     public func markImageDeleted(id: String, backend: String, now: Date, reason: String) async throws -> ImageRecord {
-        try await transaction { transaction in
+        try await transaction { [self] transaction in
             let image = try await fetchExistingImage(transaction, id: id, backend: backend)
             if image.state == .deleted { return image }  // a delete retried after a crash
             guard !image.pinned else {

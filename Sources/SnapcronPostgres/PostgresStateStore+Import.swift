@@ -8,7 +8,7 @@ extension PostgresStateStore {
     /// runs get no owner, so the first node to start takes them over. Refuses a store that has runs, images or
     /// jobs already.
     public func importAll(_ export: StoreExport) async throws {
-        try await transaction { transaction in
+        try await transaction { [self] transaction in
             let used = try await transaction.rows(
                 "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM images) + (SELECT count(*) FROM jobs)"
             ).first.map { try $0.decode(Int64.self) } ?? 0

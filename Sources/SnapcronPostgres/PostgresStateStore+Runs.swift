@@ -54,7 +54,7 @@ extension PostgresStateStore {
     }
 
     public func recordMissed(job: String, scheduledAt: Date, now: Date, reason: String) async throws -> RunRecord? {
-        try await transaction(.readCommitted) { transaction in
+        try await transaction(.readCommitted) { [self] transaction in
             try await transaction.lockFires(of: [job])
             return try await insertRun(
                 transaction, job: job, scheduledAt: scheduledAt, trigger: .schedule, state: .missed, imageName: nil,
@@ -67,7 +67,7 @@ extension PostgresStateStore {
     public func recordSkipped(job: String, scheduledAt: Date, trigger: RunTrigger, now: Date, reason: String)
         async throws -> RunRecord?
     {
-        try await transaction(.readCommitted) { transaction in
+        try await transaction(.readCommitted) { [self] transaction in
             try await transaction.lockFires(of: [job])
             let fire = scheduledAt.epochSeconds
             if let newest = try await newestRun(transaction, job: job), newest.state == .skipped,
@@ -99,7 +99,7 @@ extension PostgresStateStore {
         // cost 0.57 ms a run on loopback. Runs in another state (ended meanwhile) are left alone and answer nil.
         // In a cluster, only runs this node holds move: a run taken over meanwhile answers nil, never a create.
         let owner = ownerForClaims
-        let moved = try await transaction { transaction in
+        let moved = try await transaction { [self] transaction in
             try await fenceNode(transaction)
             return try await transaction.runs(
                 """
@@ -118,7 +118,7 @@ extension PostgresStateStore {
     public func markWaiting(runID: Int64, imageID: String, description: String?, now: Date, nextPollAt: Date)
         async throws -> RunRecord
     {
-        try await transaction { transaction in
+        try await transaction { [self] transaction in
             let run = try await fetchRunForTransition(transaction, runID: runID, to: .waiting)
             // A claimed or creating run always has these (CHECK constraint on runs).
             let (backend, target, name) = (run.backend!, run.target!, run.imageName!)
@@ -151,7 +151,7 @@ extension PostgresStateStore {
             throw PostgresStoreError(
                 .invalidArgument, "a poll cannot report an image as \(imageState.rawValue) (run \(runID))")
         }
-        return try await transaction { transaction in
+        return try await transaction { [self] transaction in
             guard let run = try await fetchRun(transaction, id: runID) else { throw Self.runNotFound(runID) }
             try await fence(transaction, runID: runID)
             guard run.state == .waiting else {
@@ -181,7 +181,7 @@ extension PostgresStateStore {
         guard state.isTerminal else {
             throw PostgresStoreError(.invalidArgument, "finishRun needs a terminal state, not \(state.rawValue)")
         }
-        return try await transaction { transaction in
+        return try await transaction { [self] transaction in
             let run = try await fetchRunForTransition(transaction, runID: runID, to: state)
             let finished = try await transaction.runs(
                 """
@@ -212,7 +212,7 @@ extension PostgresStateStore {
     }
 
     public func recordRetryableFailure(runID: Int64, error: String, nextAttemptAt: Date) async throws -> RunRecord {
-        try await transaction { transaction in
+        try await transaction { [self] transaction in
             guard let run = try await fetchRun(transaction, id: runID) else { throw Self.runNotFound(runID) }
             try await fence(transaction, runID: runID)
             let next: RunState =
@@ -231,7 +231,7 @@ extension PostgresStateStore {
     }
 
     public func adoptImage(runID: Int64, imageID: String, description: String?, now: Date) async throws -> RunRecord {
-        try await transaction { transaction in
+        try await transaction { [self] transaction in
             guard let run = try await fetchRun(transaction, id: runID) else { throw Self.runNotFound(runID) }
             guard [.failed, .timedOut, .cancelled].contains(run.state) else {
                 throw PostgresStoreError(
@@ -266,7 +266,7 @@ extension PostgresStateStore {
     // MARK: - Queries
 
     public func run(id: Int64) async throws -> RunRecord? {
-        try await transaction { transaction in try await fetchRun(transaction, id: id, forUpdate: false) }
+        try await transaction { [self] transaction in try await fetchRun(transaction, id: id, forUpdate: false) }
     }
 
     public func run(job: String, scheduledAt: Date) async throws -> RunRecord? {

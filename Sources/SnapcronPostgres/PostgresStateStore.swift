@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PostgresNIO
 import SnapcronCore
+import Synchronization
 
 /// The ``StateStore`` on a PostgreSQL that several daemons share (cluster mode).
 ///
@@ -26,6 +27,8 @@ public final class PostgresStateStore: Sendable {
     let logger: Logger
     /// This daemon's node in the cluster; nil for a store opened by a tool (or a daemon on its own).
     let membership: ClusterMembership?
+    /// Until when calls fail without waiting, after a wait for a connection timed out.
+    let unreachableUntil = Mutex<ContinuousClock.Instant?>(nil)
 
     /// How many connections one daemon opens at most: the scheduler's writes and the control socket's reads.
     static let maximumConnections = 4
@@ -130,13 +133,13 @@ public final class PostgresStateStore: Sendable {
     /// Runs `body` in one SERIALIZABLE transaction on a pooled connection: committed whole, or rolled back if
     /// anything throws. A serialization failure or deadlock (another node's transaction won) runs it again.
     func transaction<T: Sendable>(
-        _ isolation: Isolation = .serializable, _ body: (Transaction) async throws -> T
+        _ isolation: Isolation = .serializable, _ body: @escaping @Sendable (Transaction) async throws -> T
     ) async throws -> T {
         var attempt = 1
         while true {
             do {
-                return try await client.withConnection { connection in
-                    let transaction = Transaction(connection: connection, logger: logger)
+                return try await withConnection { connection in
+                    let transaction = Transaction(connection: connection, logger: self.logger)
                     try await transaction.execute(
                         PostgresQuery(unsafeSQL: "BEGIN ISOLATION LEVEL \(isolation.rawValue)"))
                     do {
@@ -154,7 +157,61 @@ public final class PostgresStateStore: Sendable {
             } catch let error as PSQLError {
                 let code: PostgresStoreError.Code = error.serverInfo == nil ? .cannotConnect : .queryFailed
                 throw PostgresStoreError(code, "store \(location): \(Self.describe(error))")
+            } catch let error as ConnectionWaitTimedOut {
+                throw PostgresStoreError(
+                    .cannotConnect, "store \(location): no connection within \(error.limit) (the server is down or restarting)")
+            } catch let error as PostgresStoreError {
+                throw error
+            } catch let error as RunFencedError {
+                throw error
+            } catch where !(error is CancellationError) && "\(type(of: error))".contains("ConnectionPool") {
+                throw PostgresStoreError(.cannotConnect, "store \(location): \(error)")
             }
+        }
+    }
+
+    /// How long a call waits for a pooled connection. The pool's own wait ends only after about a minute of failed
+    /// connection attempts, and the scheduler's loop (which makes these calls) must keep its watchdog pings going
+    /// while PostgreSQL restarts: the call fails after this, and the scheduler tries again later.
+    static let connectionWait: Duration = .seconds(10)
+    /// How long calls fail at once after a wait for a connection timed out.
+    static let failFastAfterTimeout: Duration = .seconds(5)
+
+    /// Runs `body` on a pooled connection, giving up if none comes within ``connectionWait``. Once `body` has its
+    /// connection, it runs to its end: a transaction cut short could have committed without our knowing.
+    private func withConnection<T: Sendable>(_ body: @escaping @Sendable (PostgresConnection) async throws -> T)
+        async throws -> T
+    {
+        // Right after a wait for a connection timed out, the calls that follow fail at once: one scheduler tick
+        // makes several store calls, and waiting for each in turn would outlast the watchdog.
+        if let until = unreachableUntil.withLock({ $0 }), ContinuousClock.now < until {
+            throw ConnectionWaitTimedOut(limit: Self.connectionWait)
+        }
+        let connected = ConnectedFlag()
+        return try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask { [client] in
+                try await client.withConnection { connection in
+                    connected.value.store(true, ordering: .releasing)
+                    return try await body(connection)
+                }
+            }
+            group.addTask {
+                try? await Task.sleep(for: Self.connectionWait)
+                return nil
+            }
+            while let result = try await group.next() {
+                if let value = result {
+                    group.cancelAll()
+                    unreachableUntil.withLock { $0 = nil }
+                    return value
+                }
+                if !connected.value.load(ordering: .acquiring) {
+                    group.cancelAll()
+                    unreachableUntil.withLock { $0 = ContinuousClock.now + Self.failFastAfterTimeout }
+                    throw ConnectionWaitTimedOut(limit: Self.connectionWait)
+                }
+            }
+            throw CancellationError()
         }
     }
 
@@ -330,4 +387,14 @@ extension JobStateRecord {
             lastScheduledAt: try row.optionalDate("last_scheduled_at"),
             updatedAt: try row.date("updated_at"))
     }
+}
+
+/// No pooled connection came within ``PostgresStateStore/connectionWait``.
+struct ConnectionWaitTimedOut: Error {
+    var limit: Duration
+}
+
+/// Set once a call has its connection.
+private final class ConnectedFlag: Sendable {
+    let value = Atomic<Bool>(false)
 }

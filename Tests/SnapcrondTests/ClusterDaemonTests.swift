@@ -227,6 +227,11 @@ import Testing
         // Down from 10 s before the fire to 10 s after it.
         while Date().timeIntervalSince1970 < Double(fire - 10) { usleep(100_000) }
         try server.pause()
+        while Date().timeIntervalSince1970 < Double(fire + 2) { usleep(100_000) }
+        // Both systemd's STATUS line and snapcronctl status say the store is being reconnected to.
+        let status = try runSnapcronctl(
+            ["status", "--socket", "\(workspace.path)/n1/control.sock"], inDirectory: workspace.path)
+        #expect(status.stdout.contains("store:        PROBLEM: reconnecting: "), "\(status)")
         while Date().timeIntervalSince1970 < Double(fire + 10) { usleep(100_000) }
         try server.resume()
 
