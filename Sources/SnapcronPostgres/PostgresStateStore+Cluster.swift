@@ -145,6 +145,21 @@ extension PostgresStateStore {
         }
     }
 
+    public func ownUnfinishedRun(job: String, scheduledAt: Date) async throws -> RunRecord? {
+        let owner = ownerForClaims
+        return try await transaction(.readCommitted) { transaction in
+            try await transaction.runs(
+                """
+                SELECT \(unescaped: runColumns) FROM runs
+                WHERE job = \(job) AND scheduled_at = \(scheduledAt.epochSeconds)
+                  AND state IN ('claimed', 'creating', 'waiting')
+                  AND owner_node IS NOT DISTINCT FROM \(owner.node)::text
+                  AND owner_epoch IS NOT DISTINCT FROM \(owner.epoch)::int8
+                """
+            ).first
+        }
+    }
+
     public func clusterNodes() async throws -> [ClusterNodeRecord] {
         let me = membership?.node.name
         return try await transaction(.readCommitted) { transaction in

@@ -6,6 +6,11 @@ extension SnapcronDatabase: StateStore {
     public func health() async -> StoreHealth { healthCheck() }
 
     /// One daemon per state directory (its lock file): every unfinished run is its own, with no lease.
+    public func ownUnfinishedRun(job: String, scheduledAt: Date) async throws -> RunRecord? {
+        guard let run = try run(job: job, scheduledAt: scheduledAt), !run.state.isTerminal else { return nil }
+        return run
+    }
+
     public var runLease: Duration? { nil }
     public func renewRunLease() async throws -> Bool { true }
     public func takeOverRuns() async throws -> [RunRecord] { [] }

@@ -324,8 +324,18 @@ final class CrashingStore: StateStore {
         try pass { try base.clampLastScheduled(notAfter: now) }
     }
     func claimRuns(_ claims: [RunClaim], now: Date) async throws -> [RunRecord?] {
-        try pass { try base.claimRuns(claims, now: now) }
+        if claimCommitsThenFails.withLock({ flag in defer { flag = false }; return flag }) {
+            _ = try base.claimRuns(claims, now: now)
+            throw ProcessCrashed()
+        }
+        return try pass { try base.claimRuns(claims, now: now) }
     }
+    func ownUnfinishedRun(job: String, scheduledAt: Date) async throws -> RunRecord? {
+        try await pass { try base }.ownUnfinishedRun(job: job, scheduledAt: scheduledAt)
+    }
+
+    /// The next claim commits, but its answer is lost (the connection dropped just then).
+    let claimCommitsThenFails = Mutex(false)
     func recordMissed(job: String, scheduledAt: Date, now: Date, reason: String) async throws -> RunRecord? {
         try pass { try base.recordMissed(job: job, scheduledAt: scheduledAt, now: now, reason: reason) }
     }

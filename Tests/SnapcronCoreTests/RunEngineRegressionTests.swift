@@ -194,6 +194,21 @@ struct ScriptedBackend: SnapshotBackend {
         #expect(await sim.fake.calls.filter { $0.operation == .create }.count == 1)
     }
 
+    /// The claim committed but its answer was lost (the connection to PostgreSQL dropped at that instant): the
+    /// retry finds the fire taken, sees the run is this daemon's own, and follows it to its image, once.
+    @Test func aClaimThatCommittedThoughItsAnswerWasLostIsStillFollowed() async throws {
+        let sim = try Simulation(start: utc("2026-06-01T00:00:30Z"))
+        let store = CrashingStore(base: sim.store, calls: nil, commitsLastCall: false, onDeath: {})
+        sim.storeWrap = { _ in store }
+        await sim.start(try simulationJobs("* * * * *   db   fake:vm1"))
+        store.claimCommitsThenFails.withLock { $0 = true }
+        await sim.run(until: utc("2026-06-01T00:01:30Z"))
+        await sim.stop()
+        let runs = try sim.store.runs(job: "db")
+        #expect(runs.map(\.state) == [.succeeded], "\(runs)")
+        #expect(await sim.fake.calls.filter { $0.operation == .create }.count == 1)
+    }
+
     /// In a cluster, another node pauses a job in the store: this one stops firing it at its next lease renewal
     /// (every third of the lease), and fires it again once it is resumed there.
     @Test func aPauseAnotherNodeRecordedIsFollowedAtTheNextRenewal() async throws {

@@ -44,6 +44,9 @@ extension StoreTests {
             let run = try await claim(a, job: "db", at: 1)
             #expect(try await b.takeOverRuns().isEmpty)
             #expect(try await b.unfinishedRuns().isEmpty, "b starting up resumes nothing of a live a")
+            // A claim a sent again (its answer was lost) finds its own run; b's finds nothing of a's.
+            #expect(try await a.ownUnfinishedRun(job: "db", scheduledAt: minute(1))?.id == run.id)
+            #expect(try await b.ownUnfinishedRun(job: "db", scheduledAt: minute(1)) == nil)
             #expect(try await a.renewRunLease())
             _ = try #require(try await a.markCreating(runIDs: [run.id], now: minute(1)).first ?? nil)
         }

@@ -195,7 +195,8 @@ struct MissedFireAlert: Sendable {
 
 /// What the executor is asked to do: store writes, backend calls, logs.
 enum EngineAction: Sendable {
-    case claim([RunClaim])
+    /// `retried`: claims sent again after the store failed to answer (it may have committed them).
+    case claim([RunClaim], retried: Bool = false)
     /// `alert`: the job's hooks, for the newest missed fire of a catch-up (on_failure, notify_url, ping_url).
     case recordMissed(job: String, scheduled: Date, reason: String, alert: MissedFireAlert?)
     case recordSkipped(job: String, scheduled: Date, trigger: RunTrigger, reason: String)

@@ -417,7 +417,7 @@ struct RunEngine {
         claimRetries = []
         guard !claims.isEmpty else { return }
         for claim in claims { claimsInFlight[Self.targetKey(claim.backend, claim.target), default: 0] += 1 }
-        out.append(.claim(claims))
+        out.append(.claim(claims, retried: true))
     }
 
     private func claim(_ job: Job, scheduled: Date, trigger: RunTrigger) -> RunClaim {

@@ -98,8 +98,8 @@ final class RunExecutor: Sendable {
         var events: [EngineEvent] = []
         for action in actions {
             switch action {
-            case .claim(let claims):
-                events.append(await claim(claims, now: now))
+            case .claim(let claims, let retried):
+                events.append(await claim(claims, now: now, retried: retried))
             case .recordMissed(let job, let scheduled, let reason, let alert):
                 let record = await recordWithoutRun(
                     job: job, scheduled: scheduled, state: .missed, reason: reason, level: .warning
@@ -192,9 +192,17 @@ final class RunExecutor: Sendable {
 
     // MARK: Fires
 
-    private func claim(_ claims: [RunClaim], now: Date) async -> EngineEvent {
+    private func claim(_ claims: [RunClaim], now: Date, retried: Bool = false) async -> EngineEvent {
         do {
-            let records = try await store.claimRuns(claims, now: now)
+            var records = try await store.claimRuns(claims, now: now)
+            // A retried claim found already made may be this daemon's own earlier claim, committed though its
+            // answer was lost: it is followed from here, or nobody would (its owner is alive).
+            if retried {
+                for index in claims.indices where records[index] == nil {
+                    records[index] = try await store.ownUnfinishedRun(
+                        job: claims[index].job, scheduledAt: claims[index].scheduledAt)
+                }
+            }
             storeTrouble.withLock { $0 = nil }
             for (claim, record) in zip(claims, records) {
                 var metadata: Logger.Metadata = ["job": "\(claim.job)", "scheduled": "\(RunEngine.iso(claim.scheduledAt))"]

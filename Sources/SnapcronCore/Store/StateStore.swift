@@ -71,6 +71,9 @@ public protocol StateStore: Sendable {
     func run(id: Int64) async throws -> RunRecord?
     /// The run of the fire (`job`, `scheduledAt`) this store claimed or recorded, if any.
     func run(job: String, scheduledAt: Date) async throws -> RunRecord?
+    /// The fire's run if it is unfinished and this daemon's (in a cluster: under its current epoch): a claim that
+    /// committed though its answer was lost, found when the claim is sent again.
+    func ownUnfinishedRun(job: String, scheduledAt: Date) async throws -> RunRecord?
     /// History, newest fire first.
     func runs(job: String?, state: RunState?, since: Date?, limit: Int) async throws -> [RunRecord]
     /// The most recently finished failed or timed-out run.
