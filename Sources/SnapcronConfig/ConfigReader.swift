@@ -147,7 +147,9 @@ struct ConfigReader {
         }
         guard let url = store.nonEmptyString("url") else { return nil }
         guard url.hasPrefix("postgresql://") || url.hasPrefix("postgres://") else {
-            store.error("url", "'\(url)' is not a postgresql:// url", note: "SQLite needs no [store]: it is the default")
+            store.error(
+                "url", "'\(SharedStoreSettings.redacted(url))' is not a postgresql:// url",
+                note: "SQLite needs no [store]: it is the default")
             return nil
         }
         let authority = url.drop { $0 != "/" }.dropFirst(2).prefix { $0 != "/" }

@@ -84,4 +84,13 @@ public struct SharedStoreSettings: Sendable, Hashable {
     public static let minimumLease: Duration = .seconds(5)
 
     public init(url: String) { self.url = url }
+
+    /// `url` for a message: whatever stands between the scheme and the last `@` (user and password) becomes
+    /// `…`, whether the URL parses or not, so a mistyped URL with a password never reaches a log.
+    public static func redacted(_ url: String) -> String {
+        guard let at = url.lastIndex(of: "@") else { return url }
+        let afterScheme = url.range(of: "://").map(\.upperBound) ?? url.firstIndex(of: ":").map { url.index(after: $0) }
+        guard let start = afterScheme, start <= at else { return "…" + url[at...] }
+        return url[..<start] + "…" + url[at...]
+    }
 }

@@ -102,7 +102,8 @@ public final class Daemon: Sendable {
         stateLock = try StateDirectoryLock(directory: config.stateDirectory)
         if let shared = config.store {
             store = try await SharedStoreOpener.open(
-                shared, environment: ProcessInfo.processInfo.environment, logger: logger)
+                shared, backends: Set(config.backends.keys), environment: ProcessInfo.processInfo.environment,
+                logger: logger)
         } else {
             do {
                 store = try SnapcronDatabase(path: config.stateDirectory + "/state.db")

@@ -12,7 +12,7 @@ import SnapcronPostgres
 /// migrates and registers. Every failure is a ``DaemonStartError`` naming the store and why.
 enum SharedStoreOpener {
     static func open(
-        _ settings: SharedStoreSettings, environment: [String: String], logger: Logger
+        _ settings: SharedStoreSettings, backends: Set<String>, environment: [String: String], logger: Logger
     ) async throws -> PostgresStateStore {
         let password: String?
         do {
@@ -22,8 +22,8 @@ enum SharedStoreOpener {
         }
         let host = hostName()
         let node = ClusterNode(
-            name: settings.nodeName ?? host, lease: settings.lease, host: host, pid: getpid(),
-            version: SnapcronVersion.current)
+            name: settings.nodeName ?? host, lease: settings.lease, host: host, instance: machineID() ?? host,
+            pid: getpid(), version: SnapcronVersion.current, backends: backends)
         do {
             let store = try await PostgresStateStore.open(
                 url: settings.url, password: password, logger: logger, node: node)
@@ -39,6 +39,13 @@ enum SharedStoreOpener {
         } catch {
             throw DaemonStartError("cannot open the store \(settings.url): \(error)")
         }
+    }
+
+    /// This machine's id (systemd's `/etc/machine-id`), nil where there is none.
+    static func machineID() -> String? {
+        guard let data = FileManager.default.contents(atPath: "/etc/machine-id") else { return nil }
+        let id = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return id.isEmpty ? nil : id
     }
 
     static func hostName() -> String {

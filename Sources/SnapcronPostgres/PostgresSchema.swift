@@ -128,6 +128,8 @@ enum PostgresSchema {
             last_seen    BIGINT  NOT NULL,
             started_at   BIGINT  NOT NULL,
             host         TEXT    NOT NULL,
+            -- The machine (/etc/machine-id): only it may take the name over while the lease lives.
+            instance     TEXT    NOT NULL,
             pid          INTEGER NOT NULL,
             version      TEXT    NOT NULL,
             -- Each job's fingerprint (name, expression, zone, target, options), to tell schedules that differ.

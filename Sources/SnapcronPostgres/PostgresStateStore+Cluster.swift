@@ -8,17 +8,27 @@ public struct ClusterNode: Sendable, Hashable {
     public var name: String
     /// A node silent this long loses its unfinished runs to the others.
     public var lease: Duration
-    /// Where it runs (a node name in use on another host with a live lease is refused).
+    /// Where it runs, for people (status).
     public var host: String
+    /// Which machine it is (`/etc/machine-id`): a node name held by another machine with a live lease is refused,
+    /// however alike their host names (cloned VMs).
+    public var instance: String
     public var pid: Int32
     public var version: String
+    /// The backends it has: it takes over only runs on these (nil: any).
+    public var backends: Set<String>?
 
-    public init(name: String, lease: Duration, host: String, pid: Int32, version: String) {
+    public init(
+        name: String, lease: Duration, host: String, instance: String? = nil, pid: Int32, version: String,
+        backends: Set<String>? = nil
+    ) {
         self.name = name
         self.lease = lease
         self.host = host
+        self.instance = instance ?? host
         self.pid = pid
         self.version = version
+        self.backends = backends
     }
 
     var leaseSeconds: Int64 { max(1, lease.components.seconds) }
@@ -79,14 +89,14 @@ extension PostgresStateStore {
     {
         let rows = try await transaction.rows(
             """
-            INSERT INTO nodes AS n (name, epoch, lease_until, last_seen, started_at, host, pid, version)
+            INSERT INTO nodes AS n (name, epoch, lease_until, last_seen, started_at, host, instance, pid, version)
             VALUES (\(node.name), 1, \(unescaped: databaseNow) + \(node.leaseSeconds), \(unescaped: databaseNow),
-                    \(unescaped: databaseNow), \(node.host), \(node.pid), \(node.version))
+                    \(unescaped: databaseNow), \(node.host), \(node.instance), \(node.pid), \(node.version))
             ON CONFLICT (name) DO UPDATE SET
                 epoch = n.epoch + 1, lease_until = excluded.lease_until, last_seen = excluded.last_seen,
-                started_at = excluded.started_at, host = excluded.host, pid = excluded.pid,
-                version = excluded.version
-            WHERE n.host = excluded.host OR n.lease_until < excluded.last_seen
+                started_at = excluded.started_at, host = excluded.host, instance = excluded.instance,
+                pid = excluded.pid, version = excluded.version
+            WHERE n.instance = excluded.instance OR n.lease_until < excluded.last_seen
             RETURNING epoch
             """)
         if let epoch = try rows.first.map({ try $0.decode(Int64.self) }) { return epoch }
@@ -132,6 +142,7 @@ extension PostgresStateStore {
                     WHERE r.state IN ('claimed', 'creating', 'waiting')
                       AND (r.owner_node IS NULL OR n.name IS NULL OR n.epoch <> r.owner_epoch
                            OR n.lease_until < \(unescaped: databaseNow))
+                      AND (\(node.backends == nil) OR r.backend = ANY(\(Array(node.backends ?? []))::text[]))
                       AND EXISTS (SELECT 1 FROM nodes me WHERE me.name = \(node.name) AND me.epoch = \(epoch)
                                   AND me.lease_until >= \(unescaped: databaseNow))
                     ORDER BY r.id
@@ -191,7 +202,8 @@ extension PostgresStateStore {
                 INSERT INTO retention_passes AS p (job, node, epoch, since)
                 VALUES (\(job), \(node.name), \(epoch), \(unescaped: databaseNow))
                 ON CONFLICT (job) DO UPDATE SET node = excluded.node, epoch = excluded.epoch, since = excluded.since
-                WHERE NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = p.node AND n.epoch = p.epoch
+                WHERE (p.node = excluded.node AND p.epoch = excluded.epoch)  -- a pass this node failed to give back
+                   OR NOT EXISTS (SELECT 1 FROM nodes n WHERE n.name = p.node AND n.epoch = p.epoch
                                   AND n.lease_until >= \(unescaped: databaseNow))
                 RETURNING 1
                 """

@@ -9,12 +9,20 @@ extension PostgresStateStore {
     /// jobs already.
     public func importAll(_ export: StoreExport) async throws {
         try await transaction { [self] transaction in
-            let used = try await transaction.rows(
-                "SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM images) + (SELECT count(*) FROM jobs)"
-            ).first.map { try $0.decode(Int64.self) } ?? 0
+            let counts = try await transaction.rows(
+                """
+                SELECT (SELECT count(*) FROM runs) + (SELECT count(*) FROM images) + (SELECT count(*) FROM jobs),
+                       (SELECT count(*) FROM nodes)
+                """
+            ).first
+            let (used, nodes): (Int64, Int64) = try counts?.decode((Int64, Int64).self) ?? (0, 0)
             guard used == 0 else {
                 throw PostgresStoreError(
                     .conflict, "the store \(location) is not empty (\(used) runs, images and jobs): copy into a new one")
+            }
+            guard nodes == 0 else {
+                throw PostgresStoreError(
+                    .conflict, "nodes have joined the store \(location) already: copy before starting any node")
             }
             if !export.installationID.isEmpty {
                 try await transaction.execute("UPDATE installation SET id = \(export.installationID)")

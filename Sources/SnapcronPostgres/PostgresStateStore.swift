@@ -32,6 +32,14 @@ public final class PostgresStateStore: Sendable {
 
     /// How many connections one daemon opens at most: the scheduler's writes and the control socket's reads.
     static let maximumConnections = 4
+    /// Limits every session sets at its start. A node stalled or cut off inside a transaction (SIGSTOP, a
+    /// partition) would otherwise hold its row and advisory locks until TCP noticed, hours later, and every other
+    /// node's claims would wait on them: the server ends such a transaction after 15 s, and a statement waits at
+    /// most 10 s for a lock (the call fails and the scheduler tries again).
+    static let sessionLimits = [
+        ("idle_in_transaction_session_timeout", "15s"), ("lock_timeout", "10s"), ("statement_timeout", "120s"),
+    ]
+
     /// How many times a transaction is tried when PostgreSQL aborts it for a conflict with another node.
     static let maximumAttempts = 20
 
@@ -62,6 +70,7 @@ public final class PostgresStateStore: Sendable {
         var configuration = PostgresClient.Configuration(
             host: location.host, port: location.port, username: location.user, password: password,
             database: location.database, tls: location.clientTLS)
+        configuration.options.additionalStartupParameters = sessionLimits
         configuration.options.maximumConnections = maximumConnections
         configuration.options.minimumConnections = 1
         let client = PostgresClient(configuration: configuration, backgroundLogger: logger)
@@ -118,9 +127,10 @@ public final class PostgresStateStore: Sendable {
     private static func connect(location: PostgresStoreLocation, password: String?, logger: Logger) async throws
         -> PostgresConnection
     {
-        let configuration = PostgresConnection.Configuration(
+        var configuration = PostgresConnection.Configuration(
             host: location.host, port: location.port, username: location.user, password: password,
             database: location.database, tls: try location.connectionTLS())
+        configuration.options.additionalStartupParameters = sessionLimits
         do {
             return try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
         } catch {
@@ -187,11 +197,12 @@ public final class PostgresStateStore: Sendable {
         if let until = unreachableUntil.withLock({ $0 }), ContinuousClock.now < until {
             throw ConnectionWaitTimedOut(limit: Self.connectionWait)
         }
-        let connected = ConnectedFlag()
+        let wait = ConnectionWait()
         return try await withThrowingTaskGroup(of: T?.self) { group in
             group.addTask { [client] in
                 try await client.withConnection { connection in
-                    connected.value.store(true, ordering: .releasing)
+                    // Either the body runs or the caller hears of a timeout, never both.
+                    guard wait.connect() else { throw CancellationError() }
                     return try await body(connection)
                 }
             }
@@ -205,7 +216,7 @@ public final class PostgresStateStore: Sendable {
                     unreachableUntil.withLock { $0 = nil }
                     return value
                 }
-                if !connected.value.load(ordering: .acquiring) {
+                if wait.abandon() {
                     group.cancelAll()
                     unreachableUntil.withLock { $0 = ContinuousClock.now + Self.failFastAfterTimeout }
                     throw ConnectionWaitTimedOut(limit: Self.connectionWait)
@@ -394,7 +405,13 @@ struct ConnectionWaitTimedOut: Error {
     var limit: Duration
 }
 
-/// Set once a call has its connection.
-private final class ConnectedFlag: Sendable {
-    let value = Atomic<Bool>(false)
+/// Whether a call got its connection before it gave up waiting: whichever comes first wins, once.
+private final class ConnectionWait: Sendable {
+    private let state = Atomic<Int>(0)  // 0 waiting, 1 connected, 2 abandoned
+
+    /// True when the connection came in time; the body may run.
+    func connect() -> Bool { state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged }
+
+    /// True when the call gives up now; false when the connection came first (the body runs to its end).
+    func abandon() -> Bool { state.compareExchange(expected: 0, desired: 2, ordering: .acquiringAndReleasing).exchanged }
 }

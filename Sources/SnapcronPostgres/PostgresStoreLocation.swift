@@ -1,4 +1,5 @@
 import Foundation
+import SnapcronCore
 
 /// Where the store lives: `postgresql://USER@HOST[:PORT]/DATABASE`, read from `[store] url`.
 ///
@@ -90,10 +91,6 @@ public struct PostgresStoreLocation: Sendable, Hashable, CustomStringConvertible
         return text
     }
 
-    /// A URL for an error message, with any password replaced.
-    static func redacted(_ url: String) -> String {
-        guard var components = URLComponents(string: url), components.password != nil else { return url }
-        components.password = "REDACTED"
-        return components.string ?? "(unreadable url)"
-    }
+    /// A URL for an error message, without its user and password (parsed or not).
+    static func redacted(_ url: String) -> String { SharedStoreSettings.redacted(url) }
 }

@@ -31,6 +31,10 @@ struct StoreMigrateCommand: ParsableCommand {
     @Option(help: "The daemon config (default: \(SnapcronConfig.defaultPath)).")
     var config: String = SnapcronConfig.defaultPath
 
+    @Option(
+        help: "A file holding the password, instead of [store]'s source (a password_credential exists only under systemd).")
+    var passwordFile: String?
+
     func run() throws {
         let settings: SnapcronConfig
         do {
@@ -46,7 +50,12 @@ struct StoreMigrateCommand: ParsableCommand {
         let password: String?
         do {
             location = try PostgresStoreLocation(url: store.url)
-            password = try StorePassword.read(store, environment: ProcessInfo.processInfo.environment)
+            var source = store
+            if let passwordFile {
+                source.passwordCredential = nil
+                source.passwordFile = passwordFile
+            }
+            password = try StorePassword.read(source, environment: ProcessInfo.processInfo.environment)
         } catch {
             throw StoreCommandFailure("\(error)")
         }

@@ -70,6 +70,17 @@ import Testing
 
         func configPath(_ node: String) -> String { "\(path)/\(node)/snapcron.toml" }
 
+        /// Starts a daemon per node just after a minute's fires, so that they are up well before the next one.
+        func startDaemonsAfterAMinuteBegins(_ nodes: [String]) throws -> [String: DaemonProcess] {
+            while Int(Date().timeIntervalSince1970) % 60 > 5 { usleep(200_000) }
+            var daemons: [String: DaemonProcess] = [:]
+            for node in nodes {
+                daemons[node] = try DaemonProcess(
+                    workspaceDirectory: path, arguments: ["--config", configPath(node), "--schedule", schedule])
+            }
+            return daemons
+        }
+
         /// Creates under way, as `node target name` (the script holds a file while its create sleeps).
         func createsInFlight() -> [(node: String, target: String, name: String)] {
             ((try? FileManager.default.contentsOfDirectory(atPath: inflight)) ?? []).compactMap { entry in
@@ -131,14 +142,7 @@ import Testing
         let nodes = ["n1", "n2", "n3"]
         let workspace = try ClusterWorkspace(server: server, database: database, nodes: nodes)
 
-        // Start just after a minute's fires, so that the daemons are up well before the next one.
-        while Int(Date().timeIntervalSince1970) % 60 > 5 { usleep(200_000) }
-        var daemons: [String: DaemonProcess] = [:]
-        for node in nodes {
-            daemons[node] = try DaemonProcess(
-                workspaceDirectory: workspace.path,
-                arguments: ["--config", workspace.configPath(node), "--schedule", workspace.schedule])
-        }
+        let daemons = try workspace.startDaemonsAfterAMinuteBegins(nodes)
         defer { for daemon in daemons.values { daemon.signal(SIGKILL) } }
         let firstFire = Int(Date().timeIntervalSince1970 / 60 + 1) * 60
 
@@ -214,13 +218,7 @@ import Testing
         let database = try server.createDatabase()
         let nodes = ["n1", "n2"]
         let workspace = try ClusterWorkspace(server: server, database: database, nodes: nodes, jobs: 10)
-        while Int(Date().timeIntervalSince1970) % 60 > 5 { usleep(200_000) }
-        var daemons: [String: DaemonProcess] = [:]
-        for node in nodes {
-            daemons[node] = try DaemonProcess(
-                workspaceDirectory: workspace.path,
-                arguments: ["--config", workspace.configPath(node), "--schedule", workspace.schedule])
-        }
+        let daemons = try workspace.startDaemonsAfterAMinuteBegins(nodes)
         defer { for daemon in daemons.values { daemon.signal(SIGKILL) } }
         let fire = Int(Date().timeIntervalSince1970 / 60 + 1) * 60
 
@@ -296,8 +294,9 @@ import Testing
         // A node with another schedule joins; n1 names the jobs that differ when it next loads its schedule.
         try server.administer(
             """
-            INSERT INTO nodes VALUES ('n9', 1, 4102444800, 0, 0, 'other-host', 9, 'x',
-                                      '{"ghost": "* * * * * UTC fake:vm-9 keep=1"}')
+            INSERT INTO nodes (name, epoch, lease_until, last_seen, started_at, host, instance, pid, version, schedule)
+            VALUES ('n9', 1, 4102444800, 0, 0, 'other-host', 'other-machine', 9, 'x',
+                    '{"ghost": "* * * * * UTC fake:vm-9 keep=1"}')
             """, database: database)
         let reload = try runSnapcronctl(
             ["reload", "--socket", "\(workspace.path)/n1/control.sock"], inDirectory: workspace.path)
@@ -310,7 +309,7 @@ import Testing
         daemon.signal(SIGTERM)
         #expect(daemon.waitForExit(within: 20) == 0)
         try server.administer(
-            "UPDATE nodes SET host = 'elsewhere', pid = 7, lease_until = 4102444800 WHERE name = 'n1'",
+            "UPDATE nodes SET host = 'elsewhere', instance = 'other-machine', pid = 7, lease_until = 4102444800 WHERE name = 'n1'",
             database: database)
         let nameInUse = try start(good)
         #expect(nameInUse.status == 1)

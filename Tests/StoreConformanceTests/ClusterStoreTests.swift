@@ -63,6 +63,11 @@ extension StoreTests {
             let claimed = try await claim(a, job: "web", at: 1)
 
             try lapse("a", in: database)
+            // A node without the runs' backend takes none of them (it could not follow them).
+            let other = try await open(
+                database, as: ClusterNode(name: "c", lease: .seconds(30), host: "h", pid: 1, version: "t", backends: ["zfs"]))
+            #expect(try await other.takeOverRuns().isEmpty)
+            await other.close()
             let taken = try await b.takeOverRuns()
             #expect(taken.map(\.id) == [waiting.id, claimed.id])
             #expect(try await b.takeOverRuns().isEmpty, "a run is taken over once")

@@ -11,7 +11,13 @@ import Testing
 /// for a process, polls with `usleep` or boots a systemd holds a pool thread for the whole wait; two such tests at
 /// once stall every other test of the run, whose timeouts then fire without their work ever having been scheduled.
 /// Suites that block carry `.onOwnThreads`; their synchronous waits then block threads that nobody else needs.
+///
+/// Long computations (a property search, an oracle comparison) carry `.onCPULane`: a synchronous test body runs as
+/// one job, so two of them computing for 20 s would hold both pool threads for 20 s. On a lane of two threads of
+/// their own they compete with the pool for the cores through the kernel's scheduler, which shares them fairly.
 public struct OwnThreadsTrait: SuiteTrait, TestTrait, TestScoping {
+    let executor: OwnThreadsExecutor
+
     public var isRecursive: Bool { true }
 
     public func scopeProvider(for test: Test, testCase: Test.Case?) -> Self? {
@@ -22,39 +28,15 @@ public struct OwnThreadsTrait: SuiteTrait, TestTrait, TestScoping {
         for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
     ) async throws {
         _ = PoolStallWatch.started
-        try await withTaskExecutorPreference(OwnThreadsExecutor.shared) { try await function() }
+        try await withTaskExecutorPreference(executor) { try await function() }
     }
 }
 
 extension Trait where Self == OwnThreadsTrait {
     /// The test runs on threads of its own: its blocking waits never hold a thread of the cooperative pool.
-    public static var onOwnThreads: Self { OwnThreadsTrait() }
-}
-
-/// Runs a long computation (a property search, an oracle comparison, a simulated year) on a lane of two threads
-/// of its own instead of the cooperative pool.
-///
-/// A synchronous test body runs as one job: two of them computing for 20 s hold both pool threads for 20 s, and
-/// every test that waits on real time meanwhile (a request timeout, a process) sees its work never scheduled. On
-/// the lane they compete with the pool for the cores through the kernel's scheduler, which shares them fairly.
-public struct CPULaneTrait: SuiteTrait, TestTrait, TestScoping {
-    public var isRecursive: Bool { true }
-
-    public func scopeProvider(for test: Test, testCase: Test.Case?) -> Self? {
-        testCase == nil ? nil : self
-    }
-
-    public func provideScope(
-        for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void
-    ) async throws {
-        _ = PoolStallWatch.started
-        try await withTaskExecutorPreference(OwnThreadsExecutor.cpuLane) { try await function() }
-    }
-}
-
-extension Trait where Self == CPULaneTrait {
+    public static var onOwnThreads: Self { OwnThreadsTrait(executor: .shared) }
     /// The test computes on the CPU lane: it never holds a thread of the cooperative pool for long.
-    public static var onCPULane: Self { CPULaneTrait() }
+    public static var onCPULane: Self { OwnThreadsTrait(executor: .cpuLane) }
 }
 
 /// A task executor with threads of its own: as many as it has jobs running (a job never waits for another one

@@ -258,6 +258,10 @@ struct RunEngine {
                 fields: ["event": "clock.stepped_back", "from": Self.iso(last), "to": Self.iso(now)]))
         out.append(.clampLastScheduled(notAfter: now))
         lastNow = now
+        // Timers on the wall clock would wait out the step: the lease renewal (other nodes would take this one's
+        // runs) and the claims to send again (their fires would pass their deadlines).
+        if let renewal = nextLeaseRenewal, renewal > now { nextLeaseRenewal = now }
+        if let retry = nextClaimRetry, retry > now { nextClaimRetry = now }
         var entries: [FireEntry] = []
         for entry in jobs.values {
             if let handled = entry.lastHandled, handled > now { entry.lastHandled = now }
@@ -445,7 +449,13 @@ struct RunEngine {
                 let key = Self.targetKey(claim.backend, claim.target)
                 claimsInFlight[key, default: 1] -= 1
                 if claimsInFlight[key] == 0 { claimsInFlight[key] = nil }
-                if let record { track(record, now: now) }
+                guard let record, runs[record.id] == nil else { continue }
+                if record.state == .claimed && record.attempts == 0 {
+                    track(record, now: now)
+                } else {
+                    // A retried claim's own run that was taken back meanwhile, or went further: resumed as it is.
+                    resume(record, now: now, out: &out, takenOver: true)
+                }
             }
         case .claimFailed(let claims, _):
             for claim in claims {

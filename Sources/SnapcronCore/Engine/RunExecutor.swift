@@ -36,6 +36,14 @@ final class RunExecutor: Sendable {
     private let leaseGeneration = Atomic<Int>(0)
     /// The last store write's failure, until a claim or a lease renewal succeeds again (a store restarting).
     private let storeTrouble = Mutex<String?>(nil)
+    /// Cluster: until when this daemon's lease surely holds (by this machine's monotonic clock, from the start of
+    /// the last renewal that succeeded). No create is sent to a backend after it: another node may be resuming
+    /// the run, and a backend call carries no fencing token.
+    private let leaseHeldUntil = Mutex<ContinuousClock.Instant?>(nil)
+    /// Runs whose backend create call is still under way in this process (even cut, until the call returns).
+    private let createsUnderWay = Mutex<Set<Int64>>([])
+    /// Runs taken over (back) while an earlier create of theirs was still under way here: resumed once it ended.
+    private let heldBackTakeovers = Mutex<[Int64: RunRecord]>([:])
 
     /// Why the store fails now, for the status line; nil while it answers.
     var storeProblem: String? { storeTrouble.withLock { $0 } }
@@ -65,7 +73,8 @@ final class RunExecutor: Sendable {
     // MARK: Start-up
 
     func loadStartState() async throws -> EngineStartState {
-        EngineStartState(
+        if let lease = store.runLease { leaseHeldUntil.withLock { $0 = .now + lease } }  // registered at open
+        return EngineStartState(
             jobStates: try await store.allJobStates(), unfinishedRuns: try await store.unfinishedRuns(),
             jobsWithImages: try await store.jobsWithImages(),
             hasLateImages: !(try await store.imagesLeftUnfinished(limit: 1)).isEmpty,
@@ -421,12 +430,18 @@ final class RunExecutor: Sendable {
     var hooksInFlight: Int { hookTasks.withLock { $0.running.count } }
 
     private func createCall(_ order: CreateOrder, on backend: any SnapshotBackend) async -> CreateOutcome {
+        let generation = leaseGeneration.load(ordering: .relaxed)
+        if store.runLease != nil, let until = leaseHeldUntil.withLock({ $0 }), ContinuousClock.now >= until {
+            return .failed(error: "this node's lease on its runs may have lapsed; not creating", transient: true)
+        }
         // Bounded by the run's timeout without a timer of its own: the engine ends the run there, and ending it
         // cuts this call (``cutCreate(of:)``), also when the backend ignores its cancellation.
         let once = OnceResult<CreatedImage>()
+        createsUnderWay.withLock { _ = $0.insert(order.run) }
         let result = await withCheckedContinuation { continuation in
             once.set(continuation)
             let work = Task {
+                defer { self.createsUnderWay.withLock { _ = $0.remove(order.run) } }
                 do {
                     once.resume(
                         .success(
@@ -440,6 +455,14 @@ final class RunExecutor: Sendable {
             createCalls.withLock { $0[order.run] = CreateCall(work: work, once: once) }
         }
         createCalls.withLock { _ = $0.removeValue(forKey: order.run) }
+        if leaseGeneration.load(ordering: .relaxed) != generation {
+            // The lease lapsed meanwhile: the run is another node's, or resumed afresh here; whoever follows it
+            // finds this image by name. Nothing is written for it from this call.
+            logger.notice(
+                "Create returned after the lease on its run lapsed; left to the run's new owner",
+                metadata: ["event": "cluster.create_orphaned", "job": "\(order.job)", "run": "\(order.run)"])
+            return .failed(error: "the lease on this run lapsed during its create", transient: true)
+        }
         switch result {
         case .success(let created):
             let now = clock.now()
@@ -939,16 +962,37 @@ final class RunExecutor: Sendable {
     /// Renews this daemon's lease on its runs and takes over those of daemons whose lease lapsed (cluster).
     private func renewRunLease() async -> [EngineEvent] {
         var events: [EngineEvent] = []
+        let began = ContinuousClock.now
         do {
             let held = try await store.renewRunLease()
             storeTrouble.withLock { $0 = nil }
+            if let lease = store.runLease { leaseHeldUntil.withLock { $0 = began + lease } }
             if !held {
                 leaseGeneration.add(1, ordering: .relaxed)
+                // Another node may be resuming these runs: their creates stop here.
+                for run in createCalls.withLock({ Array($0.keys) }) { cutCreate(of: run) }
                 events.append(.runLeaseLost)
             }
             // Another node may have paused or resumed a job: the store's flags are the cluster's.
             events.append(.storedPausesRead(Set(try await store.allJobStates().lazy.filter(\.paused).map(\.name))))
-            let taken = try await store.takeOverRuns()
+            // A run taken back while its earlier create still runs here waits for that call to return: resumed at
+            // once, its create by name could miss the image the earlier call is still making.
+            let busy = createsUnderWay.withLock { $0 }
+            var taken: [RunRecord] = []
+            heldBackTakeovers.withLock { held in
+                for (id, record) in held where !busy.contains(id) {
+                    taken.append(record)
+                    held[id] = nil
+                }
+            }
+            for record in try await store.takeOverRuns() {
+                if busy.contains(record.id) {
+                    heldBackTakeovers.withLock { $0[record.id] = record }
+                } else {
+                    taken.append(record)
+                }
+            }
+            taken.sort { $0.id < $1.id }
             if !taken.isEmpty {
                 logger.notice(
                     "Runs taken over from lapsed nodes",
