@@ -971,6 +971,7 @@ final class RunExecutor: Sendable {
                 leaseGeneration.add(1, ordering: .relaxed)
                 // Another node may be resuming these runs: their creates stop here.
                 for run in createCalls.withLock({ Array($0.keys) }) { cutCreate(of: run) }
+                heldBackTakeovers.withLock { $0 = [:] }  // not ours any more either; taken back below if still free
                 events.append(.runLeaseLost)
             }
             // Another node may have paused or resumed a job: the store's flags are the cluster's.
