@@ -2,6 +2,7 @@ import ControlClient
 import ControlProtocol
 import Foundation
 import SnapcronDaemon
+import SnapcronTestKit
 import Testing
 
 #if canImport(Glibc)
@@ -32,8 +33,7 @@ import Testing
     /// A copy of the client that another user can run even when the build directory is private (as under /root).
     private func clientForNobody(in directory: String) throws -> String {
         let copy = directory + "/snapcronctl"
-        try FileManager.default.copyItem(atPath: try Executables.path("snapcronctl"), toPath: copy)
-        chmod(copy, 0o755)
+        try writeExecutable(try Data(contentsOf: URL(fileURLWithPath: try Executables.path("snapcronctl"))), to: copy)
         return copy
     }
 
@@ -223,9 +223,7 @@ import Testing
     @Test func editInstallsAValidScheduleAndMakesItLive() async throws {
         try await withServer { h, binary in
             let editor = h.directory + "/editor.sh"
-            try "#!/bin/sh\nprintf '@hourly  fresh  fake:vm-fresh  keep=3\\n' >> \"$1\"\n".write(
-                toFile: editor, atomically: true, encoding: .utf8)
-            chmod(editor, 0o755)
+            try writeExecutable("#!/bin/sh\nprintf '@hourly  fresh  fake:vm-fresh  keep=3\\n' >> \"$1\"\n", to: editor)
             chmod(h.schedulePath, 0o640)
             let result = try await ctl(
                 binary, ["edit", "--socket", h.socketPath], environment: ["VISUAL": "", "EDITOR": editor])
@@ -247,9 +245,7 @@ import Testing
         try await withServer { h, binary in
             let before = try String(contentsOfFile: h.schedulePath, encoding: .utf8)
             let editor = h.directory + "/editor.sh"
-            try "#!/bin/sh\nprintf '0 0 * * 8  broken  fake:vm-x\\n' >> \"$1\"\n".write(
-                toFile: editor, atomically: true, encoding: .utf8)
-            chmod(editor, 0o755)
+            try writeExecutable("#!/bin/sh\nprintf '0 0 * * 8  broken  fake:vm-x\\n' >> \"$1\"\n", to: editor)
             let result = try await ctl(binary, ["edit", "--socket", h.socketPath], environment: ["VISUAL": editor])
             #expect(result.status == 1)
             #expect(result.stderr.contains("\(h.schedulePath):4:9: error:"), "\(result.stderr)")
@@ -265,12 +261,12 @@ import Testing
             // First pass breaks the file; the second (after "y") fixes it.
             let editor = h.directory + "/editor.sh"
             let marker = h.directory + "/second"
-            try """
-            #!/bin/sh
-            if [ -e \(marker) ]; then sed -i 's/ 8  late/ 1  late/' "$1"; else touch \(marker); printf '0 0 * * 8  late  fake:vm-l\\n' >> "$1"; fi
+            try writeExecutable(
+                """
+                #!/bin/sh
+                if [ -e \(marker) ]; then sed -i 's/ 8  late/ 1  late/' "$1"; else touch \(marker); printf '0 0 * * 8  late  fake:vm-l\\n' >> "$1"; fi
 
-            """.write(toFile: editor, atomically: true, encoding: .utf8)
-            chmod(editor, 0o755)
+                """, to: editor)
             let result = try await ctl(
                 binary, ["edit", "--socket", h.socketPath], environment: ["VISUAL": editor], input: "y\n")
             #expect(result.status == 0, "\(result.stderr)")

@@ -1,6 +1,7 @@
 import ExecBackend
 import Foundation
 import Logging
+import SnapcronTestKit
 import SnapshotBackend
 
 #if canImport(Glibc)
@@ -36,8 +37,7 @@ struct Scratch {
     @discardableResult
     func script(_ name: String, _ body: String) throws -> String {
         let file = path + "/" + name
-        try Data(("#!/bin/sh\n" + body + "\n").utf8).write(to: URL(fileURLWithPath: file))
-        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: file)
+        try writeExecutable("#!/bin/sh\n" + body + "\n", to: file)
         return file
     }
 

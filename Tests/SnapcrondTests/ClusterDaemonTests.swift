@@ -2,6 +2,7 @@ import Foundation
 import PostgresHarness
 import SnapcronPostgres
 import SnapcronStore
+import SnapcronTestKit
 import SnapcronCore
 import TestThreads
 import Testing
@@ -32,8 +33,7 @@ import Testing
                 try FileManager.default.createDirectory(atPath: path + "/" + folder, withIntermediateDirectories: true)
             }
             FileManager.default.createFile(atPath: creates, contents: nil)
-            try Self.backendScript.write(toFile: path + "/backend", atomically: true, encoding: .utf8)
-            chmod(path + "/backend", 0o755)
+            try writeExecutable(Self.backendScript, to: path + "/backend")
             FileManager.default.createFile(
                 atPath: path + "/password", contents: Data((server.password + "\n").utf8),
                 attributes: [.posixPermissions: 0o600])
