@@ -264,7 +264,7 @@ public actor SchedulerService {
         var storedPauses: Set<String> = []
         if engine.started, newJobs.contains(where: { engine.job(named: $0.name) == nil }) {
             do {
-                storedPauses = Set(try await executor.store.allJobStates().filter(\.paused).map(\.name))
+                storedPauses = try await executor.store.pausedJobNames()
             } catch {
                 logger.error("Store read failed; re-added jobs start unpaused", metadata: ["error": "\(error)"])
             }

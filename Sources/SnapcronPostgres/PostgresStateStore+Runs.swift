@@ -190,15 +190,7 @@ extension PostgresStateStore {
                 WHERE id = \(runID) RETURNING \(unescaped: runColumns)
                 """)
             if let imageID = run.imageID, let backend = run.backend {
-                // timed_out and cancelled leave the image as last polled: it may still become active. An image
-                // gone, being deleted or deleted keeps that state.
-                let imageState: StoredImageState? =
-                    switch state {
-                    case .succeeded: .active
-                    case .failed: .error
-                    default: nil
-                    }
-                if let imageState {
+                if let imageState = state.imageStateWhenRunEnds {
                     try await transaction.execute(
                         """
                         UPDATE images SET state = \(imageState.rawValue),

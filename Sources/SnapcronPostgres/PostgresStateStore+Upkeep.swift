@@ -11,6 +11,12 @@ extension PostgresStateStore: StateStore {
         }
     }
 
+    public func pausedJobNames() async throws -> Set<String> {
+        try await transaction(.readCommitted) { transaction in
+            Set(try await transaction.rows("SELECT name FROM jobs WHERE paused").map { try $0.decode(String.self) })
+        }
+    }
+
     public func setPaused(name: String, _ paused: Bool, now: Date) async throws -> JobStateRecord {
         try await transaction { transaction in
             try JobStateRecord(

@@ -21,6 +21,10 @@ extension SnapcronDatabase {
 
     /// Pauses or resumes job `name`; survives restarts.
     @discardableResult
+    public func pausedJobNames() throws -> Set<String> {
+        try read { db in Set(try String.fetchAll(db, sql: "SELECT name FROM jobs WHERE paused")) }
+    }
+
     public func setPaused(name: String, _ paused: Bool, now: Date) throws -> JobStateRecord {
         try write { db in
             try db.cachedStatement(sql: """

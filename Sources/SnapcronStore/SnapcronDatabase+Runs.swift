@@ -221,15 +221,7 @@ extension SnapcronDatabase {
                     WHERE id = ?
                     """).execute(arguments: [state.rawValue, error, now.epochSeconds, runID])
             if let imageID = run.imageID, let backend = run.backend {
-                // timed_out and cancelled leave the image as last polled: it may still become active. An image
-                // gone, being deleted or deleted keeps that state.
-                let imageState: StoredImageState? =
-                    switch state {
-                    case .succeeded: .active
-                    case .failed: .error
-                    default: nil
-                    }
-                if let imageState {
+                if let imageState = state.imageStateWhenRunEnds {
                     try db.cachedStatement(sql: """
                             UPDATE images SET state = ?, size_bytes = COALESCE(?, size_bytes), updated_at = ?
                             WHERE backend = ? AND id = ? AND state NOT IN ('gone', 'deleting', 'deleted')

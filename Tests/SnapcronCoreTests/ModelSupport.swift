@@ -330,6 +330,7 @@ final class CrashingStore: StateStore {
         }
         return try pass { try base.claimRuns(claims, now: now) }
     }
+    func pausedJobNames() async throws -> Set<String> { try pass { try base.pausedJobNames() } }
     func ownUnfinishedRun(job: String, scheduledAt: Date) async throws -> RunRecord? {
         try await pass { try base }.ownUnfinishedRun(job: job, scheduledAt: scheduledAt)
     }

@@ -457,6 +457,7 @@ extension StoreTests {
                 let resumed = try await store.setPaused(name: "a", false, now: minute(4))
                 #expect(!resumed.paused && resumed.lastScheduledAt == minute(2))
                 #expect(try await store.allJobStates().map(\.name) == ["a", "b"])
+                #expect(try await store.pausedJobNames() == ["b"])
             }
         }
 

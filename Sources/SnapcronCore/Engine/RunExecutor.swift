@@ -975,7 +975,7 @@ final class RunExecutor: Sendable {
                 events.append(.runLeaseLost)
             }
             // Another node may have paused or resumed a job: the store's flags are the cluster's.
-            events.append(.storedPausesRead(Set(try await store.allJobStates().lazy.filter(\.paused).map(\.name))))
+            events.append(.storedPausesRead(try await store.pausedJobNames()))
             // A run taken back while its earlier create still runs here waits for that call to return: resumed at
             // once, its create by name could miss the image the earlier call is still making.
             let busy = createsUnderWay.withLock { $0 }

@@ -308,3 +308,16 @@ public struct ImageCensusRow: Sendable, Hashable {
         self.newestCreatedAt = newestCreatedAt
     }
 }
+
+extension RunState {
+    /// The state a run's image takes when the run ends in this state: active after a success, error after a
+    /// failure; nil leaves it as last polled (timed_out and cancelled: it may still become active). Both stores
+    /// apply it only to an image not gone, being deleted or deleted.
+    public var imageStateWhenRunEnds: StoredImageState? {
+        switch self {
+        case .succeeded: .active
+        case .failed: .error
+        default: nil
+        }
+    }
+}

@@ -50,6 +50,8 @@ public protocol StateStore: Sendable {
         -> RunRecord?
     /// Pauses or resumes a job, for good.
     func setPaused(name: String, _ paused: Bool, now: Date) async throws -> JobStateRecord
+    /// The names of the jobs paused in the store (read at each lease renewal in a cluster: only these rows).
+    func pausedJobNames() async throws -> Set<String>
 
     // MARK: Runs
 
