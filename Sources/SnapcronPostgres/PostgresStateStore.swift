@@ -182,8 +182,10 @@ public final class PostgresStateStore: Sendable {
 
     /// How long a call waits for a pooled connection. The pool's own wait ends only after about a minute of failed
     /// connection attempts, and the scheduler's loop (which makes these calls) must keep its watchdog pings going
-    /// while PostgreSQL restarts: the call fails after this, and the scheduler tries again later.
-    static let connectionWait: Duration = .seconds(10)
+    /// while PostgreSQL restarts: the call fails after this, and the scheduler tries again later. 20 s, below the
+    /// unit's 30 s watchdog, and well above a slow but working connection set-up (10 s was too short for a debug
+    /// build's password exchange on a loaded two-core CI machine).
+    static let connectionWait: Duration = .seconds(20)
     /// How long calls fail at once after a wait for a connection timed out.
     static let failFastAfterTimeout: Duration = .seconds(5)
 
